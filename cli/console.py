@@ -1,0 +1,34 @@
+"""Shared CLI plumbing: one rich console on stderr, JSON on stdout, clean error exits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+#: Every human-readable line (tables, progress) goes to stderr; stdout is kept for --json.
+console = Console(stderr=True)
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NONFINITE = 3
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Also write machine-readable results to stdout."
+)
+
+
+def emit_json(payload: Any) -> None:
+    """Write ``payload`` as one JSON document on stdout."""
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print ``message`` in red on stderr and exit with ``code`` (never a traceback)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise SystemExit(code)

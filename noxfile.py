@@ -1,0 +1,74 @@
+"""nox sessions. Run ``nox -l`` to list them.
+
+nox uses its virtualenv backend: uv would ignore the torch CPU wheel on disk and pull a
+multi-GB CUDA build. Every session installs ``torch==2.13.0`` first for the same reason.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "virtualenv"
+nox.options.sessions = ["tests", "lint"]
+
+TORCH = "torch==2.13.0"
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    session.install(TORCH)
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", spec)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The default test suite (what CI runs)."""
+    _install(session, "dev")
+    session.run("pytest", "-n", "2", *session.posargs)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """Long tests: thorough hypothesis profile, full mpmath batteries, long training checks."""
+    _install(session, "dev")
+    session.run(
+        "pytest", "-n", "2", "-m", "slow or not slow", *session.posargs,
+        env={"HYPOTHESIS_PROFILE": "thorough"},
+    )
+
+
+@nox.session
+def cuda(session: nox.Session) -> None:
+    """Tests that need a CUDA device (run on a GPU machine)."""
+    _install(session, "dev")
+    session.run("pytest", "-m", "cuda", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", "hyperet", "cli", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "hyperet", "cli", "tests", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy on the package."""
+    _install(session, "dev")
+    session.run("mypy", "hyperet", "cli")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs with mkdocs --strict and run the doctests embedded in them."""
+    _install(session, "dev", "docs")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/test_docs.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: structured vs dense, ops vs geoopt, pairwise distance, HRA step."""
+    _install(session, "bench")
+    session.run("hyperet", "bench", *session.posargs)
