@@ -1,1 +1,41 @@
-"""Placeholder; see docs/architecture.md."""
+"""How do I adapt a model? The HRA module, its injection into attention, merge, checkpoints.
+
+See ``docs/hra.md``.
+"""
+
+from __future__ import annotations
+
+from hyperet.nn.accounting import ParameterReport, count_parameters
+from hyperet.nn.hra import HyperbolicRadiusAdjustment
+from hyperet.nn.inject import (
+    HRALinear,
+    HRAMultiheadAttention,
+    adapter_sites,
+    apply_hyperet,
+    merge_hyperet,
+    unmerge_hyperet,
+)
+from hyperet.nn.structured import (
+    BandedMatrix,
+    BlockDiagonalMatrix,
+    DiagonalMatrix,
+    StructuredMatrix,
+    make_structured,
+)
+
+__all__ = [
+    "BandedMatrix",
+    "BlockDiagonalMatrix",
+    "DiagonalMatrix",
+    "HRALinear",
+    "HRAMultiheadAttention",
+    "HyperbolicRadiusAdjustment",
+    "ParameterReport",
+    "StructuredMatrix",
+    "adapter_sites",
+    "apply_hyperet",
+    "count_parameters",
+    "make_structured",
+    "merge_hyperet",
+    "unmerge_hyperet",
+]
