@@ -1,0 +1,337 @@
+"""Numerical building blocks shared by the ops: the per-call context, norms, co-norms, ratios.
+
+Everything here is private to :mod:`hyperet.ops`. The pieces:
+
+- :class:`Numerics`: the per-call context (policy, compute dtype, curvature, limits) built by
+  :func:`setup`; it validates in exact mode and finishes results (cast back, keep inside).
+- :func:`conorm_exact`: :math:`w(x) = 1 - c|x|^2` to a few ulp even when ``w`` is tiny, from a
+  double-double sum of squares (error-free products and two error-free extractions); a custom
+  autograd function gives it the plain gradient :math:`-2cx`.
+- :func:`tanh_ratio`, :func:`artanh_ratio`: :math:`\\tanh(t)/t` and
+  :math:`\\operatorname{artanh}(z)/z`, equal to 1 at 0, with every branch sanitised first (the
+  "double where"), so neither values nor gradients ever see NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hyperet.ops.policy import (
+    PolicyName,
+    compute_dtype,
+    input_ceiling,
+    output_ceiling,
+    resolve_policy,
+)
+
+Curvature = float | Tensor
+
+#: Dekker's splitting constant for float64: ``2**27 + 1``.
+_SPLIT = 134217729.0
+#: Below this argument the ratios use their Taylor series (exact to < 2**-60 relative).
+_SERIES_BELOW = 2.0**-9
+
+
+# ----------------------------------------------------------------------------- norms
+
+
+def norm_scaled(v: Tensor) -> Tensor:
+    """:math:`|v|` along the last axis (keepdim) without overflow or underflow.
+
+    Computed as :math:`m |v / m|` with :math:`m = \\max_i |v_i|` (detached: the result does not
+    depend on it), so tangent vectors of norm ``1e300`` and points of norm ``1e-300`` keep full
+    precision. The gradient at ``v = 0`` is 0 (a subgradient), never NaN.
+    """
+    m = v.detach().abs().amax(dim=-1, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return torch.linalg.vector_norm(v / m, dim=-1, keepdim=True) * m
+
+
+def _split(a: Tensor) -> tuple[Tensor, Tensor]:
+    """Dekker's split: ``a = hi + lo`` exactly, each with at most 26 significant bits."""
+    t = a * _SPLIT
+    hi = t - (t - a)
+    return hi, a - hi
+
+
+def _two_prod(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``a * b = p + e`` exactly (Dekker/Veltkamp, no FMA needed)."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+def _two_sum(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``a + b = s + e`` exactly (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _extract(p: Tensor) -> tuple[Tensor, Tensor]:
+    """Split nonnegative ``p`` (last axis) into an exactly summable part and a remainder.
+
+    With :math:`\\sigma = 2^{\\lceil \\log_2 \\max p \\rceil + \\lceil \\log_2 d \\rceil}`,
+    :math:`q_i = (\\sigma + p_i) - \\sigma` is a multiple of :math:`\\mathrm{ulp}(\\sigma)` and
+    :math:`\\sum q_i \\le \\sigma`, so every partial sum of the ``q_i`` is exact in any order;
+    :math:`r_i = p_i - q_i` is exact too (Rump, Ogita, Oishi: ExtractScalar).
+    Returns (exact sum of q, remainders r).
+    """
+    d = p.shape[-1]
+    _, exponent = torch.frexp(p.amax(dim=-1, keepdim=True))
+    sigma = torch.ldexp(torch.ones_like(p[..., :1]), exponent + max(1, math.ceil(math.log2(d))))
+    q = (sigma + p) - sigma
+    return q.sum(dim=-1, keepdim=True), p - q
+
+
+def sum_sq_dd(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Double-double :math:`\\sum_i x_i^2` along the last axis (float64, keepdim): ``hi + lo``.
+
+    The relative error is about ``eps**2`` (plus ``d**3 eps**3`` from the last remainder),
+    far below what :math:`1 - c|x|^2` needs at the last float below the boundary.
+    """
+    p, e = _two_prod(x, x)  # x_i^2 = p_i + e_i exactly
+    s1, r1 = _extract(p)
+    s2, r2 = _extract(r1)
+    hi, lo = _two_sum(s1, s2)
+    return hi, lo + (r2.sum(dim=-1, keepdim=True) + e.sum(dim=-1, keepdim=True))
+
+
+class _ConormExact(torch.autograd.Function):
+    """:math:`w = 1 - c|x|^2` to a few ulp; gradient :math:`(-2c x, -|x|^2)`."""
+
+    @staticmethod
+    def forward(x: Tensor, c: Tensor) -> Tensor:
+        hi, lo = sum_sq_dd(x)
+        ch, ce = _two_prod(c.expand_as(hi), hi)  # c * hi = ch + ce exactly
+        # 1 - ch is exact whenever c|x|^2 is in [1/2, 2] (Sterbenz), i.e. whenever w is small.
+        return (1.0 - ch) - (ce + c * lo)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        x, c = inputs
+        ctx.save_for_backward(x, c)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, c = ctx.saved_tensors
+        grad_x = -2.0 * c * x * grad if ctx.needs_input_grad[0] else None
+        grad_c = None
+        if ctx.needs_input_grad[1]:
+            grad_c = -(x * x).sum(dim=-1, keepdim=True).mul(grad).sum().reshape(c.shape)
+        return grad_x, grad_c
+
+
+def conorm_exact(x: Tensor, c: Curvature) -> Tensor:
+    """:math:`w(x) = 1 - c|x|^2` (float64, keepdim) to a few ulp, differentiable in x and c."""
+    c_t = c if isinstance(c, Tensor) else torch.tensor(c, dtype=x.dtype, device=x.device)
+    out: Tensor = _ConormExact.apply(x, c_t)
+    return out
+
+
+# ----------------------------------------------------------------------------- ratios
+
+
+def tanh_ratio(t: Tensor) -> Tensor:
+    """:math:`\\tanh(t)/t` for :math:`t \\ge 0` (1 at 0; ``1/t`` once tanh saturates).
+
+    Series :math:`1 - t^2/3 + 2t^4/15` below ``2**-9``; both branches see sanitised input.
+    """
+    small = t < _SERIES_BELOW
+    ts = torch.where(small, t, torch.zeros_like(t))
+    tl = torch.where(small, torch.ones_like(t), t)
+    t2 = ts * ts
+    series = 1.0 - t2 / 3.0 + t2 * t2 * (2.0 / 15.0)
+    return torch.where(small, series, torch.tanh(tl) / tl)
+
+
+def artanh_ratio(z: Tensor, w: Tensor) -> Tensor:
+    """:math:`\\operatorname{artanh}(z)/z` for :math:`0 \\le z < 1`, given :math:`w = 1 - z^2`.
+
+    Series :math:`1 + z^2/3 + z^4/5` below ``2**-9``, ``atanh(z)/z`` below 1/2, and
+    :math:`(\\operatorname{log1p}(z) - \\tfrac12 \\log w)/z` above, where the accurate ``w``
+    carries the precision that ``1 - z`` has lost near the boundary.
+    """
+    small = z < _SERIES_BELOW
+    large = z >= 0.5
+    mid = ~(small | large)
+    zs = torch.where(small, z, torch.zeros_like(z))
+    zm = torch.where(mid, z, torch.full_like(z, 0.25))
+    zl = torch.where(large, z, torch.ones_like(z))
+    wl = torch.where(large, w, torch.ones_like(w))
+    z2 = zs * zs
+    series = 1.0 + z2 / 3.0 + z2 * z2 / 5.0
+    return torch.where(
+        small,
+        series,
+        torch.where(mid, torch.atanh(zm) / zm, (torch.log1p(zl) - 0.5 * torch.log(wl)) / zl),
+    )
+
+
+# ----------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """Per-call context: policy, dtypes, curvature and its square root, train-mode limits."""
+
+    policy: PolicyName
+    dtype: torch.dtype  # the arithmetic's dtype
+    out_dtype: torch.dtype  # the result's dtype
+    c: Curvature
+    sqrt_c: Curvature
+
+    @property
+    def exact(self) -> bool:
+        return self.policy == "exact"
+
+    def cast(self, t: Tensor) -> Tensor:
+        return t.to(self.dtype)
+
+    def norm(self, v: Tensor) -> Tensor:
+        """:math:`|v|` (keepdim) in the compute dtype: overflow-free in exact mode; float64
+        accumulation for float32 in train mode."""
+        if self.exact:
+            return norm_scaled(v)
+        if v.dtype == torch.float32:
+            n = torch.linalg.vector_norm(v, dim=-1, keepdim=True, dtype=torch.float64)
+            return n.to(torch.float32)
+        return torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+
+    def point(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(z, w, n)`` of a point: :math:`z = \\sqrt c|x|`, :math:`w = 1 - c|x|^2`, ``n = |x|``.
+
+        Train mode clamps ``z`` to :func:`~hyperet.ops.policy.input_ceiling` and ``w`` to the
+        matching floor (only points on or outside the boundary are affected).
+        """
+        if self.exact:
+            n = norm_scaled(x)
+            return self.sqrt_c * n, conorm_exact(x, self.c), n
+        if x.dtype == torch.float32:
+            n64 = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float64)
+            c64 = self.c.double() if isinstance(self.c, Tensor) else self.c
+            w = (1.0 - c64 * n64 * n64).to(torch.float32)
+            n = n64.to(torch.float32)
+        else:
+            n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+            w = 1.0 - self.c * n * n
+        z_in = input_ceiling(self.out_dtype)
+        w_min = (1.0 - z_in) * (1.0 + z_in)
+        return (self.sqrt_c * n).clamp_max(z_in), w.clamp_min(w_min), n
+
+    def finish(self, y: Tensor) -> Tensor:
+        """Cast a returned point back to the result dtype, keeping it strictly inside the ball.
+
+        Exact mode: a point that rounds onto or outside the boundary moves to the nearest interior
+        float in the same direction. Train mode: rescaled to
+        :func:`~hyperet.ops.policy.output_ceiling` when beyond it (no synchronisation).
+        """
+        if self.exact:
+            return keep_inside_exact(y.to(self.out_dtype), self.c)
+        z_out = output_ceiling(self.out_dtype)
+        n = self.norm(y)
+        # rescale = z_out / max(z, z_out): 1 inside the ceiling, no division by zero (double where)
+        scale = z_out / torch.clamp_min(self.sqrt_c * n, z_out)
+        return (y * scale).to(self.out_dtype)
+
+    def finish_vector(self, v: Tensor) -> Tensor:
+        """Cast a returned tangent vector or scalar back to the result dtype."""
+        return v.to(self.out_dtype)
+
+    # ------------------------------------------------------------------ validation (exact)
+
+    def check_points(self, **points: Tensor) -> None:
+        """Exact mode: refuse non-finite points or points on/outside the ball (one host sync)."""
+        self._check(points, inside=True)
+
+    def check_finite(self, **tensors: Tensor) -> None:
+        """Exact mode: refuse non-finite tensors (one host sync)."""
+        self._check(tensors, inside=False)
+
+    def _check(self, tensors: dict[str, Tensor], *, inside: bool) -> None:
+        if not self.exact or not tensors:
+            return
+        bad = [self._bad(t, inside) for t in tensors.values()]
+        if not bool(torch.stack([b.any() for b in bad]).any()):
+            return
+        for (name, t), b in zip(tensors.items(), bad, strict=True):
+            if bool(b.any()):
+                if not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"{name}: contains NaN or inf")
+                raise ValueError(
+                    f"{name}: point lies on or outside the ball (sqrt(c)|{name}| >= 1)"
+                )
+
+    def _bad(self, t: Tensor, inside: bool) -> Tensor:
+        with torch.no_grad():
+            bad = ~torch.isfinite(t)
+            if inside:
+                td = torch.where(bad, torch.zeros_like(t), t).to(torch.float64)
+                c = self.c.detach().double() if isinstance(self.c, Tensor) else self.c
+                bad = bad.any(dim=-1, keepdim=True) | ~(conorm_exact(td, c) > 0)
+            return bad
+
+
+def keep_inside_exact(y: Tensor, c: Curvature) -> Tensor:
+    """Move points of ``y`` (any float dtype) that are not strictly inside the ball inward.
+
+    A point with :math:`1 - c|y|^2 \\le 0` (checked to a few ulp in float64) is scaled radially:
+    first onto :math:`|y| = 1/\\sqrt c` when beyond it, then by :math:`(1 - k\\epsilon)` for
+    growing ``k`` until it is inside: the nearest interior float in the same direction up to the
+    rounding of the scaling. Valid points come back bitwise unchanged.
+    """
+    c64 = c.detach().double() if isinstance(c, Tensor) else c
+    eps = torch.finfo(y.dtype).eps
+    for step in range(8):
+        with torch.no_grad():
+            y64 = y.detach().to(torch.float64)
+            outside = ~(conorm_exact(y64, c64) > 0)
+            if not bool(outside.any()):
+                return y
+            z = c64**0.5 * norm_scaled(y64)
+            shrink = torch.where(z > 1, 1 / z, torch.ones_like(z)) * (1 - eps * 2.0**step)
+            factor = torch.where(outside, shrink, torch.ones_like(shrink)).to(y.dtype)
+        y = y * factor
+    raise RuntimeError("keep_inside_exact: could not move a point inside the ball")  # unreachable
+
+
+def _as_tensors(tensors: Sequence[Tensor | float]) -> list[Tensor]:
+    return [t for t in tensors if isinstance(t, Tensor)]
+
+
+def setup(c: Curvature, policy: str | None, *tensors: Tensor | float) -> Numerics:
+    """Build the call's :class:`Numerics` from the curvature, the policy and the operands.
+
+    The result dtype is the promotion of the floating operands (at least float32); ``c`` must be
+    a Python number or a 0-d tensor. Exact mode refuses ``c <= 0`` or non-finite ``c`` (a host
+    sync when ``c`` is a tensor).
+    """
+    ts = _as_tensors(tensors)
+    out_dtype = ts[0].dtype
+    for t in ts[1:]:
+        out_dtype = torch.promote_types(out_dtype, t.dtype)
+    if not out_dtype.is_floating_point:
+        out_dtype = torch.get_default_dtype()
+    mode = resolve_policy(policy, out_dtype)
+    dtype = compute_dtype(mode, out_dtype)
+    if isinstance(c, Tensor):
+        if c.dim() != 0:
+            raise ValueError(f"c: expected a float or a 0-d tensor, got shape {tuple(c.shape)}")
+        c_val: Curvature = c.to(dtype=dtype, device=ts[0].device)
+        if mode == "exact" and not (math.isfinite(float(c)) and float(c) > 0):
+            raise ValueError(f"c: curvature must be positive and finite, got {float(c)}")
+        sqrt_c: Curvature = torch.sqrt(c_val)  # type: ignore[arg-type]
+    else:
+        c_val = float(c)
+        if not (math.isfinite(c_val) and c_val > 0):
+            raise ValueError(f"c: curvature must be positive and finite, got {c_val}")
+        sqrt_c = math.sqrt(c_val)
+    return Numerics(mode, dtype, out_dtype, c_val, sqrt_c)

@@ -1,0 +1,297 @@
+"""Poincaré-ball operations on torch tensors (curvature :math:`-c`, ball radius :math:`1/\\sqrt c`).
+
+Same names and signatures as :mod:`hyperet.reference`, plus a keyword-only ``policy``
+(``None``: ``"exact"`` for float64, ``"train"`` otherwise; see :mod:`hyperet.ops.policy`).
+The vector axis is the last one; leading axes broadcast. ``c`` is a float or a 0-d tensor
+(differentiable). Notation: :math:`w(x) = 1 - c|x|^2`, :math:`\\lambda_x = 2/w(x)`,
+:math:`z = \\sqrt c |x|`, :math:`T(t) = \\tanh(t)/t`, :math:`R(z) = \\operatorname{artanh}(z)/z`.
+
+Every formula is written so that no branch divides by zero (the ratios :math:`T` and :math:`R`
+are 1 at 0) and the co-norm :math:`w` is never recomputed from a rounded point when an exact
+identity gives it (:math:`w(x \\oplus y) = w(x) w(y) / D(x, y)`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hyperet.ops._numerics import Curvature, Numerics, artanh_ratio, setup, tanh_ratio
+
+# ----------------------------------------------------------------------------- cores
+# Cores take tensors already cast to the compute dtype, return the compute dtype, never validate.
+
+
+def mobius_add_core(
+    num: Numerics, x: Tensor, wx: Tensor, y: Tensor, wy: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:math:`x \\oplus y` and its co-norm, in the cancellation-free form.
+
+    .. math::
+
+        x \\oplus y = \\frac{w(x)\\,(x + y) + c|x + y|^2\\,x}{w(x) w(y) + c|x + y|^2},
+        \\qquad w(x \\oplus y) = \\frac{w(x) w(y)}{w(x) w(y) + c|x + y|^2}
+
+    (the usual :math:`D = 1 + 2c\\langle x,y\\rangle + c^2|x|^2|y|^2` equals the denominator, a
+    sum of nonnegative terms; the numerator's coefficient of :math:`x`,
+    :math:`1 + 2c\\langle x, y\\rangle + c|y|^2`, equals :math:`w(x) + c|x+y|^2`).
+    """
+    s = x + y
+    cs2 = num.c * (s * s).sum(dim=-1, keepdim=True)
+    den = wx * wy + cs2
+    return (wx * s + cs2 * x) / den, (wx * wy) / den
+
+
+def matvec_core(num: Numerics, mx: Tensor, z: Tensor, w: Tensor) -> Tensor:
+    """:math:`M \\otimes x` from :math:`Mx` and the point's ``z``, ``w`` (global norms).
+
+    .. math::
+
+        M \\otimes x = \\frac{1}{\\sqrt c}
+            \\tanh\\!\\Big(\\frac{|Mx|}{|x|}\\operatorname{artanh}(z)\\Big) \\frac{Mx}{|Mx|}
+            = T(t)\\,R(z)\\,Mx, \\qquad t = \\sqrt c\\,|Mx|\\,R(z),
+
+    which has no division: ``x = 0`` and ``Mx = 0`` need no special case.
+    """
+    r = artanh_ratio(z, w)
+    t = num.sqrt_c * num.norm(mx) * r
+    return tanh_ratio(t) * r * mx
+
+
+def expmap0_core(num: Numerics, u: Tensor) -> tuple[Tensor, Tensor]:
+    """:math:`\\exp_0(u) = T(s) u` with :math:`s = \\sqrt c |u|`, and its co-norm
+    :math:`\\operatorname{sech}^2 s = 4q/(1+q)^2`, :math:`q = e^{-2s}` (no overflow)."""
+    s = num.sqrt_c * num.norm(u)
+    q = torch.exp(-2.0 * s)
+    return tanh_ratio(s) * u, 4.0 * q / ((1.0 + q) * (1.0 + q))
+
+
+def _squeeze(t: Tensor) -> Tensor:
+    return t.squeeze(-1)
+
+
+# ----------------------------------------------------------------------------- public ops
+
+
+def conformal_factor(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Conformal factor :math:`\\lambda_x = 2 / (1 - c|x|^2)`, shape ``x.shape[:-1]``."""
+    num = setup(c, policy, x)
+    x = num.cast(x)
+    num.check_points(x=x)
+    _, w, _ = num.point(x)
+    return num.finish_vector(_squeeze(2.0 / w))
+
+
+def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Möbius addition :math:`x \\oplus y` (see :func:`mobius_add_core` for the formula).
+
+    Exact mode returns ``y`` bitwise when ``x = 0`` and ``x`` bitwise when ``y = 0``.
+    """
+    num = setup(c, policy, x, y)
+    x, y = num.cast(x), num.cast(y)
+    num.check_points(x=x, y=y)
+    _, wx, _ = num.point(x)
+    _, wy, _ = num.point(y)
+    out, _ = mobius_add_core(num, x, wx, y, wy)
+    if num.exact:
+        out = torch.where((y == 0).all(dim=-1, keepdim=True), x, out)
+        out = torch.where((x == 0).all(dim=-1, keepdim=True), y, out)
+    return num.finish(out)
+
+
+def mobius_scalar_mul(
+    r: Tensor | float, x: Tensor, *, c: Curvature, policy: str | None = None
+) -> Tensor:
+    """Möbius scalar multiplication :math:`r \\otimes x`.
+
+    .. math::
+
+        r \\otimes x = \\frac{1}{\\sqrt c}\\tanh(r \\operatorname{artanh} z)\\frac{x}{|x|}
+                    = T(|r|\\,a)\\; r\\; R(z)\\, x, \\qquad a = \\operatorname{artanh} z.
+
+    ``r`` is a float or a tensor broadcasting against ``x.shape[:-1]``; ``r = 0, 1, -1`` give
+    ``0``, ``x``, ``-x`` bitwise.
+    """
+    num = setup(c, policy, x, *([r] if isinstance(r, Tensor) else []))
+    x = num.cast(x)
+    r_t = (
+        num.cast(r).unsqueeze(-1)
+        if isinstance(r, Tensor)
+        else torch.tensor(float(r), dtype=num.dtype, device=x.device)
+    )
+    num.check_points(x=x)
+    num.check_finite(r=r_t)
+    z, w, _ = num.point(x)
+    rz = artanh_ratio(z, w)
+    out = tanh_ratio(r_t.abs() * z * rz) * r_t * rz * x
+    out = torch.where(r_t == 1, x, torch.where(r_t == -1, -x, out))
+    return num.finish(out)
+
+
+def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Möbius matrix-vector product :math:`M \\otimes x` for a dense ``m`` of shape ``(..., n, d)``
+    (see :func:`matvec_core`); result shape ``(..., n)``."""
+    num = setup(c, policy, m, x)
+    m, x = num.cast(m), num.cast(x)
+    num.check_points(x=x)
+    num.check_finite(m=m)
+    z, w, _ = num.point(x)
+    mx = x @ m.mT if m.dim() == 2 else (m @ x.unsqueeze(-1)).squeeze(-1)
+    return num.finish(matvec_core(num, mx, z, w))
+
+
+def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Exponential map at 0, :math:`\\exp_0(u) = \\tanh(s)\\,u/s = T(s)u`, ``s = sqrt(c)|u|``.
+
+    No clamp: :math:`T(s) \\to 1` as :math:`s \\to 0` (Jacobian I at 0) and :math:`T(s) = 1/s`
+    once tanh rounds to 1; a result that rounds onto the boundary is kept inside (policy).
+    """
+    num = setup(c, policy, u)
+    u = num.cast(u)
+    num.check_finite(u=u)
+    y, _ = expmap0_core(num, u)
+    return num.finish(y)
+
+
+def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Logarithmic map at the origin,
+    :math:`\\log_0(x) = \\operatorname{artanh}(z)\\,x/(\\sqrt c|x|) = R(z)x`."""
+    num = setup(c, policy, x)
+    x = num.cast(x)
+    num.check_points(x=x)
+    z, w, _ = num.point(x)
+    return num.finish_vector(artanh_ratio(z, w) * x)
+
+
+def expmap(x: Tensor, u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Exponential map :math:`\\exp_x(u) = x \\oplus \\exp_0(\\lambda_x u / 2)`.
+
+    :math:`\\lambda_x u/2 = u / w(x)`, and the co-norm of :math:`p = \\exp_0(v)` is
+    :math:`\\operatorname{sech}^2(\\sqrt c|v|)`, passed to the addition exactly.
+    """
+    num = setup(c, policy, x, u)
+    x, u = num.cast(x), num.cast(u)
+    num.check_points(x=x)
+    num.check_finite(u=u)
+    _, wx, _ = num.point(x)
+    p, wp = expmap0_core(num, u / wx)
+    out, _ = mobius_add_core(num, x, wx, p, wp)
+    return num.finish(out)
+
+
+def logmap(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Logarithmic map :math:`\\log_x(y) = w(x)\\, R(z_v)\\, v` with :math:`v = (-x) \\oplus y`.
+
+    :math:`v` comes from the cancellation-free addition (so :math:`y - x` is formed exactly for
+    nearby points) and its co-norm from the identity :math:`w(v) = w(x) w(y) / D`.
+    """
+    num = setup(c, policy, x, y)
+    x, y = num.cast(x), num.cast(y)
+    num.check_points(x=x, y=y)
+    _, wx, _ = num.point(x)
+    _, wy, _ = num.point(y)
+    v, wv = mobius_add_core(num, -x, wx, y, wy)
+    zv = num.sqrt_c * num.norm(v)
+    return num.finish_vector(wx * artanh_ratio(zv, wv) * v)
+
+
+def dist_core(num: Numerics, diff_norm: Tensor, wx: Tensor, wy: Tensor) -> Tensor:
+    """:math:`d = \\frac{1}{\\sqrt c}\\operatorname{arcosh}(1 + q^2)
+    = \\frac{1}{\\sqrt c}\\operatorname{log1p}\\big(q^2 + q\\sqrt{q^2 + 2}\\big)`,
+    :math:`q = \\sqrt c\\,|x - y|\\sqrt{2 / (w(x) w(y))}` (no cancellation, no underflow of
+    :math:`|x-y|^2` for tiny differences, gradient 0 rather than NaN at ``x = y``)."""
+    q = num.sqrt_c * diff_norm * torch.sqrt(2.0 / (wx * wy))
+    return torch.log1p(q * q + q * torch.sqrt(q * q + 2.0)) / num.sqrt_c
+
+
+def dist(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Geodesic distance, shape of the broadcast leading axes (see :func:`dist_core`).
+
+    .. math::
+
+        d(x, y) = \\frac{1}{\\sqrt c}
+            \\operatorname{arcosh}\\Big(1 + \\frac{2c|x - y|^2}{w(x) w(y)}\\Big)
+    """
+    num = setup(c, policy, x, y)
+    x, y = num.cast(x), num.cast(y)
+    num.check_points(x=x, y=y)
+    _, wx, _ = num.point(x)
+    _, wy, _ = num.point(y)
+    return num.finish_vector(_squeeze(dist_core(num, num.norm(x - y), wx, wy)))
+
+
+def dist0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Distance to the origin (the hyperbolic radius)
+    :math:`\\mathrm{Rad}(x) = \\frac{2}{\\sqrt c}\\operatorname{artanh}(\\sqrt c|x|) = 2|x|R(z)`."""
+    num = setup(c, policy, x)
+    x = num.cast(x)
+    num.check_points(x=x)
+    z, w, n = num.point(x)
+    return num.finish_vector(_squeeze(2.0 * n * artanh_ratio(z, w)))
+
+
+def gyration_core(num: Numerics, a: Tensor, wa: Tensor, b: Tensor, wb: Tensor, z: Tensor) -> Tensor:
+    """:math:`\\operatorname{gyr}[a, b]z = z + 2(\\alpha a + \\beta b)/D(a, b)` with
+
+    .. math::
+
+        \\alpha = -c^2\\langle a,z\\rangle|b|^2 + c\\langle b,z\\rangle
+                  + 2c^2\\langle a,b\\rangle\\langle b,z\\rangle,\\qquad
+        \\beta = -c^2\\langle b,z\\rangle|a|^2 - c\\langle a,z\\rangle,
+
+    and :math:`D(a, b) = w(a)w(b) + c|a + b|^2` (cancellation-free).
+    """
+    c = num.c
+    aa = (a * a).sum(dim=-1, keepdim=True)
+    bb = (b * b).sum(dim=-1, keepdim=True)
+    ab = (a * b).sum(dim=-1, keepdim=True)
+    az = (a * z).sum(dim=-1, keepdim=True)
+    bz = (b * z).sum(dim=-1, keepdim=True)
+    s = a + b
+    den = wa * wb + c * (s * s).sum(dim=-1, keepdim=True)
+    alpha = c * bz + c * c * (2.0 * ab * bz - az * bb)
+    beta = -c * az - c * c * bz * aa
+    return z + 2.0 * (alpha * a + beta * b) / den
+
+
+def gyration(a: Tensor, b: Tensor, z: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Gyration
+    :math:`\\operatorname{gyr}[a, b]z = -(a \\oplus b) \\oplus (a \\oplus (b \\oplus z))`,
+    a linear isometry applied to the vector ``z`` (see :func:`gyration_core`)."""
+    num = setup(c, policy, a, b, z)
+    a, b, z = num.cast(a), num.cast(b), num.cast(z)
+    num.check_points(a=a, b=b)
+    num.check_finite(z=z)
+    _, wa, _ = num.point(a)
+    _, wb, _ = num.point(b)
+    return num.finish_vector(gyration_core(num, a, wa, b, wb, z))
+
+
+def transport(
+    x: Tensor, y: Tensor, v: Tensor, *, c: Curvature, policy: str | None = None
+) -> Tensor:
+    """Parallel transport of ``v`` from :math:`T_x` to :math:`T_y`:
+    :math:`P_{x \\to y}(v) = \\operatorname{gyr}[y, -x]\\,v\\;\\lambda_x/\\lambda_y`,
+    with :math:`\\lambda_x/\\lambda_y = w(y)/w(x)`."""
+    num = setup(c, policy, x, y, v)
+    x, y, v = num.cast(x), num.cast(y), num.cast(v)
+    num.check_points(x=x, y=y)
+    num.check_finite(v=v)
+    _, wx, _ = num.point(x)
+    _, wy, _ = num.point(y)
+    return num.finish_vector(gyration_core(num, y, wy, -x, wx, v) * (wy / wx))
+
+
+def project(x: Tensor, *, c: Curvature, eps: float, policy: str | None = None) -> Tensor:
+    """Radial projection into the closed ball of radius :math:`(1 - \\epsilon)/\\sqrt c`:
+    ``x`` itself when :math:`\\sqrt c|x| \\le 1 - \\epsilon`, else
+    :math:`x (1 - \\epsilon)/(\\sqrt c|x|)`. The explicit clamp of both policies."""
+    if not 0 < eps < 1:
+        raise ValueError(f"eps: expected 0 < eps < 1, got {eps}")
+    num = setup(c, policy, x)
+    x = num.cast(x)
+    num.check_finite(x=x)
+    z = num.sqrt_c * num.norm(x)
+    limit = 1.0 - eps
+    out = x * (limit / torch.clamp_min(z, limit))  # no division by zero (double where)
+    return num.finish_vector(torch.where(z > limit, out, x))

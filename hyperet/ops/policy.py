@@ -1,0 +1,103 @@
+"""The numerical policy of :mod:`hyperet.ops`: exact mode and train mode (see docs/policy.md).
+
+Two modes, chosen per call with the keyword-only ``policy`` argument:
+
+``"exact"`` (the default for float64 tensors)
+    Reference semantics. Computed in float64 whatever the input dtype (float32/float16/bfloat16
+    results are rounded once at the end), with the compensated co-norm
+    :math:`w(x) = 1 - c|x|^2` (double-double sum of squares) and overflow-free norms. No
+    value-changing clamp. Invalid input is refused with a :class:`ValueError` whose message
+    starts with the argument's name, exactly like :mod:`hyperet.reference`; this costs one host
+    synchronisation per call. A result that is inside the ball in exact arithmetic but rounds
+    onto or outside its boundary is moved to the nearest interior point in the same direction
+    (the reference's only deliberate deviation from correct rounding).
+
+``"train"`` (the default for float32, float16 and bfloat16)
+    No validation and no host synchronisation. float16/bfloat16 are computed in float32 and cast
+    back. Squared norms of float32 points are accumulated in float64 (one reduction), which keeps
+    :math:`w(x)` accurate right up to the last float below the boundary. Dtype-aware limits,
+    derived from :func:`torch.finfo` of the *result* dtype, keep values and gradients finite:
+    inputs are treated as if :math:`\\sqrt{c}|x| \\le z_{in} = 1 - \\epsilon/2` (the largest float
+    below 1) and every point a function returns has
+    :math:`\\sqrt{c}|y| \\le z_{out} = 1 - 2\\epsilon`, so the radius ceiling of results is
+
+    .. math::
+
+        \\mathrm{Rad}_{max} = \\frac{1}{\\sqrt{c}} \\ln\\frac{1 + z_{out}}{1 - z_{out}}
+                           = \\frac{1}{\\sqrt{c}} \\ln\\left(\\frac{1}{\\epsilon} - 1\\right).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+PolicyName = Literal["exact", "train"]
+POLICIES: tuple[str, ...] = ("exact", "train")
+
+#: Input dtypes computed in float32 (and cast back) in train mode.
+HALF_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+
+
+def resolve_policy(policy: str | None, dtype: torch.dtype) -> PolicyName:
+    """The policy a call uses: ``policy`` itself, or the default for ``dtype`` when ``None``.
+
+    >>> resolve_policy(None, torch.float64), resolve_policy(None, torch.float32)
+    ('exact', 'train')
+    """
+    if policy is None:
+        return "exact" if dtype == torch.float64 else "train"
+    if policy not in POLICIES:
+        raise ValueError(f"policy: expected one of {POLICIES} or None, got {policy!r}")
+    return "exact" if policy == "exact" else "train"
+
+
+def compute_dtype(policy: PolicyName, dtype: torch.dtype) -> torch.dtype:
+    """The dtype the arithmetic runs in: float64 (exact mode); float32 for half types (train mode).
+
+    >>> compute_dtype("exact", torch.float32), compute_dtype("train", torch.bfloat16)
+    (torch.float64, torch.float32)
+    """
+    if policy == "exact":
+        return torch.float64
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+def input_ceiling(dtype: torch.dtype) -> float:
+    """Train mode: the largest :math:`\\sqrt{c}|x|` an input is treated as having, ``1 - eps/2``.
+
+    This is the largest float of ``dtype`` below 1, so no valid input is ever changed.
+
+    >>> input_ceiling(torch.float32) == 1 - 2.0**-24
+    True
+    """
+    return 1.0 - torch.finfo(dtype).eps / 2
+
+
+def output_ceiling(dtype: torch.dtype) -> float:
+    """Train mode: the largest :math:`\\sqrt{c}|y|` of a returned point, ``1 - 2 eps``.
+
+    The margin of ``1.5 eps`` below :func:`input_ceiling` absorbs the rounding of the final
+    rescaling and of the cast back to ``dtype``.
+
+    >>> output_ceiling(torch.float64) == 1 - 2.0**-51
+    True
+    """
+    return 1.0 - 2 * torch.finfo(dtype).eps
+
+
+def radius_ceiling(dtype: torch.dtype, c: float = 1.0) -> float:
+    """Train mode: the largest hyperbolic radius :math:`\\mathrm{Rad}(y)` of a returned point.
+
+    .. math::
+
+        \\mathrm{Rad}_{max} = \\frac{2}{\\sqrt{c}} \\operatorname{artanh}(1 - 2\\epsilon)
+                           = \\frac{1}{\\sqrt{c}} \\ln\\left(\\frac{1}{\\epsilon} - 1\\right)
+
+    >>> [round(radius_ceiling(t), 2) for t in (torch.float64, torch.float32, torch.float16)]
+    [36.04, 15.94, 6.93]
+    """
+    z = output_ceiling(dtype)
+    return (math.log1p(z) - math.log1p(-z)) / math.sqrt(c)

@@ -1,0 +1,151 @@
+"""Structured Möbius matrix-vector products: diagonal, block-diagonal, banded.
+
+Each product computes :math:`Mx` from the parameters only - :math:`O(d)`, :math:`O(d b)` and
+:math:`O(d (2k+1))` work and memory per vector, never a dense :math:`d \\times d` matrix - and
+then applies the Möbius formula with the GLOBAL norms of :math:`x` and :math:`Mx`
+(:func:`hyperet.ops.ball.matvec_core`):
+
+.. math::
+
+    M \\otimes x = T(\\sqrt c\\,|Mx|\\,R(z))\\,R(z)\\,Mx .
+
+A block-diagonal Möbius product is therefore NOT the concatenation of per-block Möbius products.
+Parameter layouts (docs/architecture.md):
+
+- diagonal: ``w`` of shape ``(..., d)``, :math:`M = \\operatorname{diag}(w)`;
+- block-diagonal: ``blocks`` of shape ``(d // b, b, b)``,
+  :math:`(Mx)_{ib + r} = \\sum_s \\mathrm{blocks}[i, r, s]\\, x_{ib + s}`;
+- banded, half-bandwidth ``k``: ``bands`` of shape ``(2k+1, d)`` with
+  :math:`M_{i, i+j-k} = \\mathrm{bands}[j, i]`; entries whose column falls outside
+  :math:`[0, d)` are ignored.
+
+The ``*_to_dense`` helpers build :math:`M` for tests and merging (:math:`O(d^2)` memory).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hyperet.ops._numerics import Curvature, setup
+from hyperet.ops.ball import matvec_core
+
+# ----------------------------------------------------------------------------- plain products
+
+
+def diagonal_apply(w: Tensor, x: Tensor) -> Tensor:
+    """:math:`\\operatorname{diag}(w)\\,x` (Euclidean), ``O(d)``."""
+    return w * x
+
+
+def block_diagonal_apply(blocks: Tensor, x: Tensor) -> Tensor:
+    """:math:`\\operatorname{blockdiag}(\\mathrm{blocks})\\,x` (Euclidean), ``O(d b)``.
+
+    ``x`` ``(..., d)`` is viewed as ``(..., d/b, b)`` and every block multiplies its slice in one
+    batched matrix product.
+    """
+    nb, b, _ = blocks.shape
+    lead = x.shape[:-1]
+    xb = x.reshape(-1, nb, b).transpose(0, 1)  # (nb, N, b)
+    yb = torch.bmm(xb, blocks.mT)  # (nb, N, b): y[i, n, r] = sum_s x[i, n, s] blocks[i, r, s]
+    return yb.transpose(0, 1).reshape(*lead, nb * b)
+
+
+def banded_apply(bands: Tensor, x: Tensor) -> Tensor:
+    """Banded :math:`Mx` (Euclidean), ``O(d (2k+1))``: a sum of ``2k+1`` shifted slices.
+
+    .. math::
+
+        (Mx)_i = \\sum_{j=0}^{2k} \\mathrm{bands}[j, i]\\; x_{i + j - k}
+        \\quad (x \\text{ zero-padded by } k \\text{ on both sides})
+    """
+    width, d = bands.shape
+    k = (width - 1) // 2
+    xp = F.pad(x, (k, k))  # (..., d + 2k): xp[i + j] = x[i + j - k]
+    out = bands[0] * xp[..., 0:d]
+    for j in range(1, width):
+        out = out + bands[j] * xp[..., j : j + d]
+    return out
+
+
+# ----------------------------------------------------------------------------- Möbius products
+
+
+def _check_layout(name: str, param: Tensor, x: Tensor, kind: str) -> None:
+    d = x.shape[-1]
+    if kind == "diagonal" and param.shape[-1] != d:
+        raise ValueError(f"{name}: last axis has size {param.shape[-1]}, expected {d}")
+    if kind == "block":
+        if (
+            param.dim() != 3
+            or param.shape[1] != param.shape[2]
+            or param.shape[0] * param.shape[1] != d
+        ):
+            raise ValueError(
+                f"{name}: expected shape (d // b, b, b) with d = {d}, got {tuple(param.shape)}"
+            )
+    if kind == "banded" and (param.dim() != 2 or param.shape[0] % 2 != 1 or param.shape[1] != d):
+        raise ValueError(f"{name}: expected shape (2k + 1, {d}), got {tuple(param.shape)}")
+
+
+def diagonal_matvec(w: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """:math:`\\operatorname{diag}(w) \\otimes x`; ``w`` ``(..., d)`` broadcasts with ``x``."""
+    _check_layout("w", w, x, "diagonal")
+    num = setup(c, policy, w, x)
+    w, x = num.cast(w), num.cast(x)
+    num.check_points(x=x)
+    num.check_finite(w=w)
+    z, cw, _ = num.point(x)
+    return num.finish(matvec_core(num, diagonal_apply(w, x), z, cw))
+
+
+def block_diagonal_matvec(
+    blocks: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None
+) -> Tensor:
+    """:math:`\\operatorname{blockdiag}(\\mathrm{blocks}) \\otimes x` with global norms."""
+    _check_layout("blocks", blocks, x, "block")
+    num = setup(c, policy, blocks, x)
+    blocks, x = num.cast(blocks), num.cast(x)
+    num.check_points(x=x)
+    num.check_finite(blocks=blocks)
+    z, w, _ = num.point(x)
+    return num.finish(matvec_core(num, block_diagonal_apply(blocks, x), z, w))
+
+
+def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Banded :math:`M \\otimes x`; ``bands`` ``(2k+1, d)``,
+    :math:`M_{i,i+j-k} = \\mathrm{bands}[j,i]`."""
+    _check_layout("bands", bands, x, "banded")
+    num = setup(c, policy, bands, x)
+    bands, x = num.cast(bands), num.cast(x)
+    num.check_points(x=x)
+    num.check_finite(bands=bands)
+    z, w, _ = num.point(x)
+    return num.finish(matvec_core(num, banded_apply(bands, x), z, w))
+
+
+# ----------------------------------------------------------------------------- dense helpers
+
+
+def diagonal_to_dense(w: Tensor) -> Tensor:
+    """:math:`\\operatorname{diag}(w)`, shape ``(..., d, d)``."""
+    return torch.diag_embed(w)
+
+
+def block_diagonal_to_dense(blocks: Tensor) -> Tensor:
+    """The dense ``(d, d)`` block-diagonal matrix of ``blocks`` ``(d // b, b, b)``."""
+    return torch.block_diag(*blocks.unbind(0))
+
+
+def banded_to_dense(bands: Tensor) -> Tensor:
+    """The dense ``(d, d)`` matrix with :math:`M_{i, i+j-k} = \\mathrm{bands}[j, i]` (in range)."""
+    width, d = bands.shape
+    k = (width - 1) // 2
+    m = bands.new_zeros(d, d)
+    rows = torch.arange(d, device=bands.device)
+    for j in range(width):
+        cols = rows + j - k
+        ok = (cols >= 0) & (cols < d)
+        m[rows[ok], cols[ok]] = bands[j, ok]
+    return m
