@@ -1,0 +1,152 @@
+"""``hyperet oracle``: golden vectors, grading of other implementations, accuracy vs mpmath.
+
+Exit codes: 0 all within the contract; 1 something is out of tolerance; 2 bad input (a missing
+or malformed golden directory or results file, unknown keys, wrong shapes or dtypes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from hyperet.cli.console import EXIT_CHECK_FAILED, console, emit_json, fail, json_option
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from hyperet.oracle.grade import OpGrade
+
+LIBRARIES = ("reference", "ops", "geoopt")
+
+
+def _ulp(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.3g}" if value < 1e4 else f"{value:.2e}"
+
+
+def render_grades(title: str, grades: Sequence[OpGrade]) -> None:
+    """Print one table row per (implementation, op) on stderr."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in [
+        ("op", "left"),
+        ("implementation", "left"),
+        ("dtype", "left"),
+        ("cases", "right"),
+        ("normwise max", "right"),
+        ("normwise median", "right"),
+        ("component max", "right"),
+        ("component median", "right"),
+        ("non-finite", "right"),
+        ("out of tol.", "right"),
+        ("bound", "right"),
+        ("worst family", "left"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for g in grades:
+        worst = max(g.families.items(), key=lambda kv: kv[1].normwise_max_ulp, default=None)
+        style = "green" if g.passed else "bold red"
+        table.add_row(
+            g.op,
+            g.implementation,
+            g.dtype,
+            str(g.cases),
+            _ulp(g.normwise_max_ulp),
+            _ulp(g.normwise_median_ulp),
+            _ulp(g.component_max_ulp),
+            _ulp(g.component_median_ulp),
+            str(g.nonfinite),
+            f"[{style}]{g.out_of_tolerance}[/]",
+            _ulp(g.threshold_ulp),
+            "-" if worst is None else worst[0],
+        )
+    console.print(table)
+
+
+@click.group("oracle")
+def command() -> None:
+    """Golden vectors, grading of other implementations, accuracy vs mpmath."""
+
+
+@command.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def export(directory: Path) -> None:
+    """Write the golden vectors to DIRECTORY/float64/ and DIRECTORY/float32/."""
+    from hyperet.oracle.golden import export_golden
+
+    with console.status("computing golden vectors"):
+        written = export_golden(directory)
+    console.print(f"wrote {len(written)} golden files under {directory}")
+
+
+@command.command("grade")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--require-all", is_flag=True, help="Fail (exit 2) when an op has no results.")
+@json_option
+def grade(directory: Path, results: Path, require_all: bool, as_json: bool) -> None:
+    """Grade RESULTS (one tensor per op) against the golden vectors in DIRECTORY."""
+    from hyperet.oracle.golden import OracleInputError
+    from hyperet.oracle.grade import grade_results
+
+    try:
+        report = grade_results(directory, results, require_all=require_all)
+    except OracleInputError as error:
+        fail(str(error))
+    render_grades(f"{results} vs golden vectors in {directory}", report.grades)
+    if report.not_graded:
+        console.print(f"not graded (no results): {', '.join(report.not_graded)}")
+    if as_json:
+        emit_json(report.to_json())
+    if not report.passed:
+        failed = [g.op for g in report.grades if not g.passed]
+        console.print(f"[bold red]out of tolerance:[/] {', '.join(failed)}")
+        raise SystemExit(EXIT_CHECK_FAILED)
+
+
+@command.command("results")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--library", type=click.Choice(LIBRARIES), default="reference", show_default=True)
+@click.option(
+    "--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True
+)
+def results(directory: Path, output: Path, library: str, dtype: str) -> None:
+    """Run LIBRARY on the golden inputs in DIRECTORY and write a results file to OUTPUT."""
+    from hyperet.oracle.golden import OracleInputError
+    from hyperet.oracle.implementations import write_results
+
+    try:
+        ops = write_results(directory, output, library=library, dtype=dtype)
+    except OracleInputError as error:
+        fail(str(error))
+    console.print(f"wrote {library} {dtype} results for {len(ops)} ops to {output}")
+
+
+@command.command("accuracy")
+@click.option(
+    "--cases",
+    type=click.IntRange(1, 10_000),
+    default=12,
+    show_default=True,
+    help="Random cases per op (the input families come on top).",
+)
+@click.option("--digits", type=click.IntRange(30, 200), default=50, show_default=True)
+@json_option
+def accuracy(cases: int, digits: int, as_json: bool) -> None:
+    """Grade hyperet.reference, hyperet.ops (float64, float32) and geoopt against mpmath."""
+    from hyperet.oracle.accuracy import run_accuracy
+
+    with console.status("evaluating the battery in mpmath"):
+        report = run_accuracy(cases=cases, digits=digits)
+    render_grades(f"accuracy against mpmath at {digits} digits", report.grades)
+    for note in report.notes:
+        console.print(note)
+    if as_json:
+        emit_json(report.to_json())
+    if not report.passed:
+        raise SystemExit(EXIT_CHECK_FAILED)

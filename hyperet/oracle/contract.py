@@ -1,0 +1,163 @@
+"""The published tolerance contract of the oracle, as data.
+
+An implementation of an op *meets the contract* in a floating-point format when, on every
+valid golden case, its normwise forward error against the exact value at the stored inputs is
+at most
+
+.. math::
+
+    \\mathrm{bound}_{op,\\,dtype} \\cdot a_i \\quad \\text{ulps of } dtype,
+
+where :math:`a_i \\ge 1` is the per-case *conditioning allowance* stored beside the inputs in
+every golden file (tensor ``allowance``). It is 1 except for the ops whose conditioning blows up
+near the boundary of the ball:
+
+- ``mobius_add(x, y)``, ``transport(x, y, v)``: :math:`a = \\max(1, \\lambda_x \\lambda_y / 4)`;
+- ``gyration(a, b, z)``: :math:`a = \\max(1, \\lambda_a \\lambda_b / 4)`;
+- ``hra_*(u, params)`` (the literal chain ``logmap0(M (x) expmap0(u))``):
+  :math:`a = \\max(1, (\\lambda_p + \\lambda_q) / 4)` with ``p = expmap0(u)`` and ``q = M (x) p``,
+  the intermediate points whose rounding the literal chain cannot avoid;
+
+with :math:`\\lambda_x = 2 / (1 - c|x|^2)` the conformal factor, evaluated in float64 at the
+stored inputs. The normwise error in ulps is the one of :mod:`hyperet.oracle.ulp`, in ulps of the
+RESULT's format.
+
+``hyperet oracle grade`` compares a result with the golden ``expected`` tensor (the float64
+reference's output), not with the exact value, so its threshold adds the reference's own bound
+(:data:`REFERENCE_BOUND_ULP` float64 ulps, converted to ulps of the result's format):
+:func:`grade_threshold_ulp`. ``hyperet oracle accuracy`` compares with mpmath and uses
+:func:`exact_threshold_ulp`, the bound itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Significand precision (bits, implicit bit included) of the formats a result may have.
+PRECISION_BITS: dict[str, int] = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
+
+#: The float64 reference's own accuracy bound against the exact value (docs/accuracy.md).
+REFERENCE_BOUND_ULP = 4.0
+
+#: Ops whose golden files carry a conditioning allowance > 1 near the boundary, with the
+#: names of the golden tensors whose conformal factors enter it.
+CONDITIONED_OPS: dict[str, tuple[str, ...]] = {
+    "mobius_add": ("x", "y"),
+    "transport": ("x", "y"),
+    "gyration": ("a", "b"),
+}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The contract for one op in one format.
+
+    Attributes
+    ----------
+    ulp:
+        Bound on the normwise forward error against the exact value, in ulps of the format,
+        before the per-case conditioning allowance multiplies it.
+    basis:
+        Where the number comes from (shown in docs/oracle.md and ``--json``).
+    """
+
+    ulp: float
+    basis: str
+
+
+_F64 = "the float64 reference's contract (docs/accuracy.md)"
+_F32 = "measured on hyperet.ops float32 (policy='train') with `hyperet oracle accuracy`, x2 margin"
+
+#: Every op with golden vectors. ``hra_*`` are the HRA adapter's function ``u -> logmap0(M (x)
+#: expmap0(u))`` for the three structures.
+OPS: tuple[str, ...] = (
+    "conformal_factor",
+    "mobius_add",
+    "mobius_scalar_mul",
+    "mobius_matvec",
+    "expmap0",
+    "logmap0",
+    "expmap",
+    "logmap",
+    "dist",
+    "dist0",
+    "gyration",
+    "transport",
+    "project",
+    "diagonal_matvec",
+    "block_diagonal_matvec",
+    "banded_matvec",
+    "hra_diagonal",
+    "hra_block",
+    "hra_banded",
+)
+
+#: The published contract: format -> op -> bound against the exact value.
+CONTRACT: dict[str, dict[str, Bound]] = {
+    "float64": {op: Bound(4.0, _F64) for op in OPS},
+    "float32": {op: Bound(8.0, _F32) for op in OPS},
+}
+
+
+def unit_roundoff_ratio(from_dtype: str, to_dtype: str) -> float:
+    """How many ulps of ``to_dtype`` one ulp of ``from_dtype`` is (at the same binade).
+
+    >>> unit_roundoff_ratio("float64", "float32")
+    1.862645149230957e-09
+    """
+    return math.ldexp(1.0, PRECISION_BITS[to_dtype] - PRECISION_BITS[from_dtype])
+
+
+def bound(op: str, dtype: str) -> Bound | None:
+    """The contract's bound for ``op`` in ``dtype``, or ``None`` when none is published.
+
+    Formats without a published contract (float16, bfloat16) are graded and reported but never
+    fail.
+    """
+    return CONTRACT.get(dtype, {}).get(op)
+
+
+def exact_threshold_ulp(op: str, dtype: str) -> float:
+    """Base threshold (before the allowance) of ``op`` in ``dtype`` against the exact value.
+
+    ``inf`` when the contract publishes no bound for this format.
+    """
+    b = bound(op, dtype)
+    return math.inf if b is None else b.ulp
+
+
+def grade_threshold_ulp(op: str, dtype: str) -> float:
+    """Base threshold (before the allowance) of ``op`` in ``dtype`` against the golden output.
+
+    The golden output is the float64 reference's, itself within :data:`REFERENCE_BOUND_ULP`
+    float64 ulps of the exact value, so the two bounds add:
+
+    >>> grade_threshold_ulp("mobius_add", "float64")
+    8.0
+    """
+    return exact_threshold_ulp(op, dtype) + REFERENCE_BOUND_ULP * unit_roundoff_ratio(
+        "float64", dtype
+    )
+
+
+def pair_allowance(lambda_1: np.ndarray, lambda_2: np.ndarray) -> np.ndarray:
+    """Per-case allowance of Möbius addition, gyration and transport: ``max(1, l1 l2 / 4)``.
+
+    >>> pair_allowance(np.array([2.0, 20.0]), np.array([2.0, 20.0]))
+    array([  1., 100.])
+    """
+    return np.maximum(1.0, np.asarray(lambda_1, np.float64) * np.asarray(lambda_2, np.float64) / 4)
+
+
+def chain_allowance(lambda_p: np.ndarray, lambda_q: np.ndarray) -> np.ndarray:
+    """Per-case allowance of the HRA chain: ``max(1, (l_p + l_q) / 4)``.
+
+    >>> chain_allowance(np.array([2.0, 200.0]), np.array([2.0, 2.0]))
+    array([ 1. , 50.5])
+    """
+    return np.maximum(
+        1.0, (np.asarray(lambda_p, np.float64) + np.asarray(lambda_q, np.float64)) / 4
+    )
