@@ -6,6 +6,7 @@ See ``docs/hra.md``.
 from __future__ import annotations
 
 from hyperet.nn.accounting import ParameterReport, count_parameters
+from hyperet.nn.adapter_io import AdapterCheckpointError, load_adapters, save_adapters
 from hyperet.nn.hra import HyperbolicRadiusAdjustment
 from hyperet.nn.inject import (
     HRALinear,
@@ -24,6 +25,7 @@ from hyperet.nn.structured import (
 )
 
 __all__ = [
+    "AdapterCheckpointError",
     "BandedMatrix",
     "BlockDiagonalMatrix",
     "DiagonalMatrix",
@@ -35,7 +37,9 @@ __all__ = [
     "adapter_sites",
     "apply_hyperet",
     "count_parameters",
+    "load_adapters",
     "make_structured",
     "merge_hyperet",
+    "save_adapters",
     "unmerge_hyperet",
 ]

@@ -156,7 +156,9 @@ class HyperbolicRadiusAdjustment(nn.Module):
     @property
     def c_value(self) -> float:
         """Curvature as a Python float (for metadata and reports)."""
-        return float(self.c)
+        if self.learn_curvature:
+            return float(self.log_c.detach().exp())
+        return self._c
 
     @property
     def num_free_parameters(self) -> int:

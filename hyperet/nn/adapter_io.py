@@ -1,0 +1,204 @@
+"""Adapter checkpoints: only the HRA weights, as safetensors with string metadata.
+
+A file holds one tensor per adapter parameter under ``"<host path>.<role>.<parameter>"``, e.g.
+``"blocks.0.attn.q.matrix.w"`` (keys do not change when the model is merged), and metadata::
+
+    format          "hyperet-adapters"
+    format_version  "1"
+    package_version hyperet.__version__
+    structure, size, c, target, targets, mode, learn_curvature   (summary; "mixed" if they differ)
+    adapters        JSON: key -> {structure, d, size, c, target, mode, learn_curvature}
+
+Loading is strict: every adapter of the model must be in the file with the same structure,
+width, curvature and shapes, and the file must hold nothing else. Every problem raises
+:class:`AdapterCheckpointError` (a ``ValueError``) naming what is wrong. Writes are atomic
+(temporary file in the same directory, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from hyperet import __version__
+from hyperet.nn.hra import HyperbolicRadiusAdjustment
+from hyperet.nn.inject import MERGED_ATTR, AdapterSite, adapter_sites
+from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix
+
+FORMAT = "hyperet-adapters"
+FORMAT_VERSION = "1"
+
+
+class AdapterCheckpointError(ValueError):
+    """An adapter checkpoint cannot be written or loaded (message names the problem)."""
+
+
+def _size(adapter: HyperbolicRadiusAdjustment) -> int | None:
+    """The structure's size: block size, half-bandwidth, or None for diagonal."""
+    if isinstance(adapter.matrix, BlockDiagonalMatrix):
+        return adapter.matrix.block_size
+    if isinstance(adapter.matrix, BandedMatrix):
+        return adapter.matrix.bandwidth
+    return None
+
+
+def _describe(site: AdapterSite) -> dict[str, Any]:
+    a = site.adapter
+    return {
+        "structure": a.structure,
+        "d": a.d,
+        "size": _size(a),
+        "c": a.c_value,
+        "target": site.target,
+        "mode": a.mode,
+        "learn_curvature": a.learn_curvature,
+    }
+
+
+def _summary(values: list[Any]) -> str:
+    distinct = {json.dumps(v) for v in values}
+    if len(distinct) == 1:
+        value = values[0]
+        return "" if value is None else str(value)
+    return "mixed"
+
+
+def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write the HRA adapters of ``model`` to ``path`` (safetensors), atomically.
+
+    Returns the path written. Raises :class:`AdapterCheckpointError` when the model has no
+    adapters or an adapter holds non-finite values.
+    """
+    path = Path(path)
+    sites = adapter_sites(model)
+    if not sites:
+        raise AdapterCheckpointError("model: carries no HRA adapters (call apply_hyperet first)")
+    tensors: dict[str, torch.Tensor] = {}
+    described: dict[str, dict[str, Any]] = {}
+    for site in sites:
+        described[site.key] = _describe(site)
+        for name, value in site.adapter.state_dict().items():
+            if not bool(torch.isfinite(value).all()):
+                raise AdapterCheckpointError(f"model: adapter {site.key}.{name} is not finite")
+            tensors[f"{site.key}.{name}"] = value.detach().to("cpu").contiguous()
+    info = list(described.values())
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "structure": _summary([i["structure"] for i in info]),
+        "size": _summary([i["size"] for i in info]),
+        "c": _summary([i["c"] for i in info]),
+        "target": _summary([i["target"] for i in info]),
+        "targets": ",".join(sorted({key.rsplit(".", 1)[-1] for key in described})),
+        "mode": _summary([i["mode"] for i in info]),
+        "learn_curvature": _summary([i["learn_curvature"] for i in info]),
+        "adapters": json.dumps(described, sort_keys=True),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp_name, metadata=metadata)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_adapter_file(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read an adapter file: ``(tensors, metadata)``; raises on a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdapterCheckpointError(f"path: no adapter file at {str(path)!r}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises several types for damaged files
+        raise AdapterCheckpointError(
+            f"path: {str(path)!r} is not a readable safetensors file ({error})"
+        ) from error
+    if metadata.get("format") != FORMAT:
+        raise AdapterCheckpointError(f"path: {str(path)!r} is not a hyperet adapter file")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise AdapterCheckpointError(
+            f"path: format version {metadata.get('format_version')!r} is not supported "
+            f"(this hyperet reads {FORMAT_VERSION!r})"
+        )
+    try:
+        json.loads(metadata["adapters"])
+    except (KeyError, json.JSONDecodeError) as error:
+        raise AdapterCheckpointError(f"path: {str(path)!r} has damaged metadata") from error
+    return tensors, metadata
+
+
+@torch.no_grad()
+def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, str]:
+    """Load adapter weights saved by :func:`save_adapters` into ``model`` (strict).
+
+    ``model`` must already carry adapters of the same structure, width and curvature
+    (``apply_hyperet`` with the same arguments) and must not be merged. Returns the metadata.
+    """
+    tensors, metadata = read_adapter_file(path)
+    described: dict[str, dict[str, Any]] = json.loads(metadata["adapters"])
+    sites = adapter_sites(model)
+    if not sites:
+        raise AdapterCheckpointError("model: carries no HRA adapters (call apply_hyperet first)")
+    if any(isinstance(getattr(m, MERGED_ATTR, None), nn.Module) for m in model.modules()):
+        raise AdapterCheckpointError("model: adapters are merged; call unmerge_hyperet first")
+
+    problems: list[str] = []
+    expected: dict[str, torch.Tensor] = {}
+    for site in sites:
+        info = described.get(site.key)
+        if info is not None:
+            mine = _describe(site)
+            for field in ("structure", "d", "size", "target", "learn_curvature"):
+                if info.get(field) != mine[field]:
+                    problems.append(
+                        f"{site.key}: {field} is {info.get(field)!r} in the file, "
+                        f"{mine[field]!r} in the model"
+                    )
+            if not site.adapter.learn_curvature and not math.isclose(
+                float(info.get("c", math.nan)), mine["c"], rel_tol=1e-12
+            ):
+                problems.append(
+                    f"{site.key}: c is {info.get('c')!r} in the file, {mine['c']!r} in the model"
+                )
+        for name, value in site.adapter.state_dict().items():
+            expected[f"{site.key}.{name}"] = value
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    for key in sorted(set(expected) & set(tensors)):
+        if tensors[key].shape != expected[key].shape:
+            problems.append(
+                f"{key}: shape {tuple(tensors[key].shape)} in the file, "
+                f"{tuple(expected[key].shape)} in the model"
+            )
+        elif not bool(torch.isfinite(tensors[key]).all()):
+            problems.append(f"{key}: non-finite values in the file")
+    if problems:
+        raise AdapterCheckpointError(
+            f"path: {str(path)!r} does not match the model's adapters: " + "; ".join(problems)
+        )
+    for site in sites:
+        state = {name: tensors[f"{site.key}.{name}"] for name in site.adapter.state_dict()}
+        site.adapter.load_state_dict(state, strict=True)
+    return metadata
