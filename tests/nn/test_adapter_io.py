@@ -114,7 +114,7 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path: Path) -> None
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
-        for key in handle.keys():  # noqa: SIM118
+        for key in handle.keys():
             tensors[key] = handle.get_tensor(key)
     key = "layers.0.self_attn.q.matrix.blocks"
     tensors[key] = tensors[key][:2]
