@@ -1,0 +1,404 @@
+"""Run configuration of the compact MLLM: dataclasses, the ``nano`` and ``small`` presets, JSON.
+
+A :class:`RunConfig` is everything that determines a run: data sizes, the four model parts
+(vision encoder, CLIP text tower, projector, language model), HyperET, the staged recipe and the
+seed. It round-trips through JSON (``to_json`` / ``from_json``) and is validated on construction
+by :meth:`RunConfig.validate`, which raises ``ValueError`` naming the offending field.
+
+Stages of the recipe (LLaVA-style, in order; see docs/mllm.md):
+
+=============  =====  ===================================================================
+name           paper  what trains
+=============  =====  ===================================================================
+``vision``     0a     vision encoder + CLIP text tower (symmetric InfoNCE, one caption level)
+``lm``         0b     language model on the dataset's text (next token)
+``align``      1      projector only (captions; vision encoder and LM frozen)
+``instruct``   2      projector + LM (VQA + multiple choice; loss on answer tokens)
+=============  =====  ===================================================================
+
+HyperET (HRA on the frozen vision encoder's q and v) is active in ``align`` (``pretrain``),
+``instruct`` (``finetune``) or both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+#: Stage names in training order.
+STAGES: tuple[str, ...] = ("vision", "lm", "align", "instruct")
+#: HRA structures accepted by ``--hyperet`` ("none" disables HyperET).
+HYPERET_STRUCTURES: tuple[str, ...] = ("none", "diagonal", "block", "banded")
+#: Where HyperET is active: stage 1 (``pretrain`` = align), stage 2 (``finetune`` = instruct).
+HYPERET_STAGES: tuple[str, ...] = ("pretrain", "finetune", "both")
+#: Training objectives; only ``lm`` is implemented by the compact-MLLM recipe itself.
+OBJECTIVES: tuple[str, ...] = ("lm", "hyperbolic-itc", "poincare-itc", "euclidean-itc")
+PRESETS: tuple[str, ...] = ("nano", "small")
+#: Version of the config.json layout; bumped on incompatible changes.
+CONFIG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Sizes of the procedurally generated splits (scenes; each has captions, VQA and MC)."""
+
+    train_scenes: int = 20000
+    val_scenes: int = 500
+    test_scenes: int = 1000
+    image_size: int = 32
+    min_objects: int = 1
+    max_objects: int = 4
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """ViT with CLIP-style residual attention blocks; ``embed_dim`` is the CLIP head's width."""
+
+    patch_size: int = 4
+    width: int = 128
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: int = 4
+    embed_dim: int = 128
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """The CLIP text tower used by vision pretraining and caption retrieval."""
+
+    width: int = 128
+    layers: int = 2
+    heads: int = 4
+    mlp_ratio: int = 4
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """Pixel-shuffle by ``shuffle`` (1 keeps every patch token) then Linear-GELU-Linear."""
+
+    shuffle: int = 1
+    hidden: int = 192
+
+
+@dataclass(frozen=True)
+class LanguageConfig:
+    """Decoder-only LM; ``max_text_len`` bounds text positions (image tokens carry none)."""
+
+    width: int = 192
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: int = 4
+    max_text_len: int = 96
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Fixed step budget and optimiser settings of one stage (AdamW, warm-up + cosine)."""
+
+    steps: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 50
+    weight_decay: float = 0.02
+
+
+@dataclass(frozen=True)
+class HyperETConfig:
+    """HRA on the frozen vision encoder (``structure="none"`` disables it)."""
+
+    structure: str = "none"
+    stage: str = "finetune"
+    c: float = 0.01
+    block_size: int = 4
+    bandwidth: int = 2
+    mode: str = "fast"
+
+    @property
+    def enabled(self) -> bool:
+        """Whether HRA is applied at all."""
+        return self.structure != "none"
+
+    def active_in(self, stage: str) -> bool:
+        """Whether HRA is active (trainable, uncached vision features) in ``stage``."""
+        if not self.enabled:
+            return False
+        if stage == "align":
+            return self.stage in ("pretrain", "both")
+        if stage == "instruct":
+            return self.stage in ("finetune", "both")
+        return False
+
+
+def _default_stages() -> dict[str, StageConfig]:
+    return {
+        "vision": StageConfig(steps=1500, lr=1e-3, warmup_steps=100),
+        "lm": StageConfig(steps=800, lr=1e-3, warmup_steps=50),
+        "align": StageConfig(steps=600, lr=1e-3, warmup_steps=50),
+        "instruct": StageConfig(steps=2500, lr=5e-4, warmup_steps=100),
+    }
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The staged recipe: per-stage budgets plus settings shared by every stage."""
+
+    stages: dict[str, StageConfig] = field(default_factory=_default_stages)
+    objective: str = "lm"
+    vision_level: str = "count"
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
+    mc_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run (resolved, validated, JSON round-trippable)."""
+
+    preset: str = "small"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    hyperet: HyperETConfig = field(default_factory=HyperETConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    format: int = CONFIG_FORMAT
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ``ValueError`` (message starts with the field path) on an invalid config."""
+        _positive(self, "data.train_scenes", "data.val_scenes", "data.test_scenes")
+        _positive(self, "data.image_size", "data.min_objects", "data.max_objects")
+        if self.data.max_objects < self.data.min_objects:
+            raise ValueError("data.max_objects: must be >= data.min_objects")
+        _positive(self, "vision.patch_size", "vision.width", "vision.layers", "vision.heads")
+        _positive(self, "vision.mlp_ratio", "vision.embed_dim")
+        if self.data.image_size % self.vision.patch_size:
+            raise ValueError(
+                f"vision.patch_size: {self.vision.patch_size} does not divide "
+                f"data.image_size {self.data.image_size}"
+            )
+        _divisible(self.vision.width, self.vision.heads, "vision.heads")
+        _positive(self, "text.width", "text.layers", "text.heads", "text.mlp_ratio")
+        _divisible(self.text.width, self.text.heads, "text.heads")
+        _positive(self, "projector.shuffle", "projector.hidden")
+        if self.grid_size % self.projector.shuffle:
+            raise ValueError(
+                f"projector.shuffle: {self.projector.shuffle} does not divide the patch grid "
+                f"side {self.grid_size}"
+            )
+        _positive(self, "language.width", "language.layers", "language.heads")
+        _positive(self, "language.mlp_ratio", "language.max_text_len")
+        _divisible(self.language.width, self.language.heads, "language.heads")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: {self.preset!r} is not one of {PRESETS}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed: {self.seed} is not in [0, 2**63)")
+        h = self.hyperet
+        if h.structure not in HYPERET_STRUCTURES:
+            raise ValueError(
+                f"hyperet.structure: {h.structure!r} is not one of {HYPERET_STRUCTURES}"
+            )
+        if h.stage not in HYPERET_STAGES:
+            raise ValueError(f"hyperet.stage: {h.stage!r} is not one of {HYPERET_STAGES}")
+        if not h.c > 0:
+            raise ValueError(f"hyperet.c: curvature must be > 0, got {h.c}")
+        if h.mode not in ("fast", "literal", "official"):
+            raise ValueError(
+                f"hyperet.mode: {h.mode!r} is not one of ('fast', 'literal', 'official')"
+            )
+        if h.structure == "block" and self.vision.width % h.block_size:
+            raise ValueError(
+                f"hyperet.block_size: {h.block_size} does not divide vision.width "
+                f"{self.vision.width}"
+            )
+        if h.block_size < 1 or h.bandwidth < 0:
+            raise ValueError("hyperet.block_size: must be >= 1 (and hyperet.bandwidth >= 0)")
+        t = self.train
+        if set(t.stages) != set(STAGES):
+            raise ValueError(f"train.stages: expected the stages {STAGES}, got {tuple(t.stages)}")
+        for name, s in t.stages.items():
+            if s.steps < 0:
+                raise ValueError(f"train.stages.{name}.steps: must be >= 0, got {s.steps}")
+            if s.batch_size < 1:
+                raise ValueError(
+                    f"train.stages.{name}.batch_size: must be >= 1, got {s.batch_size}"
+                )
+            if not s.lr > 0:
+                raise ValueError(f"train.stages.{name}.lr: must be > 0, got {s.lr}")
+            if not 0 <= s.min_lr_ratio <= 1:
+                raise ValueError(f"train.stages.{name}.min_lr_ratio: must be in [0, 1]")
+            if s.warmup_steps < 0:
+                raise ValueError(f"train.stages.{name}.warmup_steps: must be >= 0")
+            if s.weight_decay < 0:
+                raise ValueError(f"train.stages.{name}.weight_decay: must be >= 0")
+        if t.objective not in OBJECTIVES:
+            raise ValueError(f"train.objective: {t.objective!r} is not one of {OBJECTIVES}")
+        if not t.grad_clip > 0:
+            raise ValueError(f"train.grad_clip: must be > 0, got {t.grad_clip}")
+        if t.checkpoint_every < 1:
+            raise ValueError(f"train.checkpoint_every: must be >= 1, got {t.checkpoint_every}")
+        if not 0 <= t.mc_fraction <= 1:
+            raise ValueError(f"train.mc_fraction: must be in [0, 1], got {t.mc_fraction}")
+        if self.format != CONFIG_FORMAT:
+            raise ValueError(
+                f"format: config format {self.format} is not supported (expected {CONFIG_FORMAT})"
+            )
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def grid_size(self) -> int:
+        """Side of the patch grid (patches per row)."""
+        return self.data.image_size // self.vision.patch_size
+
+    @property
+    def num_visual_tokens(self) -> int:
+        """Visual tokens handed to the LM after the projector's pixel shuffle."""
+        return (self.grid_size // self.projector.shuffle) ** 2
+
+    # ------------------------------------------------------------------ edits and JSON
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with top-level fields replaced (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_stage(self, stage: str, **changes: Any) -> RunConfig:
+        """A copy with fields of one stage's :class:`StageConfig` replaced."""
+        if stage not in STAGES:
+            raise ValueError(f"stage: {stage!r} is not one of {STAGES}")
+        stages = dict(self.train.stages)
+        stages[stage] = dataclasses.replace(stages[stage], **changes)
+        return self.replace(train=dataclasses.replace(self.train, stages=stages))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """JSON text (sorted keys, indented) of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ValueError("config: expected a JSON object")
+        kwargs: dict[str, Any] = {}
+        sections = {
+            "data": DataConfig,
+            "vision": VisionConfig,
+            "text": TextEncoderConfig,
+            "projector": ProjectorConfig,
+            "language": LanguageConfig,
+            "hyperet": HyperETConfig,
+        }
+        _check_keys(data, cls, "config")
+        for key, value in data.items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], value, key)
+            elif key == "train":
+                kwargs[key] = _build_train(value)
+            else:
+                kwargs[key] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as err:  # wrong value types surface here
+            raise ValueError(f"config: {err}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        """Parse JSON text written by :meth:`to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config: not valid JSON ({err})") from None
+        return cls.from_dict(data)
+
+
+def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}")
+    required = {
+        f.name
+        for f in fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = sorted(required - set(data))
+    if missing:
+        raise ValueError(f"{where}: missing keys {missing}")
+
+
+def _build(cls: type, value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    _check_keys(value, cls, where)
+    try:
+        return cls(**value)
+    except TypeError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _build_train(value: Any) -> TrainConfig:
+    if not isinstance(value, dict):
+        raise ValueError("train: expected a JSON object")
+    _check_keys(value, TrainConfig, "train")
+    value = dict(value)
+    stages = value.get("stages", {})
+    if not isinstance(stages, dict):
+        raise ValueError("train.stages: expected a JSON object")
+    ordered = [n for n in STAGES if n in stages] + [n for n in stages if n not in STAGES]
+    value["stages"] = {
+        name: _build(StageConfig, stages[name], f"train.stages.{name}") for name in ordered
+    }
+    return TrainConfig(**value)
+
+
+def _get(config: RunConfig, path: str) -> Any:
+    obj: Any = config
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _positive(config: RunConfig, *paths: str) -> None:
+    for path in paths:
+        value = _get(config, path)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{path}: must be a positive integer, got {value!r}")
+
+
+def _divisible(width: int, heads: int, path: str) -> None:
+    if width % heads:
+        raise ValueError(f"{path}: {heads} heads do not divide the width {width}")
+
+
+def preset(name: str) -> RunConfig:
+    """The named preset: ``small`` (the default run, minutes) or ``nano`` (tests, seconds)."""
+    if name == "small":
+        return RunConfig(preset="small")
+    if name == "nano":
+        return RunConfig(
+            preset="nano",
+            data=DataConfig(train_scenes=256, val_scenes=32, test_scenes=48),
+            vision=VisionConfig(patch_size=8, width=32, layers=2, heads=2, embed_dim=32),
+            text=TextEncoderConfig(width=32, layers=1, heads=2),
+            projector=ProjectorConfig(shuffle=1, hidden=48),
+            language=LanguageConfig(width=48, layers=1, heads=2),
+            train=TrainConfig(
+                stages={
+                    name: StageConfig(steps=6, batch_size=16, lr=3e-3, warmup_steps=2)
+                    for name in STAGES
+                },
+                checkpoint_every=4,
+            ),
+        )
+    raise ValueError(f"preset: {name!r} is not one of {PRESETS}")

@@ -1,0 +1,433 @@
+"""Evaluation of a trained run directory: VQA, baselines, multiple choice, retrieval, radius probe.
+
+Everything is measured on a split regenerated from the run's config (``test`` by default; the data
+are a deterministic function of the seed), optionally limited to its first ``limit`` scenes.
+
+- **VQA** exact match of the greedy answer (``<bos> question <sep>`` -> answer), overall, per
+  question type and relational vs non-relational.
+- **Text-only prior**: the same model and prompts with the visual tokens removed (text positions
+  do not depend on the image, so the LM sees exactly the text it was trained on).
+- **Majority baseline**: the most frequent training answer of each question type.
+- **Multiple choice** (ScienceQA-style): accuracy of the generated ``"The answer is X."`` (parsed by
+  :func:`hyperet.data.parse_answer`; unparsable counts as wrong and is reported as the parse-failure
+  rate) and accuracy by option likelihood (argmax over options of the summed log-probability of
+  ``"The answer is X." <eos>``), overall and per category.
+- **Caption retrieval** (image -> caption) via the CLIP head (mean-pooled ViT tokens vs the text
+  tower): for each level, the candidates are the distinct captions of the evaluated scenes; a hit
+  at ``k`` means the image's own caption text is among the ``k`` most similar.
+- **Hyperbolic-radius probe**: mean ``Rad(expmap0(f)) = dist0(expmap0(f))`` at ``c = 0.01``
+  (float64, ``hyperet.ops``) over the ViT's patch tokens ``f``, overall and by number of objects
+  in the scene, with the trained HRA and with HRA reset to the identity (= without HyperET);
+  and the same radius of the text tower's caption embeddings per caption level.
+- **Parameters**: total, trainable in the last stage, HyperET's count and share.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hyperet.batching import collate, collate_prompts, encode_mc, encode_text, mc_prompt, vqa_prompt
+from hyperet.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    TOKENIZER_FILE,
+    CheckpointError,
+    load_checkpoint,
+    load_config,
+    load_model_state,
+)
+from hyperet.config import STAGES, RunConfig
+from hyperet.data import Split, Tokenizer, build_split, parse_answer
+from hyperet.model import MLLM
+from hyperet.train import apply_hyperet_to, build_model
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+PROBE_CURVATURE = 0.01
+ProgressHandler = Callable[[str, int, int], None]  # (task, done, total)
+
+
+class LoadedRun:
+    """A run directory's config, tokenizer and final model (HRA applied when it was trained)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise CheckpointError(f"{run_dir}: run directory not found")
+        self.path = run_dir
+        self.config: RunConfig = load_config(run_dir / CONFIG_FILE)
+        try:
+            self.tokenizer = Tokenizer.from_json((run_dir / TOKENIZER_FILE).read_text())
+        except FileNotFoundError:
+            raise CheckpointError(f"{run_dir / TOKENIZER_FILE}: file not found") from None
+        except ValueError as err:
+            raise CheckpointError(f"{run_dir / TOKENIZER_FILE}: {err}") from None
+        final = run_dir / "checkpoints" / STAGES[-1]
+        if not final.is_dir():
+            raise CheckpointError(
+                f"{run_dir}: training is not finished (no checkpoints/{STAGES[-1]}); "
+                "resume it with `hyperet train --out RUN --resume`"
+            )
+        ckpt = load_checkpoint(final)
+        if not ckpt.complete:
+            raise CheckpointError(
+                f"{final}: the last stage stopped at step {ckpt.meta['step']}; resume the run first"
+            )
+        if ckpt.config.to_dict() != self.config.to_dict():
+            raise CheckpointError(
+                f"{final}: checkpoint config differs from {run_dir / CONFIG_FILE}"
+            )
+        self.model: MLLM = build_model(self.config, self.tokenizer)
+        self.hyperet_params: list[nn.Parameter] = []
+        self.identity: list[Tensor] = []
+        if ckpt.meta.get("hyperet_applied"):
+            self.hyperet_params = apply_hyperet_to(self.model, self.config)
+            self.identity = [p.detach().clone() for p in self.hyperet_params]  # fresh = identity
+        load_model_state(self.model, ckpt.model, source=final)
+        self.model.eval()
+        self.metrics: dict[str, Any] = {}
+        if (run_dir / METRICS_FILE).is_file():
+            self.metrics = json.loads((run_dir / METRICS_FILE).read_text())
+
+
+def _batches(n: int, size: int) -> list[range]:
+    return [range(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+def _limit(split: Split, limit: int | None) -> Split:
+    if limit is None or limit >= len(split.scenes):
+        return split
+    return Split(
+        split.name,
+        split.scenes[:limit],
+        split.images[:limit],
+        {level: texts[:limit] for level, texts in split.captions.items()},
+        [(i, qa) for i, qa in split.qa if i < limit],
+        [(i, mc) for i, mc in split.mc if i < limit],
+    )
+
+
+@torch.no_grad()
+def _features(model: MLLM, images: np.ndarray, batch: int) -> Tensor:
+    imgs = torch.from_numpy(np.ascontiguousarray(images))
+    return torch.cat([model.vision(imgs[r.start : r.stop]) for r in _batches(len(imgs), batch)])
+
+
+def _accuracy(hits: Sequence[bool]) -> float | None:
+    return float(np.mean(hits)) if hits else None
+
+
+def _grouped(keys: Sequence[str], hits: Sequence[bool]) -> dict[str, float | None]:
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for k, h in zip(keys, hits, strict=True):
+        groups[k].append(h)
+    return {k: _accuracy(v) for k, v in sorted(groups.items())}
+
+
+@torch.no_grad()
+def _generate_answers(
+    model: MLLM,
+    tok: Tokenizer,
+    prompts: list[list[int]],
+    image_idx: np.ndarray,
+    features: Tensor | None,
+    *,
+    max_new_tokens: int,
+    batch: int,
+    progress: Callable[[int], None],
+) -> list[str]:
+    out: list[str] = []
+    for r in _batches(len(prompts), batch):
+        b = collate_prompts(prompts[r.start : r.stop])
+        feats = (
+            None if features is None else features[torch.from_numpy(image_idx[r.start : r.stop])]
+        )
+        new = model.generate(
+            b.input_ids,
+            b.lengths,
+            eos_id=tok.eos_id,
+            max_new_tokens=max_new_tokens,
+            features=feats,
+        )
+        out.extend(tok.decode(ids, skip_special=True).strip() for ids in new)
+        progress(len(r))
+    return out
+
+
+def evaluate_vqa(
+    run: LoadedRun, split: Split, features: Tensor, *, batch: int, progress: ProgressHandler
+) -> dict[str, Any]:
+    """VQA exact match with the image, text-only, and the majority-answer baseline."""
+    tok, model = run.tokenizer, run.model
+    prompts = [vqa_prompt(tok, qa.question) for _, qa in split.qa]
+    image_idx = np.asarray([i for i, _ in split.qa], dtype=np.int64)
+    types = [qa.qtype for _, qa in split.qa]
+    answers = [qa.answer for _, qa in split.qa]
+    results: dict[str, Any] = {"n": len(prompts)}
+    for name, feats in (("vqa", features), ("text_only_prior", None)):
+        done = [0]
+
+        def tick(k: int, name: str = name, done: list[int] = done) -> None:
+            done[0] += k
+            progress(name, done[0], len(prompts))
+
+        preds = _generate_answers(
+            model, tok, prompts, image_idx, feats, max_new_tokens=4, batch=batch, progress=tick
+        )
+        hits = [p == a for p, a in zip(preds, answers, strict=True)]
+        relational = ["relational" if qa.relational else "non_relational" for _, qa in split.qa]
+        results[name] = {
+            "overall": _accuracy(hits),
+            "per_type": _grouped(types, hits),
+            "by_kind": _grouped(relational, hits),
+        }
+        if name == "vqa":
+            results["examples"] = [
+                {"question": split.qa[i][1].question, "answer": answers[i], "predicted": preds[i]}
+                for i in range(min(8, len(preds)))
+            ]
+    majority = majority_answers(run.config)
+    hits = [majority[t] == a for t, a in zip(types, answers, strict=True)]
+    results["majority_baseline"] = {
+        "overall": _accuracy(hits),
+        "per_type": _grouped(types, hits),
+        "answers": majority,
+    }
+    return results
+
+
+def majority_answers(config: RunConfig) -> dict[str, str]:
+    """The most frequent training answer of each question type (ties: alphabetical first)."""
+    train = build_split(
+        "train",
+        n_scenes=config.data.train_scenes,
+        seed=config.seed,
+        image_size=config.data.image_size,
+        min_objects=config.data.min_objects,
+        max_objects=config.data.max_objects,
+    )
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for _, qa in train.qa:
+        counts[qa.qtype][qa.answer] += 1
+    return {t: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for t, c in sorted(counts.items())}
+
+
+@torch.no_grad()
+def evaluate_multiple_choice(
+    run: LoadedRun, split: Split, features: Tensor, *, batch: int, progress: ProgressHandler
+) -> dict[str, Any]:
+    """Generated-answer accuracy (with parse failures) and option-likelihood accuracy."""
+    tok, model = run.tokenizer, run.model
+    items = [item for _, item in split.mc]
+    image_idx = np.asarray([i for i, _ in split.mc], dtype=np.int64)
+    cats = [item.category for item in items]
+    prompts = [mc_prompt(tok, item) for item in items]
+    done = [0]
+
+    def tick(k: int) -> None:
+        done[0] += k
+        progress("multiple_choice", done[0], len(items))
+
+    texts = _generate_answers(
+        model, tok, prompts, image_idx, features, max_new_tokens=8, batch=batch, progress=tick
+    )
+    parsed = [
+        parse_answer(t, n_options=len(item.options)) for t, item in zip(texts, items, strict=True)
+    ]
+    gen_hits = [p == item.answer_index for p, item in zip(parsed, items, strict=True)]
+    # option likelihood: score every (item, option) pair
+    rows = [(k, o) for k, item in enumerate(items) for o in range(len(item.options))]
+    scores = np.empty(len(rows))
+    for r in _batches(len(rows), batch):
+        chunk = rows[r.start : r.stop]
+        b = collate([encode_mc(tok, items[k], o) for k, o in chunk])
+        idx = torch.from_numpy(image_idx[[k for k, _ in chunk]])
+        scores[r.start : r.stop] = model.sequence_logprob(
+            b.input_ids, b.labels, features=features[idx]
+        ).numpy()
+    best: dict[int, tuple[float, int]] = {}
+    for (k, o), s in zip(rows, scores, strict=True):
+        if k not in best or s > best[k][0]:
+            best[k] = (float(s), o)
+    lik_hits = [best[k][1] == item.answer_index for k, item in enumerate(items)]
+    return {
+        "n": len(items),
+        "generated": {
+            "overall": _accuracy(gen_hits),
+            "per_category": _grouped(cats, gen_hits),
+            "parse_failure_rate": _accuracy([p is None for p in parsed]),
+        },
+        "likelihood": {"overall": _accuracy(lik_hits), "per_category": _grouped(cats, lik_hits)},
+        "chance": float(np.mean([1 / len(item.options) for item in items])) if items else None,
+    }
+
+
+@torch.no_grad()
+def _caption_embeddings(model: MLLM, tok: Tokenizer, texts: list[str], batch: int) -> Tensor:
+    out = []
+    encoded = [encode_text(tok, t) for t in texts]
+    for r in _batches(len(encoded), batch):
+        b = collate(encoded[r.start : r.stop])
+        out.append(model.text(b.input_ids, b.lengths))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate_retrieval(
+    run: LoadedRun, split: Split, features: Tensor, *, batch: int
+) -> dict[str, Any]:
+    """Image -> caption Recall@1/5 per level via the CLIP head (distinct captions as candidates)."""
+    model, tok = run.model, run.tokenizer
+    image_emb = nn.functional.normalize(model.vision.embed(features), dim=-1)  # (N, E)
+    out: dict[str, Any] = {"method": "clip_head", "trained_level": run.config.train.vision_level}
+    for level, texts in split.captions.items():
+        candidates = sorted(set(texts))
+        index = {t: i for i, t in enumerate(candidates)}
+        text_emb = nn.functional.normalize(
+            _caption_embeddings(model, tok, candidates, batch), dim=-1
+        )
+        sims = image_emb @ text_emb.T  # (N, C)
+        target = torch.tensor([index[t] for t in texts])
+        own = sims[torch.arange(len(texts)), target][:, None]  # (N, 1)
+        rank = (sims >= own).sum(dim=1) - 1  # 0 = top; ties count against the image
+        out[level] = {
+            "recall@1": float((rank < 1).float().mean()),
+            "recall@5": float((rank < 5).float().mean()),
+            "candidates": len(candidates),
+        }
+    return out
+
+
+def _radius(x: Tensor) -> Tensor:
+    """``dist0(expmap0(x))`` at c = 0.01 in float64 through ``hyperet.ops`` (per row)."""
+    from hyperet.ops import dist0, expmap0
+
+    x64 = x.detach().to(torch.float64)
+    return dist0(expmap0(x64, c=PROBE_CURVATURE), c=PROBE_CURVATURE)
+
+
+@torch.no_grad()
+def evaluate_radius(
+    run: LoadedRun, split: Split, features: Tensor, *, batch: int
+) -> dict[str, Any]:
+    """Mean hyperbolic radius of visual tokens (with/without HRA) and of caption embeddings."""
+    counts = [str(len(scene.objects)) for scene in split.scenes]
+
+    def summarise(feats: Tensor) -> dict[str, Any]:
+        per_image = _radius(feats).mean(dim=1)  # (N,) mean over patch tokens
+        groups: dict[str, list[float]] = defaultdict(list)
+        for k, r in zip(counts, per_image.tolist(), strict=True):
+            groups[k].append(r)
+        return {
+            "mean": float(per_image.mean()),
+            "by_object_count": {k: float(np.mean(v)) for k, v in sorted(groups.items())},
+        }
+
+    out: dict[str, Any] = {"c": PROBE_CURVATURE, "visual": {}}
+    if run.hyperet_params:
+        out["visual"]["with_hyperet"] = summarise(features)
+        trained = [p.detach().clone() for p in run.hyperet_params]
+        try:
+            for p, ident in zip(run.hyperet_params, run.identity, strict=True):
+                p.copy_(ident)
+            out["visual"]["without_hyperet"] = summarise(_features(run.model, split.images, batch))
+        finally:
+            for p, t in zip(run.hyperet_params, trained, strict=True):
+                p.copy_(t)
+    else:
+        out["visual"]["without_hyperet"] = summarise(features)
+    out["caption_embedding_by_level"] = {
+        level: float(_radius(_caption_embeddings(run.model, run.tokenizer, texts, batch)).mean())
+        for level, texts in split.captions.items()
+    }
+    return out
+
+
+def parameter_report(run: LoadedRun) -> dict[str, Any]:
+    """Total parameters, those trained in the last stage, and HyperET's count and share."""
+    total = sum(p.numel() for p in run.model.parameters())
+    adapter = sum(p.numel() for p in run.hyperet_params)
+    if run.hyperet_params:
+        from hyperet.nn import count_parameters
+
+        report = count_parameters(run.model)
+        total, adapter = report.total, report.adapter
+    last = run.metrics.get("stages", {}).get(STAGES[-1], {})
+    return {
+        "total": total,
+        "trainable_last_stage": last.get("trainable_parameters"),
+        "hyperet": adapter,
+        "hyperet_percent": 100.0 * adapter / total if total else 0.0,
+        "by_part": {
+            name: sum(p.numel() for p in module.parameters())
+            for name, module in run.model.named_children()
+        },
+    }
+
+
+def evaluate(
+    run_dir: Path,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int = 256,
+    on_progress: ProgressHandler | None = None,
+) -> dict[str, Any]:
+    """Evaluate the run in ``run_dir``; returns a JSON-serialisable dict of every measurement."""
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {SPLITS}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit: must be >= 1, got {limit}")
+    progress: ProgressHandler = on_progress or (lambda task, done, total: None)
+    run = LoadedRun(Path(run_dir))
+    cfg = run.config
+    n_scenes = {
+        "train": cfg.data.train_scenes,
+        "val": cfg.data.val_scenes,
+        "test": cfg.data.test_scenes,
+    }
+    data = _limit(
+        build_split(
+            split,
+            n_scenes=n_scenes[split],
+            seed=cfg.seed,
+            image_size=cfg.data.image_size,
+            min_objects=cfg.data.min_objects,
+            max_objects=cfg.data.max_objects,
+        ),
+        limit,
+    )
+    features = _features(run.model, data.images, batch_size)
+    vqa = evaluate_vqa(run, data, features, batch=batch_size, progress=progress)
+    return {
+        "run": str(run.path),
+        "split": split,
+        "scenes": len(data.scenes),
+        "seed": cfg.seed,
+        "preset": cfg.preset,
+        "hyperet": {
+            "structure": cfg.hyperet.structure,
+            "stage": cfg.hyperet.stage,
+            "c": cfg.hyperet.c,
+        },
+        "vqa": {"n": vqa["n"], **vqa["vqa"], "examples": vqa["examples"]},
+        "text_only_prior": vqa["text_only_prior"],
+        "majority_baseline": vqa["majority_baseline"],
+        "multiple_choice": evaluate_multiple_choice(
+            run, data, features, batch=batch_size, progress=progress
+        ),
+        "retrieval": evaluate_retrieval(run, data, features, batch=batch_size),
+        "radius_probe": evaluate_radius(run, data, features, batch=batch_size),
+        "parameters": parameter_report(run),
+        "training": {
+            name: {k: s.get(k) for k in ("steps", "wall_time_s", "final_loss")}
+            for name, s in run.metrics.get("stages", {}).items()
+        },
+    }

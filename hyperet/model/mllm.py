@@ -1,0 +1,141 @@
+"""The composed multimodal LLM: vision encoder -> projector -> visual prefix of the decoder LM.
+
+The model also carries the CLIP text tower and temperature used by vision pretraining (stage 0a)
+and caption retrieval, so one checkpoint holds every trained part.
+
+Sequence layout (see :mod:`hyperet.batching`): ``[visual tokens] <bos> prompt <sep> answer <eos>``,
+right-padded; the loss is next-token cross-entropy on the positions whose label is not ``-100``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hyperet.config import RunConfig
+from hyperet.model.clip import ContrastiveHead, TextEncoder
+from hyperet.model.language import LanguageModel
+from hyperet.model.projector import Projector
+from hyperet.model.vision import VisionEncoder
+
+#: Label value excluded from the loss.
+IGNORE = -100
+
+
+class MLLM(nn.Module):
+    """Vision encoder + projector + language model (+ CLIP text tower for stage 0a)."""
+
+    def __init__(self, config: RunConfig, *, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.vision = VisionEncoder(config.vision, image_size=config.data.image_size)
+        self.text = TextEncoder(
+            config.text,
+            vocab_size=vocab_size,
+            max_len=config.language.max_text_len,
+            embed_dim=config.vision.embed_dim,
+        )
+        self.clip_head = ContrastiveHead()
+        self.projector = Projector(
+            config.projector, vision_width=config.vision.width, lm_width=config.language.width
+        )
+        self.lm = LanguageModel(config.language, vocab_size=vocab_size)
+
+    def visual_prefix(self, images: Tensor | None, features: Tensor | None) -> Tensor | None:
+        """Projected visual tokens ``(B, P, Dlm)`` from images or cached vision features."""
+        if images is not None and features is not None:
+            raise ValueError("images: pass images or cached features, not both")
+        if images is not None:
+            features = self.vision(images)  # (B, N, Dv)
+        if features is None:
+            return None
+        return self.projector(features)  # (B, P, Dlm)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        *,
+        images: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(logits (B, T, V), loss)``; without images or features the LM runs text-only.
+
+        .. math::
+            \\mathcal{L} = -\\frac{1}{|S|} \\sum_{(b, t) \\in S}
+                \\log p(y_{b, t+1} \\mid \\text{visual tokens}, y_{b, \\le t}),
+            \\qquad S = \\{(b, t) : \\text{labels}_{b, t+1} \\ne -100\\}
+        """
+        prefix = self.visual_prefix(images, features)
+        logits = self.lm(input_ids, prefix)  # (B, T, V)
+        loss = None if labels is None else next_token_loss(logits, labels)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor,
+        lengths: Tensor,
+        *,
+        eos_id: int,
+        max_new_tokens: int,
+        images: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> list[list[int]]:
+        """Greedy decoding after right-padded prompts; returns the new ids (``<eos>`` excluded).
+
+        ``input_ids`` ``(B, T)`` holds each prompt in its first ``lengths[b]`` positions. No KV
+        cache: every step re-runs the (short) sequence, and causal attention keeps the pads
+        beyond a row's length from influencing it.
+        """
+        prefix = self.visual_prefix(images, features)
+        b = input_ids.shape[0]
+        ids = torch.cat([input_ids, input_ids.new_zeros(b, max_new_tokens)], dim=1)
+        lengths = lengths.clone()
+        rows = torch.arange(b)
+        done = torch.zeros(b, dtype=torch.bool)
+        out: list[list[int]] = [[] for _ in range(b)]
+        for _ in range(max_new_tokens):
+            width = int(lengths.max())
+            logits = self.lm(ids[:, :width], prefix)  # (B, width, V)
+            nxt = logits[rows, lengths - 1].argmax(dim=-1)  # (B,)
+            for r in torch.nonzero(~done).flatten().tolist():
+                token = int(nxt[r])
+                if token == eos_id:
+                    done[r] = True
+                else:
+                    out[r].append(token)
+            ids[rows[~done], lengths[~done]] = nxt[~done]
+            lengths[~done] += 1
+            if bool(done.all()):
+                break
+        return out
+
+    @torch.no_grad()
+    def sequence_logprob(
+        self,
+        input_ids: Tensor,
+        labels: Tensor,
+        *,
+        images: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        """Summed log-probability ``(B,)`` of each row's labelled tokens (option likelihood)."""
+        logits, _ = self.forward(input_ids, images=images, features=features)
+        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+        target = labels[:, 1:]
+        mask = target != IGNORE
+        picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+        return (picked * mask).sum(dim=1)
+
+
+def next_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of ``logits[:, t]`` against ``labels[:, t + 1]`` (``-100`` ignored)."""
+    if logits.shape[:2] != labels.shape:
+        raise ValueError(
+            f"labels: shape {tuple(labels.shape)} does not match logits {tuple(logits.shape[:2])}"
+        )
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+    )

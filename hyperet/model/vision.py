@@ -1,0 +1,91 @@
+"""The vision encoder: a small ViT with CLIP-style residual attention blocks.
+
+Each block is ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))`` with the attention an
+``nn.MultiheadAttention(d, heads, batch_first=True)``, whose packed ``in_proj_weight`` (3d x d:
+rows of q, then k, then v) is what HyperET's HRA adapts (the q and v slices), exactly as in a CLIP
+ViT. The encoder returns every patch token (no class token); its CLIP head mean-pools them and
+projects to the joint embedding used by vision pretraining and caption retrieval.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+from hyperet.config import VisionConfig
+
+
+class ResidualAttentionBlock(nn.Module):
+    """CLIP's block: pre-LayerNorm self-attention and MLP, each with a residual connection.
+
+    .. math::
+        x \\leftarrow x + \\mathrm{Attn}(\\mathrm{LN}_1(x)), \\qquad
+        x \\leftarrow x + \\mathrm{MLP}(\\mathrm{LN}_2(x))
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        hidden = width * mlp_ratio
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                c_fc=nn.Linear(width, hidden), gelu=nn.GELU(), c_proj=nn.Linear(hidden, width)
+            )
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, N, D) -> (B, N, D)
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class VisionEncoder(nn.Module):
+    """ViT over ``uint8`` images ``(B, 3, H, W)``; returns patch tokens ``(B, N, width)``."""
+
+    def __init__(self, config: VisionConfig, *, image_size: int) -> None:
+        super().__init__()
+        if image_size % config.patch_size:
+            raise ValueError(
+                f"image_size: {image_size} is not a multiple of patch_size {config.patch_size}"
+            )
+        self.image_size = image_size
+        self.grid_size = image_size // config.patch_size
+        width = config.width
+        self.conv1 = nn.Conv2d(3, width, config.patch_size, stride=config.patch_size, bias=False)
+        self.positional_embedding = nn.Parameter(torch.randn(self.grid_size**2, width) * 0.02)
+        self.ln_pre = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(width, config.heads, config.mlp_ratio)
+            for _ in range(config.layers)
+        )
+        self.ln_post = nn.LayerNorm(width)
+        self.proj = nn.Parameter(torch.randn(width, config.embed_dim) * width**-0.5)
+
+    @property
+    def num_tokens(self) -> int:
+        """Patch tokens per image."""
+        return self.grid_size**2
+
+    def forward(self, images: Tensor) -> Tensor:  # (B, 3, H, W) uint8 -> (B, N, D)
+        if images.dtype != torch.uint8:
+            raise ValueError(f"images: expected dtype uint8, got {images.dtype}")
+        if images.shape[1:] != (3, self.image_size, self.image_size):
+            raise ValueError(
+                f"images: expected shape (B, 3, {self.image_size}, {self.image_size}), "
+                f"got {tuple(images.shape)}"
+            )
+        x = images.to(self.positional_embedding.dtype) / 127.5 - 1.0  # [-1, 1]
+        x = self.conv1(x)  # (B, D, g, g)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D), row-major patch order
+        x = self.ln_pre(x + self.positional_embedding)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_post(x)  # (B, N, D)
+
+    def embed(self, tokens: Tensor) -> Tensor:  # (B, N, D) -> (B, E), the CLIP head
+        """Mean-pool the patch tokens and project to the joint image-text embedding."""
+        return tokens.mean(dim=1) @ self.proj

@@ -1,0 +1,724 @@
+"""The staged training recipe of the compact MLLM, with checkpoints, resume and a NaN guard.
+
+Stages (``STAGE_RECIPE``, run in order; each is a function ``Context -> StageTask``):
+
+- ``vision`` (0a): ViT + CLIP text tower, symmetric multi-positive InfoNCE against captions of one
+  granularity level (``train.vision_level``);
+- ``lm`` (0b): the LM on the dataset's text (captions of every level, questions with answers,
+  multiple-choice prompts with answers), next-token loss on every token;
+- ``align`` (1): the projector on ``detailed`` captions, vision encoder and LM frozen;
+- ``instruct`` (2): projector + LM on VQA and multiple choice, loss on answer tokens only.
+
+HyperET (HRA on the frozen ViT's q and v rows) is applied before the first stage where it is active
+(``hyperet.stage``) and stays applied afterwards; its parameters train only in active stages.
+When no vision parameter trains in a stage, vision features of every training image are computed
+once and cached (the frozen ViT is then never re-run).
+
+Every stage uses AdamW with linear warm-up then cosine decay, gradient clipping and a fixed step
+budget. Training never prints: progress is reported through ``on_event`` callbacks
+(:class:`StageStarted`, :class:`StepDone`, :class:`CheckpointSaved`, :class:`StageFinished`).
+
+Determinism: given the config (seed included) and the thread count, a run is bitwise
+reproducible on CPU, and ``resume=True`` after an interruption reaches the same weights and losses
+as an uninterrupted run: checkpoints hold model, optimizer, schedule position, sampler (data order)
+and torch RNG state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hyperet import __version__
+from hyperet.batching import (
+    Encoded,
+    TextBatch,
+    collate,
+    encode_caption,
+    encode_mc,
+    encode_text,
+    encode_vqa,
+)
+from hyperet.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    TOKENIZER_FILE,
+    CheckpointError,
+    load_checkpoint,
+    load_config,
+    load_model_state,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_json,
+    save_checkpoint,
+    write_json,
+)
+from hyperet.config import STAGES, RunConfig, StageConfig
+from hyperet.data import Split, Tokenizer, build_split, format_prompt
+from hyperet.model import MLLM
+
+#: Caption level used by projector alignment (states colour, shape, size and position).
+ALIGN_LEVEL = "detailed"
+#: Images per chunk when caching frozen vision features.
+FEATURE_CHUNK = 512
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a non-finite loss or gradient; nothing of that step was saved."""
+
+    def __init__(self, stage: str, step: int, value: float) -> None:
+        super().__init__(
+            f"non-finite {'loss' if math.isnan(value) or math.isinf(value) else 'value'} "
+            f"({value}) in stage {stage!r} at step {step}; the last checkpoint is untouched"
+        )
+        self.stage, self.step, self.value = stage, step, value
+
+
+class RunDirectoryError(ValueError):
+    """The output directory cannot be used (non-empty without resume, incompatible, ...)."""
+
+
+# ---------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class StageStarted:
+    stage: str
+    steps: int
+    start_step: int
+    cached_features: bool
+    hyperet_active: bool
+
+
+@dataclass(frozen=True)
+class StepDone:
+    stage: str
+    step: int  # 1-based count of completed steps
+    steps: int
+    loss: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    stage: str
+    step: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class StageFinished:
+    stage: str
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StageSkipped:
+    """A stage completed by an earlier (interrupted) run of the same directory."""
+
+    stage: str
+
+
+Event = StageStarted | StepDone | CheckpointSaved | StageFinished | StageSkipped
+EventHandler = Callable[[Event], None]
+
+
+# ---------------------------------------------------------------------- schedule and sampling
+def learning_rate(stage: StageConfig, step: int) -> float:
+    """Linear warm-up then cosine decay to ``min_lr_ratio * lr`` at the last step.
+
+    .. math::
+        \\eta(s) = \\eta_0 \\frac{s + 1}{w} \\ (s < w), \\qquad
+        \\eta(s) = \\eta_0 \\left(r + (1 - r) \\frac{1 + \\cos(\\pi p)}{2}\\right), \\quad
+        p = \\frac{s - w}{\\max(1, S - 1 - w)}
+
+    with ``s`` the 0-based step, ``w`` the warm-up steps, ``S`` the stage's steps, ``r`` the
+    minimum ratio.
+    """
+    w, total, r = stage.warmup_steps, stage.steps, stage.min_lr_ratio
+    if step < w:
+        return stage.lr * (step + 1) / w
+    p = min(1.0, (step - w) / max(1, total - 1 - w))
+    return stage.lr * (r + (1 - r) * (1 + math.cos(math.pi * p)) / 2)
+
+
+class Sampler:
+    """Epochs of random permutations of ``range(n)``; its state is JSON (for exact resume)."""
+
+    def __init__(self, n: int, seed: list[int]) -> None:
+        if n < 1:
+            raise ValueError(f"n: need at least one example, got {n}")
+        self.n = n
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.order = self.rng.permutation(n)
+        self.pos = 0
+
+    def take(self, k: int) -> np.ndarray:
+        """The next ``k`` indices (a new permutation starts when one is used up)."""
+        out = []
+        while k > 0:
+            if self.pos == self.n:
+                self.order, self.pos = self.rng.permutation(self.n), 0
+            m = min(k, self.n - self.pos)
+            out.append(self.order[self.pos : self.pos + m])
+            self.pos += m
+            k -= m
+        return np.concatenate(out)
+
+    def state(self) -> tuple[dict[str, Any], Tensor]:
+        """JSON-able generator state and position, and the current permutation as a tensor."""
+        return {"rng": self.rng.bit_generator.state, "pos": self.pos}, torch.from_numpy(self.order)
+
+    def restore(self, state: dict[str, Any], order: Tensor) -> None:
+        """Inverse of :meth:`state`."""
+        if order.shape != (self.n,):
+            raise CheckpointError(
+                f"sampler: saved order has {order.numel()} entries, need {self.n}"
+            )
+        self.rng.bit_generator.state = state["rng"]
+        self.order = order.numpy().astype(np.int64)
+        self.pos = int(state["pos"])
+
+
+# ---------------------------------------------------------------------- data
+@dataclass
+class TrainingData:
+    """The training split and the tokenised example pools of every stage."""
+
+    split: Split
+    tokenizer: Tokenizer
+    images: Tensor  # (N, 3, H, W) uint8
+    vision_captions: list[Encoded]
+    vision_caption_ids: np.ndarray  # (N,) id of each image's caption string (duplicates share)
+    lm_texts: list[Encoded]
+    align: list[Encoded]
+    vqa: list[tuple[int, Encoded]]
+    mc: list[tuple[int, Encoded]]
+
+
+def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData:
+    """Generate the training split (deterministic in ``config.seed``) and tokenise it."""
+    d = config.data
+    split = build_split(
+        "train",
+        n_scenes=d.train_scenes,
+        seed=config.seed,
+        image_size=d.image_size,
+        min_objects=d.min_objects,
+        max_objects=d.max_objects,
+    )
+    level = config.train.vision_level
+    if level not in split.captions:
+        raise ValueError(f"train.vision_level: {level!r} is not one of {tuple(split.captions)}")
+    vision_texts = split.captions[level]
+    unique = {text: i for i, text in enumerate(sorted(set(vision_texts)))}
+    lm_texts = [encode_text(tokenizer, c) for texts in split.captions.values() for c in texts]
+    lm_texts += [encode_text(tokenizer, f"{qa.question} {qa.answer}") for _, qa in split.qa]
+    lm_texts += [encode_mc(tokenizer, item) for _, item in split.mc]
+    # LM pretraining supervises the MC prompt too
+    lm_texts = [
+        Encoded(e.ids, np.where(np.arange(len(e.ids)) == 0, e.labels, e.ids)) for e in lm_texts
+    ]
+    max_len = config.language.max_text_len
+    longest = max(len(e.ids) for e in lm_texts)
+    if longest > max_len:
+        raise ValueError(
+            f"language.max_text_len: {max_len} is shorter than the longest text ({longest} tokens)"
+        )
+    return TrainingData(
+        split=split,
+        tokenizer=tokenizer,
+        images=torch.from_numpy(np.ascontiguousarray(split.images)),
+        vision_captions=[encode_text(tokenizer, c) for c in vision_texts],
+        vision_caption_ids=np.asarray([unique[t] for t in vision_texts], dtype=np.int64),
+        lm_texts=lm_texts,
+        align=[encode_caption(tokenizer, c) for c in split.captions[ALIGN_LEVEL]],
+        vqa=[(i, encode_vqa(tokenizer, qa)) for i, qa in split.qa],
+        mc=[(i, encode_mc(tokenizer, item)) for i, item in split.mc],
+    )
+
+
+# ---------------------------------------------------------------------- model construction
+def build_model(config: RunConfig, tokenizer: Tokenizer) -> MLLM:
+    """A freshly initialised model (weights depend only on ``config.seed``)."""
+    torch.manual_seed(config.seed)
+    return MLLM(config, vocab_size=tokenizer.vocab_size)
+
+
+def apply_hyperet_to(model: MLLM, config: RunConfig) -> list[nn.Parameter]:
+    """Apply HRA to the ViT's q and v rows (``config.hyperet``); returns its parameters."""
+    h = config.hyperet
+    try:
+        from hyperet.nn import apply_hyperet
+    except ImportError as err:  # pragma: no cover - the adapter ships with the package
+        raise RunDirectoryError(f"hyperet: the HRA adapter is not available ({err})") from None
+    return apply_hyperet(
+        model.vision,
+        structure=h.structure,
+        targets=("q", "v"),
+        target="weight_rows",
+        c=h.c,
+        mode=h.mode,
+        block_size=h.block_size,
+        bandwidth=h.bandwidth,
+    )
+
+
+def hyperet_applied_in(config: RunConfig, stage: str) -> bool:
+    """Whether HRA is applied (active or already trained and frozen) during ``stage``."""
+    index = STAGES.index(stage)
+    return any(config.hyperet.active_in(s) for s in STAGES[: index + 1])
+
+
+# ---------------------------------------------------------------------- stages
+@dataclass
+class Context:
+    """What stage functions share: config, data, model, HRA parameters, feature cache."""
+
+    config: RunConfig
+    data: TrainingData
+    model: MLLM
+    hyperet_params: list[nn.Parameter] = field(default_factory=list)
+    cache: Tensor | None = None
+    cache_key: tuple[str, ...] | None = None
+
+    def vision_features(self, key: tuple[str, ...]) -> Tensor:
+        """Frozen vision features ``(N, tokens, width)`` of every training image (cached)."""
+        if self.cache is None or self.cache_key != key:
+            self.cache = None
+            chunks = []
+            with torch.no_grad():
+                for start in range(0, len(self.data.images), FEATURE_CHUNK):
+                    chunks.append(
+                        self.model.vision(self.data.images[start : start + FEATURE_CHUNK])
+                    )
+            self.cache, self.cache_key = torch.cat(chunks), key
+        return self.cache
+
+
+@dataclass
+class StageTask:
+    """A stage ready to run: its trainable parameters, samplers and per-step loss."""
+
+    params: list[nn.Parameter]
+    no_decay: set[int]  # ids of parameters without weight decay
+    samplers: dict[str, Sampler]
+    loss: Callable[[int, int], Tensor]  # (step, batch_size) -> loss
+    cached_features: bool = False
+    hyperet_active: bool = False
+
+
+def _set_trainable(model: nn.Module, modules: list[nn.Module], extra: list[nn.Parameter]) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(True)
+    for p in extra:
+        p.requires_grad_(True)
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _no_decay(model: nn.Module, hyperet_params: list[nn.Parameter]) -> set[int]:
+    """Biases, norms, embeddings, the CLIP temperature and HRA matrices get no weight decay."""
+    out = {id(p) for p in hyperet_params}
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or "embedding" in name:
+            out.add(id(p))
+    return out
+
+
+def _seed(config: RunConfig, stage: str, stream: int = 0) -> list[int]:
+    return [config.seed, STAGES.index(stage), stream]
+
+
+def vision_stage(ctx: Context) -> StageTask:
+    """0a: CLIP-style pretraining of the ViT (and text tower) on one caption level."""
+    m, data = ctx.model, ctx.data
+    _set_trainable(m, [m.vision, m.text, m.clip_head], [])
+    sampler = Sampler(len(data.images), _seed(ctx.config, "vision"))
+
+    def loss(step: int, batch_size: int) -> Tensor:
+        idx = sampler.take(batch_size)
+        text = collate([data.vision_captions[i] for i in idx])
+        image_emb = m.vision.embed(m.vision(data.images[idx]))
+        text_emb = m.text(text.input_ids, text.lengths)
+        return m.clip_head(image_emb, text_emb, torch.from_numpy(data.vision_caption_ids[idx]))
+
+    return StageTask(_trainable(m), _no_decay(m, []), {"main": sampler}, loss)
+
+
+def lm_stage(ctx: Context) -> StageTask:
+    """0b: language-model pretraining on the dataset's text."""
+    m, data = ctx.model, ctx.data
+    _set_trainable(m, [m.lm], [])
+    sampler = Sampler(len(data.lm_texts), _seed(ctx.config, "lm"))
+
+    def loss(step: int, batch_size: int) -> Tensor:
+        batch = collate([data.lm_texts[i] for i in sampler.take(batch_size)])
+        return m(batch.input_ids, batch.labels)[1]  # type: ignore[return-value]
+
+    return StageTask(_trainable(m), _no_decay(m, []), {"main": sampler}, loss)
+
+
+def _multimodal_loss(ctx: Context, active: bool, key: tuple[str, ...]) -> Callable[..., Tensor]:
+    """Loss of image-indexed examples, from cached features when the ViT is frozen."""
+    m = ctx.model
+    features = None if active else ctx.vision_features(key)
+
+    def run(image_idx: np.ndarray, batch: TextBatch) -> Tensor:
+        idx = torch.from_numpy(image_idx)
+        if features is None:
+            out = m(batch.input_ids, batch.labels, images=ctx.data.images[idx])
+        else:
+            out = m(batch.input_ids, batch.labels, features=features[idx])
+        return out[1]  # type: ignore[return-value]
+
+    return run
+
+
+def _vision_key(ctx: Context, stage: str) -> tuple[str, ...]:
+    """Identifies the frozen vision weights: they change only in stages where HRA trains."""
+    trained = tuple(s for s in STAGES[: STAGES.index(stage)] if ctx.config.hyperet.active_in(s))
+    return ("vision", *trained)
+
+
+def align_stage(ctx: Context) -> StageTask:
+    """1: projector alignment on captions (ViT and LM frozen; HRA trains when active)."""
+    m, data = ctx.model, ctx.data
+    active = ctx.config.hyperet.active_in("align")
+    _set_trainable(m, [m.projector], ctx.hyperet_params if active else [])
+    sampler = Sampler(len(data.align), _seed(ctx.config, "align"))
+    run = _multimodal_loss(ctx, active, _vision_key(ctx, "align"))
+
+    def loss(step: int, batch_size: int) -> Tensor:
+        idx = sampler.take(batch_size)
+        return run(idx, collate([data.align[i] for i in idx]))
+
+    return StageTask(
+        _trainable(m),
+        _no_decay(m, ctx.hyperet_params),
+        {"main": sampler},
+        loss,
+        cached_features=not active,
+        hyperet_active=active,
+    )
+
+
+def is_mc_step(step: int, fraction: float) -> bool:
+    """Whether instruction-tuning step ``step`` draws a multiple-choice batch.
+
+    Batches are homogeneous (VQA prompts are short, MC prompts long: mixing them would pad every
+    VQA row to MC length); MC batches are spread evenly, a ``fraction`` of all steps.
+    """
+    return math.floor((step + 1) * fraction) > math.floor(step * fraction)
+
+
+def instruct_stage(ctx: Context) -> StageTask:
+    """2: instruction tuning of projector + LM on VQA and multiple choice (answer tokens only)."""
+    m, data = ctx.model, ctx.data
+    active = ctx.config.hyperet.active_in("instruct")
+    _set_trainable(m, [m.projector, m.lm], ctx.hyperet_params if active else [])
+    samplers = {
+        "vqa": Sampler(len(data.vqa), _seed(ctx.config, "instruct", 0)),
+        "mc": Sampler(len(data.mc), _seed(ctx.config, "instruct", 1)),
+    }
+    run = _multimodal_loss(ctx, active, _vision_key(ctx, "instruct"))
+    fraction = ctx.config.train.mc_fraction
+
+    def loss(step: int, batch_size: int) -> Tensor:
+        pool = "mc" if is_mc_step(step, fraction) else "vqa"
+        items = [
+            (data.mc if pool == "mc" else data.vqa)[i] for i in samplers[pool].take(batch_size)
+        ]
+        image_idx = np.asarray([i for i, _ in items], dtype=np.int64)
+        return run(image_idx, collate([e for _, e in items]))
+
+    return StageTask(
+        _trainable(m),
+        _no_decay(m, ctx.hyperet_params),
+        samplers,
+        loss,
+        cached_features=not active,
+        hyperet_active=active,
+    )
+
+
+#: The recipe, in order: (stage name, stage function). Extend by adding entries.
+STAGE_RECIPE: list[tuple[str, Callable[[Context], StageTask]]] = [
+    ("vision", vision_stage),
+    ("lm", lm_stage),
+    ("align", align_stage),
+    ("instruct", instruct_stage),
+]
+
+
+# ---------------------------------------------------------------------- the engine
+def _optimizer(task: StageTask, stage: StageConfig) -> torch.optim.AdamW:
+    decay = [p for p in task.params if id(p) not in task.no_decay]
+    plain = [p for p in task.params if id(p) in task.no_decay]
+    groups = [
+        {"params": decay, "weight_decay": stage.weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.95))
+
+
+def _progress_meta(
+    stage: str,
+    step: int,
+    complete: bool,
+    task: StageTask,
+    losses: list[float],
+    wall: float,
+    hyperet_applied: bool,
+    rest: Any,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    meta = {
+        "stage": stage,
+        "step": step,
+        "complete": complete,
+        "hyperet_applied": hyperet_applied,
+        "scheduler": {"kind": "warmup_cosine", "step": step},
+        "samplers": {k: s.state()[0] for k, s in task.samplers.items()},
+        "optimizer": rest,
+        "wall_time_s": wall,
+    }
+    tensors = {
+        "torch_rng_state": torch.get_rng_state(),
+        "losses": torch.tensor(losses, dtype=torch.float64),
+    }
+    for key, sampler in task.samplers.items():
+        tensors[f"sampler.{key}.order"] = sampler.state()[1]
+    return meta, tensors
+
+
+def run_stage(
+    ctx: Context,
+    name: str,
+    task: StageTask,
+    out: Path,
+    on_event: EventHandler,
+    resume_from: Any = None,
+) -> dict[str, Any]:
+    """Train one stage to its step budget, checkpointing every ``checkpoint_every`` steps."""
+    config = ctx.config
+    stage = config.train.stages[name]
+    ckpt_dir = out / "checkpoints" / name
+    optimizer = _optimizer(task, stage)
+    losses: list[float] = []
+    start, wall_before = 0, 0.0
+    if resume_from is not None:
+        optimizer_from_tensors(optimizer, resume_from.state, resume_from.meta["optimizer"])
+        for key, sampler in task.samplers.items():
+            sampler.restore(
+                resume_from.meta["samplers"][key], resume_from.state[f"sampler.{key}.order"]
+            )
+        torch.set_rng_state(resume_from.state["torch_rng_state"])
+        losses = resume_from.state["losses"].tolist()
+        start, wall_before = int(resume_from.meta["step"]), float(resume_from.meta["wall_time_s"])
+    on_event(StageStarted(name, stage.steps, start, task.cached_features, task.hyperet_active))
+    applied = bool(ctx.hyperet_params)
+    t0 = time.perf_counter()
+
+    def save(step: int, complete: bool, metrics: dict[str, Any] | None = None) -> None:
+        wall = wall_before + time.perf_counter() - t0
+        tensors, rest = optimizer_to_tensors(optimizer)
+        meta, extra = _progress_meta(name, step, complete, task, losses, wall, applied, rest)
+        save_checkpoint(
+            ckpt_dir,
+            config=config,
+            model=ctx.model,
+            meta=meta,
+            state={**tensors, **extra},
+            metrics=metrics,
+        )
+        on_event(CheckpointSaved(name, step, ckpt_dir))
+
+    for step in range(start, stage.steps):
+        lr = learning_rate(stage, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = task.loss(step, stage.batch_size)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(name, step + 1, value)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = float(torch.nn.utils.clip_grad_norm_(task.params, config.train.grad_clip))
+        if not math.isfinite(norm):
+            raise NonFiniteLossError(name, step + 1, norm)
+        optimizer.step()
+        losses.append(value)
+        on_event(StepDone(name, step + 1, stage.steps, value, lr))
+        done = step + 1
+        if done % config.train.checkpoint_every == 0 and done < stage.steps:
+            save(done, complete=False)
+    wall = wall_before + time.perf_counter() - t0
+    tail = losses[-max(1, len(losses) // 10) :] if losses else []
+    metrics = {
+        "stage": name,
+        "steps": stage.steps,
+        "batch_size": stage.batch_size,
+        "wall_time_s": wall,
+        "seconds_per_step": wall / stage.steps if stage.steps else 0.0,
+        "losses": losses,
+        "final_loss": float(np.mean(tail)) if tail else None,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "package_version": __version__,
+        "trainable_parameters": sum(p.numel() for p in task.params),
+        "total_parameters": sum(p.numel() for p in ctx.model.parameters()),
+        "hyperet_active": task.hyperet_active,
+        "hyperet_parameters": sum(p.numel() for p in ctx.hyperet_params),
+        "cached_features": task.cached_features,
+        "torch_threads": torch.get_num_threads(),
+    }
+    save(stage.steps, complete=True, metrics=metrics)
+    on_event(StageFinished(name, metrics))
+    return metrics
+
+
+def prepare_run_directory(out: Path, config: RunConfig, *, resume: bool, force: bool) -> None:
+    """Check ``out`` (refuse a non-empty one unless resuming or forced) and write config.json."""
+    if resume:
+        if not (out / CONFIG_FILE).is_file():
+            raise RunDirectoryError(f"{out}: nothing to resume (no {CONFIG_FILE})")
+        stored = load_config(out / CONFIG_FILE)
+        from hyperet.checkpoint import config_differences
+
+        diff = config_differences(stored, config)
+        if diff:
+            raise RunDirectoryError(
+                f"{out}: the run was started with a different config (fields: {', '.join(diff)})"
+            )
+        return
+    if out.exists() and not out.is_dir():
+        raise RunDirectoryError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise RunDirectoryError(
+                f"{out}: directory is not empty (use --resume to continue it or --force to "
+                "overwrite it)"
+            )
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_FILE, config.to_dict())
+
+
+def _latest_checkpoint(out: Path) -> Any:
+    latest = None
+    for name in STAGES:
+        directory = out / "checkpoints" / name
+        if directory.exists():
+            latest = load_checkpoint(directory)
+    return latest
+
+
+def train(
+    config: RunConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    on_event: EventHandler | None = None,
+) -> dict[str, Any]:
+    """Run the whole recipe into ``out``; returns the metrics written to ``metrics.json``.
+
+    Raises :class:`RunDirectoryError` / :class:`~hyperet.checkpoint.CheckpointError` on unusable
+    directories, :class:`NonFiniteLossError` when a loss or gradient becomes non-finite.
+    """
+    if config.train.objective != "lm":
+        raise RunDirectoryError(
+            f"train.objective: {config.train.objective!r} is not available yet (only 'lm')"
+        )
+    emit: EventHandler = on_event if on_event is not None else (lambda event: None)
+    out = Path(out)
+    prepare_run_directory(out, config, resume=resume, force=force)
+    tokenizer = Tokenizer.build()
+    if resume and (out / TOKENIZER_FILE).is_file():
+        stored = Tokenizer.from_json((out / TOKENIZER_FILE).read_text())
+        if stored != tokenizer:
+            raise RunDirectoryError(f"{out}: the run used a different tokenizer")
+    (out / TOKENIZER_FILE).write_text(tokenizer.to_json() + "\n")
+    data = build_training_data(config, tokenizer)
+    model = build_model(config, tokenizer)
+    ctx = Context(config=config, data=data, model=model)
+
+    latest = _latest_checkpoint(out) if resume else None
+    done_stages: set[str] = set()
+    if latest is not None:
+        if config_differences_any(latest.config, config):
+            raise CheckpointError(f"{latest.path}: checkpoint config differs from the run's")
+        if latest.meta.get("hyperet_applied"):
+            ctx.hyperet_params = apply_hyperet_to(model, config)
+        load_model_state(model, latest.model, source=latest.path)
+        index = STAGES.index(latest.meta["stage"])
+        done_stages = set(STAGES[:index])
+        if latest.complete:
+            done_stages.add(latest.meta["stage"])
+
+    metrics_path = out / METRICS_FILE
+    metrics: dict[str, Any] = {
+        "package_version": __version__,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "stages": {},
+    }
+    if resume and metrics_path.is_file():
+        metrics["stages"] = read_json(metrics_path).get("stages", {})
+    for name, stage_fn in STAGE_RECIPE:
+        if name in done_stages:
+            emit(StageSkipped(name))
+            continue
+        if hyperet_applied_in(config, name) and not ctx.hyperet_params:
+            ctx.hyperet_params = apply_hyperet_to(model, config)
+        task = stage_fn(ctx)
+        from_ckpt = None
+        if latest is not None and latest.meta["stage"] == name and not latest.complete:
+            from_ckpt = latest
+        metrics["stages"][name] = run_stage(ctx, name, task, out, emit, from_ckpt)
+        write_json(metrics_path, metrics)
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def config_differences_any(a: RunConfig, b: RunConfig) -> bool:
+    """Whether two configs differ in any field."""
+    return a.to_dict() != b.to_dict()
+
+
+def iter_stage_names() -> Iterator[str]:
+    """Names of the recipe's stages, in order."""
+    return (name for name, _ in STAGE_RECIPE)
+
+
+__all__ = [
+    "STAGE_RECIPE",
+    "CheckpointSaved",
+    "Context",
+    "NonFiniteLossError",
+    "RunDirectoryError",
+    "Sampler",
+    "StageFinished",
+    "StageSkipped",
+    "StageStarted",
+    "StageTask",
+    "StepDone",
+    "build_model",
+    "build_training_data",
+    "format_prompt",
+    "learning_rate",
+    "train",
+]
