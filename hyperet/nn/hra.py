@@ -71,8 +71,8 @@ def official_input_cap(c: float) -> float:
 
     .. math:: R_\mathrm{in} = \operatorname{artanh}(1 - 10^{-5}) / \sqrt c
 
-    >>> round(official_input_cap(0.01), 3)
-    61.035
+    >>> round(official_input_cap(0.01), 2)
+    61.03
     """
     return math.atanh(OFFICIAL_ARTANH_MAX) / math.sqrt(c)
 
@@ -204,8 +204,22 @@ class HyperbolicRadiusAdjustment(nn.Module):
         v = self.matrix(u)  # (..., d) = W u
         if self.policy != "train":
             return v
-        radius = hops.policy.max_tangent_norm(u.dtype, c=self.c)
+        radius = self.train_radius_cap(u.dtype)
         return clip_norm(self.matrix(clip_norm(u, radius)), radius)
+
+    def train_radius_cap(self, dtype: torch.dtype) -> Tensor | float:
+        r"""Largest output norm under the ops' train policy for ``dtype``.
+
+        The train policy returns points with :math:`\sqrt c |y| \le z_{out}`
+        (:func:`hyperet.ops.policy.output_ceiling`), so ``expmap0`` saturates its input and
+        ``logmap0`` its output at :math:`R = \operatorname{artanh}(z_{out}) / \sqrt c`, and
+
+        .. math:: \mathrm{HRA}_\mathrm{train}(u) = \mathrm{clip}_R(W\,\mathrm{clip}_R(u)).
+        """
+        z_out = hops.policy.output_ceiling(dtype)
+        c = self.c
+        sqrt_c = c.sqrt() if isinstance(c, Tensor) else math.sqrt(c)
+        return math.atanh(z_out) / sqrt_c
 
     def _literal(self, u: Tensor) -> Tensor:
         c, policy = self.c, self.policy
