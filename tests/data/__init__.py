@@ -1,0 +1,1 @@
+"""Tests of hyperet.data (numpy only)."""
