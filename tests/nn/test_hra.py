@@ -272,3 +272,45 @@ def test_invalid_arguments() -> None:
         HyperbolicRadiusAdjustment(0)
     with pytest.raises(ValueError, match=r"^u: last axis has size 7, expected 8"):
         HyperbolicRadiusAdjustment(8)(torch.zeros(2, 7))
+
+
+@pytest.mark.parametrize("c", [0.01, 1.0])
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_every_mode_against_the_float64_reference_chain_with_the_dense_matrix(
+    structure: str, c: float
+) -> None:
+    # ground truth: hyperet.reference (numpy) logmap0(M (x) expmap0(u)) with the dense M
+    from hyperet import reference
+
+    module = _hra(structure, c=c)
+    dense = _dense_by_definition(module).numpy()
+    u = _random_directions(60, 16, torch.logspace(-6, math.log10(8.0), 60) / math.sqrt(c))
+    x = reference.expmap0(u.numpy(), c=c)
+    expected = torch.from_numpy(reference.logmap0(reference.mobius_matvec(dense, x, c=c), c=c))
+    tol = _conditioning_tolerance(u, expected, c)
+    for mode in ("fast", "literal", "official"):
+        module.mode = mode
+        got = module(u).detach()
+        err = torch.linalg.vector_norm(got - expected, dim=-1)
+        rel = err / torch.linalg.vector_norm(expected, dim=-1)
+        bound = tol if mode != "official" else torch.clamp(tol, min=1e-10)
+        if mode == "official":  # only where the released clamps do not bind
+            keep = torch.linalg.vector_norm(expected, dim=-1) < official_output_cap(c) * 0.999
+            rel, bound = rel[keep], bound[keep]
+        assert torch.all(rel <= bound), (mode, rel.max())
+
+
+def test_theorem_1_against_the_reference_dist0() -> None:
+    from hyperet import reference
+
+    c, s = 0.01, 1.375
+    module = HyperbolicRadiusAdjustment(16, structure="diagonal", c=c, mode="literal", dtype=F64)
+    with torch.no_grad():
+        module.matrix.w.fill_(s)
+    u = _random_directions(20, 16, torch.linspace(0.1, 9.0, 20) / math.sqrt(c))
+    rad_in = torch.from_numpy(reference.dist0(reference.expmap0(u.numpy(), c=c), c=c))
+    rad_out = torch.from_numpy(
+        reference.dist0(reference.expmap0(module(u).detach().numpy(), c=c), c=c)
+    )
+    tol = _conditioning_tolerance(u, s * u, c)
+    assert torch.all((rad_out - s * rad_in).abs() <= tol * s * rad_in)

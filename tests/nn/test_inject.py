@@ -259,3 +259,35 @@ def test_activation_merge_refuses_nonlinear_modes() -> None:
     apply_hyperet(layer, structure="diagonal", target="activations", mode="official")
     with pytest.raises(ValueError, match=r"^model: .* can only be merged in fast mode"):
         merge_hyperet(layer)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_project_vit(structure: str, target: str) -> None:
+    from hyperet.config import VisionConfig
+    from hyperet.model.vision import VisionEncoder
+
+    torch.manual_seed(0)
+    config = VisionConfig(patch_size=4, width=32, layers=2, heads=4, mlp_ratio=2, embed_dim=16)
+    vit = VisionEncoder(config, image_size=16).double()
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    before = vit(images)
+    params = apply_hyperet(vit, structure=structure, target=target)
+    assert len(params) == 2 * config.layers
+    assert sorted(s.key for s in adapter_sites(vit)) == sorted(
+        f"blocks.{i}.attn.{r}" for i in range(config.layers) for r in "qv"
+    )
+    torch.testing.assert_close(vit(images), before, rtol=1e-13, atol=1e-13)  # identity at init
+    _perturb(params)
+    adapted = vit(images)
+    adapted.square().sum().backward()
+    assert all(p.grad is not None for p in params)
+    merge_hyperet(vit)
+    torch.testing.assert_close(vit(images), adapted, rtol=1e-12, atol=1e-12)
+    unmerge_hyperet(vit)
+    assert torch.equal(vit(images), adapted)
+    report = count_parameters(vit)
+    assert (
+        report.adapter
+        == 2 * config.layers * {"diagonal": 32, "block": 128, "banded": 154}[structure]
+    )
