@@ -1,1 +1,80 @@
-"""Placeholder; see docs/architecture.md."""
+"""Hyperbolic image-text contrastive alignment (hyperbolic BLIP-2); see docs/alignment.md.
+
+- :mod:`~hyperet.alignment.connector`: Q-Former-lite queries, text encoder, ball projection;
+- :mod:`~hyperet.alignment.losses`: similarities, query aggregation / RQS, symmetric InfoNCE;
+- :mod:`~hyperet.alignment.pruning`: Random Text Pruning;
+- :mod:`~hyperet.alignment.aligner`: the composed model and its config;
+- :mod:`~hyperet.alignment.metrics`: retrieval recall, Spearman, AUROC, radius histograms;
+- :mod:`~hyperet.alignment.monitors`: stability monitors and the NaN guard.
+"""
+
+from __future__ import annotations
+
+from hyperet.alignment.aligner import OBJECTIVES, AlignerConfig, AlignmentOutput, ImageTextAligner
+from hyperet.alignment.connector import (
+    BallProjection,
+    BoundedLogScalar,
+    QueryConnector,
+    TextEncoder,
+)
+from hyperet.alignment.losses import (
+    ContrastiveLoss,
+    aggregate_queries,
+    duplicate_positives,
+    info_nce,
+    random_query_mask,
+    select_queries,
+    similarity_matrix,
+)
+from hyperet.alignment.metrics import (
+    auroc,
+    average_ranks,
+    caption_relevance,
+    plot_radius_histograms,
+    radius_histogram,
+    recall_at_k,
+    retrieval_ranks,
+    retrieval_recall,
+    spearman,
+)
+from hyperet.alignment.monitors import (
+    EmbeddingStats,
+    NonFiniteLossError,
+    StabilityMonitor,
+    embedding_stats,
+    grad_norm,
+)
+from hyperet.alignment.pruning import random_text_pruning
+
+__all__ = [
+    "OBJECTIVES",
+    "AlignerConfig",
+    "AlignmentOutput",
+    "BallProjection",
+    "BoundedLogScalar",
+    "ContrastiveLoss",
+    "EmbeddingStats",
+    "ImageTextAligner",
+    "NonFiniteLossError",
+    "QueryConnector",
+    "StabilityMonitor",
+    "TextEncoder",
+    "aggregate_queries",
+    "auroc",
+    "average_ranks",
+    "caption_relevance",
+    "duplicate_positives",
+    "embedding_stats",
+    "grad_norm",
+    "info_nce",
+    "plot_radius_histograms",
+    "radius_histogram",
+    "random_query_mask",
+    "random_text_pruning",
+    "recall_at_k",
+    "retrieval_ranks",
+    "retrieval_recall",
+    "select_queries",
+    "similarity_matrix",
+    "spearman",
+]

@@ -1,0 +1,234 @@
+"""The image-text aligner: connector + text encoder + ball projections + contrastive loss.
+
+One module holds everything an ITC stage trains on top of a frozen vision encoder. The
+objective names of ``hyperet train --objective`` map to the similarity (see
+:data:`OBJECTIVES`); everything else (queries, RQS, RTP, scales) is shared so that the three
+objectives differ only in the similarity and in whether embeddings are mapped into the ball.
+
+Defaults are **our choices**, not the hyperbolic BLIP-2 paper's (its RQS count, pruning rate,
+temperature and curvature could not be read): ``K = 8`` queries, RQS keeping 1 query per image,
+RTP rate 0.2, logit scale ``1/0.07`` capped at 100 (CLIP), label smoothing 0.1 (BLIP-2's ITC),
+curvature fixed at 1 (learnable option clamped to ``[0.1, 10]``, MERU), scales initialised at
+``1/sqrt(E)`` and clamped to ``[1e-3, 1]`` (MERU's upper bound). docs/alignment.md explains why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hyperet import ops
+from hyperet.alignment.connector import (
+    CURVATURE_BOUNDS,
+    SCALE_BOUNDS,
+    BallProjection,
+    BoundedLogScalar,
+    Pooling,
+    QueryConnector,
+    TextEncoder,
+)
+from hyperet.alignment.losses import (
+    USES_BALL,
+    Aggregation,
+    ContrastiveLoss,
+    Per,
+    Selection,
+    Similarity,
+)
+from hyperet.alignment.pruning import random_text_pruning
+
+#: ``hyperet train --objective`` name -> similarity.
+OBJECTIVES: dict[str, Similarity] = {
+    "hyperbolic-itc": "cosine",
+    "poincare-itc": "poincare",
+    "euclidean-itc": "euclidean",
+}
+
+
+@dataclass(frozen=True)
+class AlignerConfig:
+    """Shape and recipe of an :class:`ImageTextAligner` (JSON-serialisable via ``asdict``)."""
+
+    vision_dim: int
+    vocab_size: int
+    width: int = 128
+    embed_dim: int = 64
+    num_queries: int = 8
+    depth: int = 2
+    heads: int = 4
+    max_text_len: int = 48
+    pad_id: int = 0
+    special_ids: tuple[int, ...] = ()
+    pooling: Pooling = "cls"
+    similarity: Similarity = "cosine"
+    curvature: float = 1.0
+    learn_curvature: bool = False
+    curvature_bounds: tuple[float, float] = CURVATURE_BOUNDS
+    scale_bounds: tuple[float, float] = SCALE_BOUNDS
+    logit_scale: float = 1 / 0.07
+    max_logit_scale: float = 100.0
+    label_smoothing: float = 0.1
+    train_selection: Selection = "random"
+    rqs_queries: int = 1
+    rqs_per: Per = "sample"
+    eval_aggregation: Aggregation = "max"
+    text_prune_rate: float = 0.2
+
+    @classmethod
+    def for_objective(cls, objective: str, **kwargs: Any) -> AlignerConfig:
+        """The config of an ``--objective`` name (``hyperbolic-itc`` etc.) with overrides."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {sorted(OBJECTIVES)}, got {objective!r}")
+        return cls(similarity=OBJECTIVES[objective], **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlignerConfig:
+        data = dict(data)
+        for key in ("special_ids", "curvature_bounds", "scale_bounds"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class AlignmentOutput:
+    """Loss, logits ``(B, N)``, embeddings (image ``(B, K, E)``, text ``(N, E)``) and ``c``."""
+
+    loss: Tensor
+    logits: Tensor
+    image: Tensor
+    text: Tensor
+    c: Tensor
+    logit_scale: Tensor
+
+
+class ImageTextAligner(nn.Module):
+    """Hyperbolic (or Euclidean) image-text contrastive model over frozen vision tokens."""
+
+    def __init__(self, config: AlignerConfig) -> None:
+        super().__init__()
+        if not 0.0 <= config.text_prune_rate < 1.0:
+            raise ValueError(f"text_prune_rate: need 0 <= rate < 1, got {config.text_prune_rate}")
+        self.config = config
+        to_ball = USES_BALL[config.similarity]
+        self.connector = QueryConnector(
+            config.vision_dim,
+            config.width,
+            num_queries=config.num_queries,
+            depth=config.depth,
+            heads=config.heads,
+        )
+        self.text_encoder = TextEncoder(
+            config.vocab_size,
+            config.width,
+            max_len=config.max_text_len,
+            depth=config.depth,
+            heads=config.heads,
+            pad_id=config.pad_id,
+            pooling=config.pooling,
+        )
+        self.image_proj = BallProjection(
+            config.width, config.embed_dim, scale_bounds=config.scale_bounds, to_ball=to_ball
+        )
+        self.text_proj = BallProjection(
+            config.width, config.embed_dim, scale_bounds=config.scale_bounds, to_ball=to_ball
+        )
+        low, high = config.curvature_bounds
+        self.curvature = BoundedLogScalar(
+            config.curvature, low=low, high=high, learnable=config.learn_curvature
+        )
+        self.loss = ContrastiveLoss(
+            similarity=config.similarity,
+            logit_scale=config.logit_scale,
+            max_logit_scale=config.max_logit_scale,
+            label_smoothing=config.label_smoothing,
+            train_selection=config.train_selection,
+            rqs_queries=config.rqs_queries,
+            rqs_per=config.rqs_per,
+            eval_aggregation=config.eval_aggregation,
+        )
+
+    @property
+    def uses_ball(self) -> bool:
+        return USES_BALL[self.config.similarity]
+
+    def c(self) -> Tensor:
+        """The curvature magnitude ``c`` (0-d; unused by the Euclidean objective)."""
+        return self.curvature()
+
+    def encode_image(self, vision_tokens: Tensor) -> Tensor:
+        """Vision tokens ``(B, T, Dv)`` -> one embedding per query ``(B, K, E)``."""
+        return self.image_proj(self.connector(vision_tokens), c=self.c())
+
+    def encode_text(self, ids: Tensor) -> Tensor:
+        """Token ids ``(N, L)`` -> text embeddings ``(N, E)`` (no pruning here)."""
+        return self.text_proj(self.text_encoder(ids), c=self.c())
+
+    def radius(self, x: Tensor) -> Tensor:
+        """``Rad(x) = dist0(x)`` for ball points, ``|x|`` for Euclidean embeddings ``(..., E)``."""
+        if self.uses_ball:
+            return ops.dist0(x, c=self.c())
+        return torch.linalg.vector_norm(x, dim=-1)
+
+    def forward(
+        self,
+        vision_tokens: Tensor,
+        ids: Tensor,
+        *,
+        positives: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> AlignmentOutput:
+        """Contrastive loss of ``B`` images ``(B, T, Dv)`` against ``N`` captions ``(N, L)``.
+
+        In training mode captions are pruned (RTP) and queries randomly selected (RQS) with
+        ``generator``; ``positives`` ``(B, N)`` defaults to the identity.
+        """
+        if self.training and self.config.text_prune_rate > 0:
+            ids = random_text_pruning(
+                ids,
+                rate=self.config.text_prune_rate,
+                pad_id=self.config.pad_id,
+                special_ids=self.config.special_ids,
+                generator=generator,
+            )
+        c = self.c()
+        image = self.encode_image(vision_tokens)  # (B, K, E)
+        text = self.encode_text(ids)  # (N, E)
+        out = self.loss(image, text, c=c, positives=positives, generator=generator)
+        return AlignmentOutput(
+            loss=out.loss,
+            logits=out.logits,
+            image=image,
+            text=text,
+            c=c,
+            logit_scale=out.logit_scale,
+        )
+
+    def bounded_scalars(self) -> dict[str, BoundedLogScalar]:
+        """Every log-parametrised clamped scalar, by module name."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, BoundedLogScalar)}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that must not get weight decay: the learnable bounded scalars."""
+        return {f"{name}.log_value" for name, m in self.bounded_scalars().items() if m.learnable}
+
+    def clamp_scalars_(self) -> int:
+        """Clamp every bounded scalar back into range after an optimizer step; return the hits."""
+        return sum(m.clamp_() for m in self.bounded_scalars().values())
+
+    def scalars(self) -> dict[str, float]:
+        """Current values of ``c``, the two scales and the logit scale (for logs)."""
+        logit_scale = self.loss.logit_scale().item()
+        return {
+            "c": self.c().item(),
+            "image_scale": self.image_proj.scale().item(),
+            "text_scale": self.text_proj.scale().item(),
+            "logit_scale": logit_scale,
+            "temperature": 1.0 / logit_scale,
+        }
