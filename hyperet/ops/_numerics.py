@@ -206,15 +206,16 @@ class Numerics:
             return n.to(torch.float32)
         return torch.linalg.vector_norm(v, dim=-1, keepdim=True)
 
-    def point(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(z, w, n)`` of a point: :math:`z = \\sqrt c|x|`, :math:`w = 1 - c|x|^2`, ``n = |x|``.
+    def point(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(x, z, w, n)``: :math:`z = \\sqrt c|x|`, :math:`w = 1 - c|x|^2`, ``n = |x|``.
 
-        Train mode clamps ``z`` to :func:`~hyperet.ops.policy.input_ceiling` and ``w`` to the
-        matching floor (only points on or outside the boundary are affected).
+        Train mode treats a point beyond :func:`~hyperet.ops.policy.input_ceiling` (only points
+        on or outside the boundary) as its radial projection onto that ceiling: ``x`` is
+        rescaled, ``z`` and ``n`` clamped, ``w`` floored. Valid points come back unchanged.
         """
         if self.exact:
             n = norm_scaled(x)
-            return self.sqrt_c * n, conorm_exact(x, self.c), n
+            return x, self.sqrt_c * n, conorm_exact(x, self.c), n
         if x.dtype == torch.float32:
             n64 = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float64)
             c64 = self.c.double() if isinstance(self.c, Tensor) else self.c
@@ -225,7 +226,9 @@ class Numerics:
             w = 1.0 - self.c * n * n
         z_in = input_ceiling(self.out_dtype)
         w_min = (1.0 - z_in) * (1.0 + z_in)
-        return (self.sqrt_c * n).clamp_max(z_in), w.clamp_min(w_min), n
+        z = self.sqrt_c * n
+        scale = z_in / torch.clamp_min(z, z_in)  # 1 for valid points; no 0/0 (double where)
+        return x * scale, z * scale, w.clamp_min(w_min), n * scale
 
     def finish(self, y: Tensor) -> Tensor:
         """Cast a returned point back to the result dtype, keeping it strictly inside the ball.
@@ -326,8 +329,10 @@ def setup(c: Curvature, policy: str | None, *tensors: Tensor | float) -> Numeric
         if c.dim() != 0:
             raise ValueError(f"c: expected a float or a 0-d tensor, got shape {tuple(c.shape)}")
         c_val: Curvature = c.to(dtype=dtype, device=ts[0].device)
-        if mode == "exact" and not (math.isfinite(float(c)) and float(c) > 0):
-            raise ValueError(f"c: curvature must be positive and finite, got {float(c)}")
+        if mode == "exact":
+            c_host = float(c.detach())
+            if not (math.isfinite(c_host) and c_host > 0):
+                raise ValueError(f"c: curvature must be positive and finite, got {c_host}")
         sqrt_c: Curvature = torch.sqrt(c_val)  # type: ignore[arg-type]
     else:
         c_val = float(c)

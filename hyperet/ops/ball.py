@@ -78,7 +78,7 @@ def conformal_factor(x: Tensor, *, c: Curvature, policy: str | None = None) -> T
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_points(x=x)
-    _, w, _ = num.point(x)
+    x, _, w, _ = num.point(x)
     return num.finish_vector(_squeeze(2.0 / w))
 
 
@@ -90,8 +90,8 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None)
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
-    _, wx, _ = num.point(x)
-    _, wy, _ = num.point(y)
+    x, _, wx, _ = num.point(x)
+    y, _, wy, _ = num.point(y)
     out, _ = mobius_add_core(num, x, wx, y, wy)
     if num.exact:
         out = torch.where((y == 0).all(dim=-1, keepdim=True), x, out)
@@ -121,7 +121,7 @@ def mobius_scalar_mul(
     )
     num.check_points(x=x)
     num.check_finite(r=r_t)
-    z, w, _ = num.point(x)
+    x, z, w, _ = num.point(x)
     rz = artanh_ratio(z, w)
     out = tanh_ratio(r_t.abs() * z * rz) * r_t * rz * x
     out = torch.where(r_t == 1, x, torch.where(r_t == -1, -x, out))
@@ -135,7 +135,7 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature, policy: str | None = No
     m, x = num.cast(m), num.cast(x)
     num.check_points(x=x)
     num.check_finite(m=m)
-    z, w, _ = num.point(x)
+    x, z, w, _ = num.point(x)
     mx = x @ m.mT if m.dim() == 2 else (m @ x.unsqueeze(-1)).squeeze(-1)
     return num.finish(matvec_core(num, mx, z, w))
 
@@ -159,7 +159,7 @@ def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_points(x=x)
-    z, w, _ = num.point(x)
+    x, z, w, _ = num.point(x)
     return num.finish_vector(artanh_ratio(z, w) * x)
 
 
@@ -173,7 +173,7 @@ def expmap(x: Tensor, u: Tensor, *, c: Curvature, policy: str | None = None) -> 
     x, u = num.cast(x), num.cast(u)
     num.check_points(x=x)
     num.check_finite(u=u)
-    _, wx, _ = num.point(x)
+    x, _, wx, _ = num.point(x)
     p, wp = expmap0_core(num, u / wx)
     out, _ = mobius_add_core(num, x, wx, p, wp)
     return num.finish(out)
@@ -188,8 +188,8 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> 
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
-    _, wx, _ = num.point(x)
-    _, wy, _ = num.point(y)
+    x, _, wx, _ = num.point(x)
+    y, _, wy, _ = num.point(y)
     v, wv = mobius_add_core(num, -x, wx, y, wy)
     zv = num.sqrt_c * num.norm(v)
     return num.finish_vector(wx * artanh_ratio(zv, wv) * v)
@@ -215,8 +215,8 @@ def dist(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Te
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
-    _, wx, _ = num.point(x)
-    _, wy, _ = num.point(y)
+    x, _, wx, _ = num.point(x)
+    y, _, wy, _ = num.point(y)
     return num.finish_vector(_squeeze(dist_core(num, num.norm(x - y), wx, wy)))
 
 
@@ -226,7 +226,7 @@ def dist0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_points(x=x)
-    z, w, n = num.point(x)
+    x, z, w, n = num.point(x)
     return num.finish_vector(_squeeze(2.0 * n * artanh_ratio(z, w)))
 
 
@@ -262,8 +262,8 @@ def gyration(a: Tensor, b: Tensor, z: Tensor, *, c: Curvature, policy: str | Non
     a, b, z = num.cast(a), num.cast(b), num.cast(z)
     num.check_points(a=a, b=b)
     num.check_finite(z=z)
-    _, wa, _ = num.point(a)
-    _, wb, _ = num.point(b)
+    a, _, wa, _ = num.point(a)
+    b, _, wb, _ = num.point(b)
     return num.finish_vector(gyration_core(num, a, wa, b, wb, z))
 
 
@@ -277,8 +277,8 @@ def transport(
     x, y, v = num.cast(x), num.cast(y), num.cast(v)
     num.check_points(x=x, y=y)
     num.check_finite(v=v)
-    _, wx, _ = num.point(x)
-    _, wy, _ = num.point(y)
+    x, _, wx, _ = num.point(x)
+    y, _, wy, _ = num.point(y)
     return num.finish_vector(gyration_core(num, y, wy, -x, wx, v) * (wy / wx))
 
 

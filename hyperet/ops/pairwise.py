@@ -59,8 +59,8 @@ def pairwise_dist(
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
-    _, wx, _ = num.point(x)  # (..., N, 1)
-    _, wy, _ = num.point(y)  # (..., M, 1)
+    x, _, wx, _ = num.point(x)  # (..., N, 1)
+    y, _, wy, _ = num.point(y)  # (..., M, 1)
     wy_t = wy.transpose(-1, -2)  # (..., 1, M)
     if accurate:
         rows = max(1, _CHUNK_ELEMENTS // max(1, y.shape[-2] * y.shape[-1]))

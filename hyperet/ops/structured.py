@@ -96,7 +96,7 @@ def diagonal_matvec(w: Tensor, x: Tensor, *, c: Curvature, policy: str | None = 
     w, x = num.cast(w), num.cast(x)
     num.check_points(x=x)
     num.check_finite(w=w)
-    z, cw, _ = num.point(x)
+    x, z, cw, _ = num.point(x)
     return num.finish(matvec_core(num, diagonal_apply(w, x), z, cw))
 
 
@@ -109,7 +109,7 @@ def block_diagonal_matvec(
     blocks, x = num.cast(blocks), num.cast(x)
     num.check_points(x=x)
     num.check_finite(blocks=blocks)
-    z, w, _ = num.point(x)
+    x, z, w, _ = num.point(x)
     return num.finish(matvec_core(num, block_diagonal_apply(blocks, x), z, w))
 
 
@@ -121,7 +121,7 @@ def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None 
     bands, x = num.cast(bands), num.cast(x)
     num.check_points(x=x)
     num.check_finite(bands=bands)
-    z, w, _ = num.point(x)
+    x, z, w, _ = num.point(x)
     return num.finish(matvec_core(num, banded_apply(bands, x), z, w))
 
 
