@@ -285,13 +285,15 @@ def transport(
 def project(x: Tensor, *, c: Curvature, eps: float, policy: str | None = None) -> Tensor:
     """Radial projection into the closed ball of radius :math:`(1 - \\epsilon)/\\sqrt c`:
     ``x`` itself when :math:`\\sqrt c|x| \\le 1 - \\epsilon`, else
-    :math:`x (1 - \\epsilon)/(\\sqrt c|x|)`. The explicit clamp of both policies."""
-    if not 0 < eps < 1:
-        raise ValueError(f"eps: expected 0 < eps < 1, got {eps}")
+    :math:`x (1 - \\epsilon)/(\\sqrt c|x|)`; ``0 <= eps < 1``. The explicit clamp of both
+    policies; like every returned point, the result is strictly inside the ball (``eps = 0``
+    maps points on or outside it to the nearest interior point in their direction)."""
+    if not 0 <= eps < 1:
+        raise ValueError(f"eps: must satisfy 0 <= eps < 1, got {eps}")
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_finite(x=x)
     z = num.sqrt_c * num.norm(x)
     limit = 1.0 - eps
     out = x * (limit / torch.clamp_min(z, limit))  # no division by zero (double where)
-    return num.finish_vector(torch.where(z > limit, out, x))
+    return num.finish(torch.where(z > limit, out, x))

@@ -88,7 +88,7 @@ def test_exact_mode_refuses_bad_curvature_and_tangents() -> None:
     with pytest.raises(ValueError, match=r"^u:"):
         ops.expmap0(torch.tensor([math.inf, 0.0], dtype=F64), c=1.0)
     with pytest.raises(ValueError, match=r"^eps:"):
-        ops.project(x, c=1.0, eps=0.0)
+        ops.project(x, c=1.0, eps=1.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, F64])
