@@ -1,0 +1,217 @@
+"""Benchmark suite ``hra``: HRA training step and merged inference, ratios measured in one run.
+
+1. One training step (forward + backward) of HRA on the q and v weights of one attention block
+   (two ``d x d`` weights, ``d = 1024``), for each structure:
+
+   - *ours*: ``mode="fast"``: the adapted weight is ``A W^T`` computed from the structured
+     parameters (``O(d^2)``, ``O(d^2 b)``, ``O(d^2 (2k+1))``);
+   - *theirs*: the released code's approach: densify the structured matrix at every step
+     (``torch.diag`` / ``torch.block_diag`` / sparse-to-dense), then the full clamped hyperbolic
+     chain (``expmap0``, dense Möbius matvec, projection, ``logmap0``) on every row
+     (``O(d^3)`` per weight).
+
+   The loss is ``sum(adapted weights * fixed cotangent)`` on both sides, so only HRA is timed.
+2. Inference of a width-``d`` CLIP-style attention block: merged HRA vs the plain block (the
+   ratio should be 1: merging adds no time), and unmerged fast HRA for reference.
+
+Timing: the compared callables are interleaved within each repeat after a warm-up, and the
+median of the repeats is reported. ``run(quick=True)`` uses ``d = 256`` and fewer repeats.
+Rows are dicts with keys ``name``, ``ours``, ``theirs`` (seconds), ``ratio`` (theirs / ours),
+``target`` and ``note``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from hyperet.nn import apply_hyperet, merge_hyperet
+from hyperet.nn.hra import (
+    OFFICIAL_ARTANH_MAX,
+    OFFICIAL_BALL_EPS,
+    OFFICIAL_MIN_NORM,
+    OFFICIAL_TANH_CLAMP,
+    HyperbolicRadiusAdjustment,
+)
+from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix, DiagonalMatrix
+
+STEP_TARGET = 50.0  # ours must be at least this many times faster
+STRUCTURES = ("diagonal", "block", "banded")
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2
+) -> dict[str, float]:
+    """Median wall time of each callable, the callables interleaved within every repeat."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+# ---------------------------------------------------------------------------- released approach
+def released_dense_matrix(adapter: HyperbolicRadiusAdjustment) -> Tensor:
+    """Densify the structured matrix the way the released code does, at every step."""
+    m = adapter.matrix
+    if isinstance(m, DiagonalMatrix):
+        return torch.diag(m.w)
+    if isinstance(m, BlockDiagonalMatrix):
+        return torch.block_diag(*m.blocks.unbind(0))
+    assert isinstance(m, BandedMatrix)
+    d, k = m.d, m.bandwidth
+    rows, cols, values = [], [], []
+    for j in range(2 * k + 1):
+        offset = j - k
+        r = torch.arange(max(0, -offset), min(d, d - offset))
+        rows.append(r)
+        cols.append(r + offset)
+        values.append(m.bands[j, r])
+    index = torch.stack([torch.cat(rows), torch.cat(cols)])
+    sparse = torch.sparse_coo_tensor(index, torch.cat(values), (d, d), check_invariants=True)
+    return sparse.to_dense()
+
+
+def released_chain(m: Tensor, u: Tensor, c: float) -> Tensor:
+    """The released code's clamped chain ``logmap0(project(M (x) expmap0(u)))`` on rows of ``u``."""
+    sqrt_c = c**0.5
+
+    def norm(x: Tensor) -> Tensor:
+        return x.norm(dim=-1, p=2, keepdim=True).clamp_min(OFFICIAL_MIN_NORM)
+
+    def tanh(z: Tensor) -> Tensor:
+        return z.clamp(-OFFICIAL_TANH_CLAMP, OFFICIAL_TANH_CLAMP).tanh()
+
+    def artanh(z: Tensor) -> Tensor:
+        z = z.clamp(-OFFICIAL_ARTANH_MAX, OFFICIAL_ARTANH_MAX)
+        return 0.5 * (torch.log1p(z) - torch.log1p(-z))
+
+    u_norm = norm(u)
+    x = tanh(sqrt_c * u_norm) * u / (sqrt_c * u_norm)  # expmap0
+    x_norm = norm(x)
+    mx = x @ m.transpose(-1, -2)  # dense Möbius matvec: O(d^3) for d rows
+    mx_norm = mx.norm(dim=-1, p=2, keepdim=True)
+    res = tanh(mx_norm / x_norm * artanh(sqrt_c * x_norm)) * mx / (mx_norm * sqrt_c)
+    zero = (mx == 0).all(dim=-1, keepdim=True)
+    res = torch.where(zero, torch.zeros_like(res), res)
+    r_norm = norm(res)  # projection
+    max_norm = (1 - OFFICIAL_BALL_EPS) / sqrt_c
+    res = torch.where(r_norm > max_norm, res / r_norm * max_norm, res)
+    y_norm = norm(res)  # logmap0
+    return res / y_norm / sqrt_c * artanh(sqrt_c * y_norm)
+
+
+# ---------------------------------------------------------------------------- suite
+def _training_step_rows(d: int, repeats: int) -> list[dict[str, object]]:
+    gen = torch.Generator().manual_seed(0)
+    weights = [torch.randn(d, d, generator=gen) * d**-0.5 for _ in range(2)]  # frozen q, v
+    cotangents = [torch.randn(d, d, generator=gen) for _ in range(2)]
+    rows: list[dict[str, object]] = []
+    for structure in STRUCTURES:
+        adapters = [HyperbolicRadiusAdjustment(d, structure=structure) for _ in range(2)]
+        with torch.no_grad():
+            for a in adapters:
+                for p in a.parameters():
+                    p.add_(0.01 * torch.randn(p.shape, generator=gen))
+
+        def ours(adapters: list[HyperbolicRadiusAdjustment] = adapters) -> None:
+            loss = sum(
+                (a(w) * g).sum() for a, w, g in zip(adapters, weights, cotangents, strict=True)
+            )
+            loss.backward()  # type: ignore[union-attr]
+
+        def theirs(adapters: list[HyperbolicRadiusAdjustment] = adapters) -> None:
+            loss = sum(
+                (released_chain(released_dense_matrix(a), w, a._c) * g).sum()
+                for a, w, g in zip(adapters, weights, cotangents, strict=True)
+            )
+            loss.backward()  # type: ignore[union-attr]
+
+        times = interleaved_medians({"ours": ours, "theirs": theirs}, repeats=repeats)
+        rows.append(
+            {
+                "name": f"hra train step {structure} d={d} (q+v)",
+                "ours": times["ours"],
+                "theirs": times["theirs"],
+                "ratio": times["theirs"] / times["ours"],
+                "target": f">= {STEP_TARGET:g}x",
+                "note": "fast structured vs densify + clamped chain every step",
+            }
+        )
+    return rows
+
+
+class _ClipBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, max(1, width // 64), batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                c_fc=nn.Linear(width, 4 * width), gelu=nn.GELU(), c_proj=nn.Linear(4 * width, width)
+            )
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, N, D)
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+def _inference_rows(d: int, repeats: int) -> list[dict[str, object]]:
+    torch.manual_seed(0)
+    plain = _ClipBlock(d).eval()
+    adapted = _ClipBlock(d).eval()
+    adapted.load_state_dict(plain.state_dict())
+    apply_hyperet(adapted, structure="banded")
+    merged = _ClipBlock(d).eval()
+    merged.load_state_dict(plain.state_dict())
+    apply_hyperet(merged, structure="banded")
+    merge_hyperet(merged)
+    x = torch.randn(8, 64, d)
+
+    def run(model: nn.Module) -> Callable[[], object]:
+        def call() -> object:
+            with torch.no_grad():
+                return model(x)
+
+        return call
+
+    times = interleaved_medians(
+        {"plain": run(plain), "merged": run(merged), "unmerged": run(adapted)}, repeats=repeats
+    )
+    return [
+        {
+            "name": f"block inference d={d}: merged HRA vs plain",
+            "ours": times["merged"],
+            "theirs": times["plain"],
+            "ratio": times["plain"] / times["merged"],
+            "target": "~1x (zero added time)",
+            "note": "8 x 64 tokens, banded k=2 merged into in_proj_weight",
+        },
+        {
+            "name": f"block inference d={d}: unmerged fast HRA vs plain",
+            "ours": times["unmerged"],
+            "theirs": times["plain"],
+            "ratio": times["plain"] / times["unmerged"],
+            "target": "info",
+            "note": "adapted weight recomputed every forward (training-time cost)",
+        },
+    ]
+
+
+def run(quick: bool = False) -> list[dict[str, object]]:
+    """Run the suite; ``quick`` uses d = 256 and 3 repeats (smoke test), else d = 1024."""
+    d, repeats = (256, 3) if quick else (1024, 7)
+    return _training_step_rows(d, repeats) + _inference_rows(d, repeats * 3)
