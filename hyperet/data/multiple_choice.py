@@ -22,13 +22,12 @@ Answer:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from .captions import NUMBER_WORDS, caption
-from .questions import AnswerBalance, candidates, draw_balanced
+from .questions import AnswerBalance, Pool, candidate_pool, draw_balanced
 from .scenes import COLORS, MAX_OBJECTS, SHAPES, Scene
 
 MC_CATEGORIES: tuple[str, ...] = ("counting", "color", "shape", "spatial", "comparison")
@@ -140,12 +139,12 @@ def mc_for(
     if not 1 <= max_objects <= MAX_OBJECTS:
         raise ValueError(f"max_objects: must be in [1, {MAX_OBJECTS}], got {max_objects}")
 
-    def pool(category: str) -> Mapping[str, tuple[str, ...]]:
+    def pool(category: str) -> Pool:
         """The questions of one question type of ``category``, drawn among those it supports."""
-        qtypes = [t for t in CATEGORY_TYPES[category] if candidates(scene, t)]
+        qtypes = [t for t in CATEGORY_TYPES[category] if candidate_pool(scene, t)]
         if not qtypes:
             return {}
-        return candidates(scene, qtypes[rng.integers(len(qtypes))])
+        return candidate_pool(scene, qtypes[rng.integers(len(qtypes))])
 
     drawn = draw_balanced(list(MC_CATEGORIES), pool, rng, n=max_per_scene, balance=balance)
     return [_make_item(scene, rng, q, a, cat, max_objects) for cat, a, q in drawn]

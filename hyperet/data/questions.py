@@ -103,10 +103,15 @@ class QA:
 
 @dataclass
 class AnswerBalance:
-    """Running counts of question types and of (type, answer) pairs over a dataset."""
+    """Running counts over a dataset: types, (type, answer), (type, family), (type, family, answer).
+
+    "Type" is a question type for VQA and a category for multiple choice.
+    """
 
     types: Counter[str] = field(default_factory=Counter)
     answers: Counter[tuple[str, str]] = field(default_factory=Counter)
+    families: Counter[tuple[str, str]] = field(default_factory=Counter)
+    family_answers: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
 def referent(obj: SceneObject, attributes: tuple[str, ...]) -> str:
@@ -142,72 +147,79 @@ def _referent_table(
     return {obj: tuple(pairs) for obj, pairs in table.items()}
 
 
-def _count_candidates(scene: Scene) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+Candidates = dict[str, dict[str, list[str]]]
+"""Questions grouped by template family, then by answer."""
+
+Pool = Mapping[str, Mapping[str, tuple[str, ...]]]
+"""Read-only ``Candidates``."""
+
+
+def _add(out: Candidates, family: str, answer: str, question: str) -> None:
+    out.setdefault(family, {}).setdefault(answer, []).append(question)
+
+
+def _count_candidates(scene: Scene) -> Candidates:
+    out: Candidates = {}
     objs = scene.objects
-
-    def add(question: str, n: int) -> None:
-        out.setdefault(NUMBER_WORDS[n], []).append(question)
-
-    add("how many objects are there?", len(objs))
+    _add(out, "how many objects", NUMBER_WORDS[len(objs)], "how many objects are there?")
     for shape in SHAPES:
-        add(f"how many {PLURALS[shape]} are there?", sum(o.shape == shape for o in objs))
+        n = sum(o.shape == shape for o in objs)
+        _add(out, "how many {shape}s", NUMBER_WORDS[n], f"how many {PLURALS[shape]} are there?")
     for color in COLORS:
-        add(f"how many {color} objects are there?", sum(o.color == color for o in objs))
+        n = sum(o.color == color for o in objs)
+        _add(out, "how many {color}", NUMBER_WORDS[n], f"how many {color} objects are there?")
     for size in SIZES:
-        add(f"how many {size} objects are there?", sum(o.size == size for o in objs))
+        n = sum(o.size == size for o in objs)
+        _add(out, "how many {size}", NUMBER_WORDS[n], f"how many {size} objects are there?")
     return out
 
 
-def _exist_candidates(scene: Scene) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {"yes": [], "no": []}
+def _exist_candidates(scene: Scene) -> Candidates:
+    out: Candidates = {}
     shapes = {o.shape for o in scene.objects}
     colors = {o.color for o in scene.objects}
     pairs = {(o.color, o.shape) for o in scene.objects}
     for shape in SHAPES:
-        out["yes" if shape in shapes else "no"].append(f"is there a {shape}?")
+        _add(out, "{shape}", "yes" if shape in shapes else "no", f"is there a {shape}?")
     for color in COLORS:
-        out["yes" if color in colors else "no"].append(f"is there a {color} object?")
+        _add(out, "{color}", "yes" if color in colors else "no", f"is there a {color} object?")
     for color in COLORS:
         for shape in SHAPES:
             answer = "yes" if (color, shape) in pairs else "no"
-            out[answer].append(f"is there a {color} {shape}?")
+            _add(out, "{color} {shape}", answer, f"is there a {color} {shape}?")
     return out
 
 
-def _attribute_candidates(scene: Scene, attribute: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+def _attribute_candidates(scene: Scene, attribute: str) -> Candidates:
+    out: Candidates = {}
     for obj in scene.objects:
         for ref in unique_referents(scene, obj, exclude=attribute):
-            out.setdefault(getattr(obj, attribute), []).append(f"what {attribute} is the {ref}?")
+            _add(out, attribute, getattr(obj, attribute), f"what {attribute} is the {ref}?")
     return out
 
 
-def _position_candidates(scene: Scene) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+def _position_candidates(scene: Scene) -> Candidates:
+    out: Candidates = {}
     size = scene.image_size
     for obj in scene.objects:
         for ref in unique_referents(scene, obj):
-            out.setdefault(horizontal_side(obj, size), []).append(
-                f"is the {ref} on the left or the right?"
-            )
-            out.setdefault(vertical_side(obj, size), []).append(
-                f"is the {ref} at the top or the bottom?"
-            )
+            _add(out, "horizontal", horizontal_side(obj, size),
+                 f"is the {ref} on the left or the right?")  # fmt: skip
+            _add(out, "vertical", vertical_side(obj, size),
+                 f"is the {ref} at the top or the bottom?")  # fmt: skip
     return out
 
 
-def _about_target(
-    out: dict[str, list[str]], target: SceneObject, phrase: str, refs: list[str]
-) -> None:
+def _about_target(out: Candidates, target: SceneObject, phrase: str, refs: list[str]) -> None:
     """Add "what color/shape is the object {phrase} the {ref}?" for each referent phrase."""
     for ref in refs:
-        out.setdefault(target.color, []).append(f"what color is the object {phrase} the {ref}?")
-        out.setdefault(target.shape, []).append(f"what shape is the object {phrase} the {ref}?")
+        for attribute in ("color", "shape"):
+            question = f"what {attribute} is the object {phrase} the {ref}?"
+            _add(out, f"{attribute} {phrase}", getattr(target, attribute), question)
 
 
-def _relation_candidates(scene: Scene) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+def _relation_candidates(scene: Scene) -> Candidates:
+    out: Candidates = {}
     for anchor in scene.objects:
         for relation in RELATIONS:
             matches = [
@@ -236,8 +248,8 @@ def closest_object(scene: Scene, anchor: SceneObject) -> SceneObject | None:
     return scene.objects[others[0][1]]
 
 
-def _closest_candidates(scene: Scene) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+def _closest_candidates(scene: Scene) -> Candidates:
+    out: Candidates = {}
     for anchor in scene.objects:
         target = closest_object(scene, anchor)
         if target is not None:
@@ -245,51 +257,62 @@ def _closest_candidates(scene: Scene) -> dict[str, list[str]]:
     return out
 
 
-def _compare_candidates(scene: Scene) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {"yes": [], "no": []}
+def _compare_candidates(scene: Scene) -> Candidates:
+    out: Candidates = {}
     shape_counts = Counter(o.shape for o in scene.objects)
     color_counts = Counter(o.color for o in scene.objects)
     for a in SHAPES:
         for b in SHAPES:
             if a != b and shape_counts[a] + shape_counts[b] > 0:
                 answer = "yes" if shape_counts[a] > shape_counts[b] else "no"
-                out[answer].append(f"are there more {PLURALS[a]} than {PLURALS[b]}?")
+                question = f"are there more {PLURALS[a]} than {PLURALS[b]}?"
+                _add(out, "{shape}s", answer, question)
     for a in COLORS:
         for b in COLORS:
             if a != b and color_counts[a] + color_counts[b] > 0:
                 answer = "yes" if color_counts[a] > color_counts[b] else "no"
-                out[answer].append(f"are there more {a} objects than {b} objects?")
+                _add(out, "{color}", answer, f"are there more {a} objects than {b} objects?")
     return out
 
 
-def candidates(scene: Scene, qtype: str) -> Mapping[str, tuple[str, ...]]:
-    """Every question of type ``qtype`` the scene supports, grouped by answer.
-
-    Maps each answer to a non-empty tuple of question texts. The mapping is read-only and
-    cached (the last few scenes), so question and multiple-choice generation share the work.
-    """
-    return _cached_candidates(scene, qtype)
+_GENERATORS: dict[str, Callable[[Scene], Candidates]] = {
+    "count": _count_candidates,
+    "exist": _exist_candidates,
+    "color": lambda scene: _attribute_candidates(scene, "color"),
+    "shape": lambda scene: _attribute_candidates(scene, "shape"),
+    "size": lambda scene: _attribute_candidates(scene, "size"),
+    "position": _position_candidates,
+    "relation": _relation_candidates,
+    "closest": _closest_candidates,
+    "compare": _compare_candidates,
+}
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_candidates(scene: Scene, qtype: str) -> Mapping[str, tuple[str, ...]]:
-    if qtype == "count":
-        out = _count_candidates(scene)
-    elif qtype == "exist":
-        out = _exist_candidates(scene)
-    elif qtype in ("color", "shape", "size"):
-        out = _attribute_candidates(scene, qtype)
-    elif qtype == "position":
-        out = _position_candidates(scene)
-    elif qtype == "relation":
-        out = _relation_candidates(scene)
-    elif qtype == "closest":
-        out = _closest_candidates(scene)
-    elif qtype == "compare":
-        out = _compare_candidates(scene)
-    else:
+def candidate_pool(scene: Scene, qtype: str) -> Pool:
+    """Every question of type ``qtype`` the scene supports, by template family, then by answer.
+
+    Read-only and cached for the last few scenes, so that question and multiple-choice
+    generation share the work. Families are short labels such as ``"how many {shape}s"``.
+    """
+    generate = _GENERATORS.get(qtype)
+    if generate is None:
         raise ValueError(f"qtype: expected one of {QUESTION_TYPES}, got {qtype!r}")
-    return MappingProxyType({answer: tuple(qs) for answer, qs in out.items() if qs})
+    return MappingProxyType(
+        {
+            family: MappingProxyType({answer: tuple(qs) for answer, qs in by_answer.items()})
+            for family, by_answer in generate(scene).items()
+        }
+    )
+
+
+def candidates(scene: Scene, qtype: str) -> dict[str, tuple[str, ...]]:
+    """Every question of type ``qtype`` the scene supports, grouped by answer (all families)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for by_answer in candidate_pool(scene, qtype).values():
+        for answer, questions in by_answer.items():
+            out[answer] = out.get(answer, ()) + questions
+    return out
 
 
 def least_used(keys: list[str], counts: Mapping[str, int], rng: np.random.Generator) -> list[str]:
@@ -301,7 +324,7 @@ def least_used(keys: list[str], counts: Mapping[str, int], rng: np.random.Genera
 
 def draw_balanced(
     keys: list[str],
-    pool: Callable[[str], Mapping[str, tuple[str, ...]]],
+    pool: Callable[[str], Pool],
     rng: np.random.Generator,
     *,
     n: int,
@@ -309,9 +332,12 @@ def draw_balanced(
 ) -> list[tuple[str, str, str]]:
     """Up to ``n`` ``(key, answer, question)`` triples, each of a different key.
 
-    ``pool(key)`` maps answers to questions (empty when the key has none). Without ``balance``
-    keys, answers and questions are uniform draws. With ``balance`` the keys used least so far
-    come first, and each key takes the answer it gave least so far; the counts are updated.
+    ``pool(key)`` maps template families to answers to questions (empty when the key has
+    none). Without ``balance``, keys, families, answers and questions are uniform draws. With
+    ``balance`` the keys used least so far come first; each key takes the answer it gave least
+    so far among those the scene supports, then, among the families offering that answer, the
+    one that gave it least often - so each answer is spread evenly over the template families
+    and the wording predicts the answer as little as the scenes allow. The counts are updated.
     Pools are only asked for until ``n`` keys have questions.
     """
     if n < 0:
@@ -324,17 +350,32 @@ def draw_balanced(
     for key in order:
         if len(out) == n:
             break
-        by_answer = pool(key)
-        if not by_answer:
+        by_family = pool(key)
+        if not by_family:
             continue
-        answers = sorted(by_answer)
+        families = sorted(by_family)
         if balance is None:
+            family = families[rng.integers(len(families))]
+            answers = sorted(by_family[family])
             answer = answers[rng.integers(len(answers))]
         else:
+            answers = sorted({a for f in families for a in by_family[f]})
             answer = least_used(answers, {a: balance.answers[(key, a)] for a in answers}, rng)[0]
+            offering = [f for f in families if answer in by_family[f]]
+            ties = rng.permutation(len(offering))
+            family = min(
+                zip(offering, ties, strict=True),
+                key=lambda ft: (
+                    balance.family_answers[(key, ft[0], answer)],
+                    balance.families[(key, ft[0])],
+                    ft[1],
+                ),
+            )[0]
             balance.types[key] += 1
             balance.answers[(key, answer)] += 1
-        questions = by_answer[answer]
+            balance.families[(key, family)] += 1
+            balance.family_answers[(key, family, answer)] += 1
+        questions = by_family[family][answer]
         out.append((key, answer, questions[rng.integers(len(questions))]))
     return out
 
@@ -357,7 +398,7 @@ def questions_for(
         raise ValueError(f"max_per_scene: must be >= 0, got {max_per_scene}")
     drawn = draw_balanced(
         list(QUESTION_TYPES),
-        lambda qtype: candidates(scene, qtype),
+        lambda qtype: candidate_pool(scene, qtype),
         rng,
         n=max_per_scene,
         balance=balance,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -135,3 +136,24 @@ def test_invalid_arguments_raise() -> None:
         candidates(scene, "why")
     with pytest.raises(ValueError, match=r"^max_per_scene"):
         questions_for(scene, np.random.default_rng(0), max_per_scene=-1)
+
+
+_ATTRIBUTE_WORD = re.compile(
+    r"\b(red|green|blue|yellow|purple|cyan|circles?|squares?|triangles?|cross(es)?|small|large)\b"
+)
+
+
+@pytest.mark.parametrize("qtype", ["exist", "color", "shape", "size", "position", "compare"])
+def test_wording_does_not_predict_the_answer(split, qtype: str) -> None:
+    """Within each wording (attribute words masked) the answers stay near uniform."""
+    by_wording: dict[str, Counter[str]] = {}
+    for _, qa in split.qa:
+        if qa.qtype == qtype:
+            by_wording.setdefault(_ATTRIBUTE_WORD.sub("_", qa.question), Counter())[qa.answer] += 1
+    for wording, counts in by_wording.items():
+        total = sum(counts.values())
+        if total < 100:
+            continue
+        k = 2 if qtype in ("exist", "size", "position", "compare") else len(ANSWERS[qtype])
+        top = counts.most_common(1)[0][1] / total
+        assert top < 1 / k + 4 * np.sqrt((1 / k) * (1 - 1 / k) / total), (wording, counts)
