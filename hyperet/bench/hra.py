@@ -128,7 +128,7 @@ def _training_step_rows(d: int, repeats: int) -> list[dict[str, object]]:
             loss = sum(
                 (a(w) * g).sum() for a, w, g in zip(adapters, weights, cotangents, strict=True)
             )
-            loss.backward()  # type: ignore[union-attr]
+            loss.backward()
 
         def theirs(adapters: list[HyperbolicRadiusAdjustment] = adapters) -> None:
             loss = sum(
