@@ -1,1 +1,103 @@
-"""Placeholder; see docs/architecture.md."""
+"""Benchmarks that print ratios measured side by side in one run (``hyperet bench``).
+
+A *suite* is a module under :mod:`hyperet.bench` exposing::
+
+    def run(quick: bool = False) -> list[Row | dict]: ...
+
+Each row compares two implementations of the same work: ``name``, ``ours`` and ``theirs``
+(median seconds), ``ratio`` (``theirs / ours``: > 1 means ours is faster), ``target`` (the
+ratio the issue asks for, or ``None``) and ``note``. A dict with these keys is accepted in place
+of a :class:`Row`. ``quick=True`` runs a smoke-sized version (seconds; used by the tests).
+
+Suites are registered in :data:`SUITES` by module path and imported only when run, so an
+optional dependency (geoopt) is needed only by the suite that uses it; a suite whose
+dependency is missing raises :class:`SuiteUnavailable` and is reported as skipped.
+
+Timing (:func:`interleaved_medians`): the compared callables run interleaved within every
+repeat, after a warm-up, and the median of the repeats is reported, so machine noise hits
+both sides alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: suite name -> (module, one-line description)
+SUITES: dict[str, tuple[str, str]] = {
+    "structured": ("hyperet.bench.ops_structured", "structured Möbius products vs dense matvec"),
+    "geoopt": ("hyperet.bench.ops_geoopt", "hyperet.ops vs geoopt at equal dtype"),
+    "pairwise": ("hyperet.bench.ops_pairwise", "pairwise_dist (matmul) vs broadcast"),
+    "hra": ("hyperet.bench.hra", "HRA training step and merged inference"),
+}
+
+
+class SuiteUnavailable(RuntimeError):
+    """A suite cannot run here (e.g. its optional dependency is not installed)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One side-by-side comparison."""
+
+    suite: str
+    name: str
+    ours: float
+    theirs: float
+    ratio: float
+    target: float | None
+    note: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the target ratio is reached (``None`` when there is no target)."""
+        return None if self.target is None else self.ratio >= self.target
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "met": self.met}
+
+
+def make_row(suite: str, row: Row | dict[str, Any]) -> Row:
+    """Normalise a suite's row (a :class:`Row` or a dict with the same keys)."""
+    if isinstance(row, Row):
+        return row
+    ours, theirs = float(row["ours"]), float(row["theirs"])
+    ratio = float(row.get("ratio", theirs / ours))
+    target = row.get("target")
+    return Row(
+        suite=suite,
+        name=str(row["name"]),
+        ours=ours,
+        theirs=theirs,
+        ratio=ratio,
+        target=None if target is None else float(target),
+        note=str(row.get("note", "")),
+    )
+
+
+def run_suite(name: str, *, quick: bool = False) -> list[Row]:
+    """Import and run one registered suite."""
+    if name not in SUITES:
+        raise ValueError(f"suite: unknown suite {name!r}; choose from {sorted(SUITES)}")
+    module = importlib.import_module(SUITES[name][0])
+    return [make_row(name, r) for r in module.run(quick=quick)]
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2
+) -> dict[str, float]:
+    """Median wall time (s) of each callable, the callables interleaved within every repeat."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}

@@ -1,0 +1,65 @@
+"""``hyperet bench [SUITE ...] [--quick] [--json]``: ratios measured side by side in one run.
+
+Suites (default: all): see :data:`hyperet.bench.SUITES`. A rich table goes to stderr; ``--json``
+writes the rows to stdout. Exit code 0 even when a target is missed (benchmarks report, they do
+not gate); 2 for an unknown suite.
+"""
+
+from __future__ import annotations
+
+import click
+from hyperet.cli.console import console, emit_json, fail, json_option
+
+
+@click.command(name="bench")
+@click.argument("suites", nargs=-1)
+@click.option("--quick", is_flag=True, help="Smoke-sized runs (seconds), e.g. for tests.")
+@json_option
+def command(suites: tuple[str, ...], quick: bool, as_json: bool) -> None:
+    """Benchmark torch ops, structured products and HRA (ratios measured in one run).
+
+    SUITES: any of structured, geoopt, pairwise, hra (default: all).
+    """
+    from rich.table import Table
+
+    from hyperet.bench import SUITES, SuiteUnavailable, run_suite
+
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        fail(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(sorted(SUITES))}")
+    import torch
+
+    payload: dict[str, object] = {
+        "quick": quick,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "rows": [],
+        "skipped": {},
+    }
+    table = Table(title="hyperet bench (ratio = theirs / ours; > 1: ours faster)")
+    for col in ("suite", "comparison", "ours", "theirs", "ratio", "target", "met", "note"):
+        table.add_column(col, overflow="fold")
+    for name in suites or tuple(SUITES):
+        console.print(f"running suite [bold]{name}[/] ...", highlight=False)
+        try:
+            rows = run_suite(name, quick=quick)
+        except SuiteUnavailable as exc:
+            payload["skipped"][name] = str(exc)  # type: ignore[index]
+            console.print(f"[yellow]skipped {name}:[/] {exc}", highlight=False)
+            continue
+        for r in rows:
+            payload["rows"].append(r.to_json())  # type: ignore[attr-defined]
+            met = "" if r.met is None else ("yes" if r.met else "NO")
+            table.add_row(
+                r.suite,
+                r.name,
+                f"{r.ours * 1e3:.3f} ms",
+                f"{r.theirs * 1e3:.3f} ms",
+                f"{r.ratio:.2f}x",
+                "" if r.target is None else f">= {r.target:g}x",
+                met,
+                r.note,
+            )
+    console.print(table)
+    if as_json:
+        emit_json(payload)
