@@ -85,6 +85,26 @@ def retrieval_recall(
     }
 
 
+def chance_recall(relevant: ArrayLike, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Expected Recall@k of a uniformly random ranking (rows are queries).
+
+    A query with ``m`` relevant items among ``T`` misses its top ``k`` with probability
+    :math:`\\binom{T - m}{k} / \\binom{T}{k} = \\prod_{i<k} (T - m - i) / (T - i)`.
+    """
+    r = np.asarray(relevant, dtype=bool)
+    if r.ndim != 2:
+        raise ValueError(f"relevant: expected a 2-d mask, got shape {r.shape}")
+    total = r.shape[1]
+    m = r.sum(axis=1).astype(np.float64)  # (Q,)
+    out = {}
+    for k in ks:
+        miss = np.ones_like(m)
+        for i in range(min(k, total)):
+            miss *= np.clip(total - m - i, 0, None) / (total - i)
+        out[f"R@{k}"] = float(np.mean(1 - miss))
+    return out
+
+
 def average_ranks(values: ArrayLike) -> NDArray[np.float64]:
     """1-based ranks of a 1-d array; tied values share the mean of the ranks they span."""
     x = np.asarray(values, dtype=np.float64)

@@ -15,6 +15,7 @@ from hyperet.alignment.metrics import (
     auroc,
     average_ranks,
     caption_relevance,
+    chance_recall,
     plot_radius_histograms,
     radius_histogram,
     recall_at_k,
@@ -69,6 +70,15 @@ def test_hand_case_with_several_and_duplicate_captions() -> None:
     # with img2 -> rank 2; t2 rel {0,1}: 0.2 (img1) rank 1; t3 rel {1}: 0.4 < 0.9 -> rank 2;
     # t4 rel {2}: 0.3 = 0.3 (img0, irrelevant) -> rank 2.
     assert out["text_to_image"] == {"R@1": 2 / 5, "R@2": 1.0, "R@3": 1.0}
+
+
+def test_chance_recall_against_all_rankings() -> None:
+    """Average the hit rate over every permutation of 6 items (exact expectation)."""
+    rel = np.array([[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]], dtype=bool)
+    perms = list(itertools.permutations(range(6)))
+    for k in (1, 2, 4, 10):
+        hits = [np.mean([any(row[j] for j in perm[:k]) for perm in perms]) for row in rel.tolist()]
+        assert chance_recall(rel, (k,))[f"R@{k}"] == pytest.approx(float(np.mean(hits)), rel=1e-12)
 
 
 def test_retrieval_rejects_queries_without_relevant_items() -> None:
