@@ -50,6 +50,7 @@ from ._careful import (
     dd_neg,
     dd_sqrt,
     dot_dd,
+    dot_dd_dd,
     scale_exponent,
     scaled,
     scaled_dd,
@@ -211,23 +212,39 @@ def _add_dd(x: DD, wx: DD, y: DD, wy: DD, c: float) -> tuple[DD, DD, DD, DD]:
 
 
 def _gyration_dd(a: Array, b: Array, wa: DD, wb: DD, zs: Array, c: float) -> DD:
-    """:math:`\\mathrm{gyr}[a, b] z_s` in double-double (closed form, all inner products in dd)."""
-    ab = dot_dd(a, b)
-    az = dot_dd(a, zs)
-    bz = dot_dd(b, zs)
+    """:math:`\\mathrm{gyr}[a, b] z_s` in double-double, as a rotation of the plane of a, b.
+
+    With :math:`b_\\perp = b - (\\langle a,b\\rangle/|a|^2)\\,a`,
+    :math:`P = 1 + c\\langle a,b\\rangle = (w(a) + w(b) + c|a+b|^2)/2` and
+    :math:`D = P^2 + c^2|a|^2|b_\\perp|^2 = w(a)w(b) + c|a+b|^2`,
+
+    .. math::
+        \\mathrm{gyr}[a,b]z = z + \\frac{2}{D}\\Big(
+            cP\\,(\\langle z,b_\\perp\\rangle a - \\langle z,a\\rangle b_\\perp)
+            - c^2|b_\\perp|^2\\langle z,a\\rangle a
+            - c^2|a|^2\\langle z,b_\\perp\\rangle b_\\perp\\Big),
+
+    which equals Ungar's closed form but has no cancellation: for ``b = -a`` it is exactly the
+    identity, where the polynomial form divides a cancelled numerator by ``D ~ w^2``.
+    """
+    ad, bd = _as_dd(a), _as_dd(b)
     a2 = dot_dd(a, a)
-    b2 = dot_dd(b, b)
+    has_a = a2.hi > 0.0
+    t = dd_div(dot_dd(a, b), DD(np.where(has_a, a2.hi, 1.0), np.where(has_a, a2.lo, 0.0)))
+    t = DD(np.where(has_a, t.hi, 0.0), np.where(has_a, t.lo, 0.0))
+    bp = dd_add(bd, dd_neg(dd_mul(_col(t), ad)))  # b_perp, (..., d)
+    bp2 = dot_dd_dd(bp, bp)
+    q = c_times_sumsq(scaled_dd(dd_add(ad, bd)), c)
+    two_p = dd_add(dd_add(wa, wb), q)  # 2P
+    den = dd_add(dd_mul(wa, wb), q)  # D
+    za = dot_dd(zs, a)
+    zb = dot_dd_dd(_as_dd(zs), bp)
     cc = dd(np.float64(c))
     c2 = DD(*two_prod(np.float64(c), np.float64(c)))
-    # A = -c^2 <a,z>|b|^2 + c <b,z> + 2 c^2 <a,b><b,z>;  B = -c^2 <b,z>|a|^2 - c <a,z>
-    coef_a = dd_add(
-        dd_add(dd_neg(dd_mul(c2, dd_mul(az, b2))), dd_mul(cc, bz)),
-        dd_mul_f(dd_mul(c2, dd_mul(ab, bz)), 2.0),
-    )
-    coef_b = dd_neg(dd_add(dd_mul(c2, dd_mul(bz, a2)), dd_mul(cc, az)))
-    q = c_times_sumsq(scaled_dd(dd_add(_as_dd(a), _as_dd(b))), c)
-    den = dd_add(dd_mul(wa, wb), q)  # 1 + 2c<a,b> + c^2|a|^2|b|^2
-    shift = dd_add(dd_mul_f(_col(coef_a), a), dd_mul_f(_col(coef_b), b))
+    cp = dd_mul_f(dd_mul(cc, two_p), 0.5)  # c P
+    coef_a = dd_add(dd_neg(dd_mul(c2, dd_mul(bp2, za))), dd_mul(cp, zb))
+    coef_b = dd_neg(dd_add(dd_mul(c2, dd_mul(a2, zb)), dd_mul(cp, za)))
+    shift = dd_add(dd_mul(_col(coef_a), ad), dd_mul(_col(coef_b), bp))
     shift = dd_div(dd_mul_f(shift, 2.0), _col(den))
     return dd_add(_as_dd(zs), shift)
 
@@ -587,7 +604,7 @@ def dist0(x: Any, *, c: float) -> Array:
 def gyration(a: Any, b: Any, z: Any, *, c: float) -> Array:
     """Gyration
     :math:`\\mathrm{gyr}[a, b]z = \\ominus(a \\oplus b) \\oplus (a \\oplus (b \\oplus z))`,
-    evaluated in closed form (a linear isometry in ``z``):
+    a linear isometry in ``z`` equal to Ungar's closed form
 
     .. math::
         \\mathrm{gyr}[a,b]z = z + \\frac{2(A a + B b)}{D},\\quad
@@ -595,7 +612,9 @@ def gyration(a: Any, b: Any, z: Any, *, c: float) -> Array:
             + 2c^2\\langle a,b\\rangle\\langle b,z\\rangle,\\quad
         B = -c^2\\langle b,z\\rangle|a|^2 - c\\langle a,z\\rangle,
 
-    with :math:`D = 1 + 2c\\langle a,b\\rangle + c^2|a|^2|b|^2 = w(a)w(b) + c|a+b|^2`.
+    with :math:`D = 1 + 2c\\langle a,b\\rangle + c^2|a|^2|b|^2 = w(a)w(b) + c|a+b|^2`.  It is
+    evaluated as the rotation of the plane of ``a`` and ``b`` that it is (see ``_gyration_dd``),
+    which has no cancellation: ``gyr[a, -a]`` is exactly the identity.
 
     Parameters
     ----------
@@ -620,7 +639,14 @@ def gyration(a: Any, b: Any, z: Any, *, c: float) -> Array:
     kz = scale_exponent(z_arr)
     out = _gyration_dd(pa.x, pb.x, pa.w, pb.w, np.ldexp(z_arr, -kz[..., None]), c)
     with np.errstate(over="ignore"):
-        return np.ldexp(out.hi + out.lo, kz[..., None])
+        return _finite(np.ldexp(out.hi + out.lo, kz[..., None]), "gyration")
+
+
+def _finite(out: Array, op: str) -> Array:
+    """Refuse (rather than return) a result whose exact value overflows float64."""
+    if not np.all(np.isfinite(out)):
+        raise OverflowError(f"{op}: the exact result overflows float64 (a component > 1.8e308)")
+    return out
 
 
 def transport(x: Any, y: Any, v: Any, *, c: float) -> Array:
@@ -654,7 +680,7 @@ def transport(x: Any, y: Any, v: Any, *, c: float) -> Array:
     g = _gyration_dd(py.x, -px.x, py.w, px.w, np.ldexp(v_arr, -kv[..., None]), c)
     out = dd_mul(g, _col(dd_div(py.w, px.w)))
     with np.errstate(over="ignore"):
-        return np.ldexp(out.hi + out.lo, kv[..., None])
+        return _finite(np.ldexp(out.hi + out.lo, kv[..., None]), "transport")
 
 
 def project(x: Any, *, c: float, eps: float) -> Array:
@@ -696,7 +722,7 @@ def _project(x_arr: Array, c: float, eps: float) -> Array:
     # inside iff c|x|^2 <= (1 - eps)^2, compared in double-double
     limit = DD(*two_prod(np.float64(1.0 - eps), np.float64(1.0 - eps)))
     excess = dd_add(c_times_sumsq(sv, c), dd_neg(limit))
-    outside = excess.hi > 0.0
+    outside = ~(excess.hi <= 0.0)  # nan (|x| overflowing in the test) counts as outside
     factor = dd_div(dd(np.full(sv.k.shape, 1.0 - eps)), dd_mul(sqrt_c(c), DD(*_nz(sv))))
     radial = dd_mul_f(_col(factor), sv.s)
     out = np.where(outside[..., None], radial.hi + radial.lo, x_arr)
