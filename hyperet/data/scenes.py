@@ -20,7 +20,7 @@ Pixel ``(row, col)`` has coordinates ``x = col``, ``y = row`` (``y`` grows downw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -75,10 +75,15 @@ class Scene:
 
     objects: tuple[SceneObject, ...]
     image_size: int = 32
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.objects, key=lambda o: (o.x, o.y)))
         object.__setattr__(self, "objects", ordered)
+        object.__setattr__(self, "_hash", hash((ordered, self.image_size)))
+
+    def __hash__(self) -> int:  # computed once: scenes key the question caches
+        return self._hash
 
 
 def half_extent(size: str, image_size: int) -> int:
