@@ -16,20 +16,18 @@
 
 Timing: the compared callables are interleaved within each repeat after a warm-up, and the
 median of the repeats is reported. ``run(quick=True)`` uses ``d = 256`` and fewer repeats.
-Rows are dicts with keys ``name``, ``ours``, ``theirs`` (seconds), ``ratio`` (theirs / ours),
-``target`` and ``note``.
+Rows are :class:`hyperet.bench.Row` (``ratio = theirs / ours``).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from hyperet.bench import Row, interleaved_medians
 from hyperet.nn import apply_hyperet, merge_hyperet
 from hyperet.nn.hra import (
     OFFICIAL_ARTANH_MAX,
@@ -42,22 +40,6 @@ from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix, DiagonalMat
 
 STEP_TARGET = 50.0  # ours must be at least this many times faster
 STRUCTURES = ("diagonal", "block", "banded")
-
-
-def interleaved_medians(
-    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2
-) -> dict[str, float]:
-    """Median wall time of each callable, the callables interleaved within every repeat."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 # ---------------------------------------------------------------------------- released approach
@@ -112,11 +94,11 @@ def released_chain(m: Tensor, u: Tensor, c: float) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- suite
-def _training_step_rows(d: int, repeats: int) -> list[dict[str, object]]:
+def _training_step_rows(d: int, repeats: int) -> list[Row]:
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(d, d, generator=gen) * d**-0.5 for _ in range(2)]  # frozen q, v
     cotangents = [torch.randn(d, d, generator=gen) for _ in range(2)]
-    rows: list[dict[str, object]] = []
+    rows: list[Row] = []
     for structure in STRUCTURES:
         adapters = [HyperbolicRadiusAdjustment(d, structure=structure) for _ in range(2)]
         with torch.no_grad():
@@ -139,14 +121,15 @@ def _training_step_rows(d: int, repeats: int) -> list[dict[str, object]]:
 
         times = interleaved_medians({"ours": ours, "theirs": theirs}, repeats=repeats)
         rows.append(
-            {
-                "name": f"hra train step {structure} d={d} (q+v)",
-                "ours": times["ours"],
-                "theirs": times["theirs"],
-                "ratio": times["theirs"] / times["ours"],
-                "target": f">= {STEP_TARGET:g}x",
-                "note": "fast structured vs densify + clamped chain every step",
-            }
+            Row(
+                suite="hra",
+                name=f"hra train step {structure} d={d} (q+v)",
+                ours=times["ours"],
+                theirs=times["theirs"],
+                ratio=times["theirs"] / times["ours"],
+                target=STEP_TARGET,
+                note="fast structured vs densify + clamped chain every step",
+            )
         )
     return rows
 
@@ -169,7 +152,7 @@ class _ClipBlock(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def _inference_rows(d: int, repeats: int) -> list[dict[str, object]]:
+def _inference_rows(d: int, repeats: int) -> list[Row]:
     torch.manual_seed(0)
     plain = _ClipBlock(d).eval()
     adapted = _ClipBlock(d).eval()
@@ -192,26 +175,28 @@ def _inference_rows(d: int, repeats: int) -> list[dict[str, object]]:
         {"plain": run(plain), "merged": run(merged), "unmerged": run(adapted)}, repeats=repeats
     )
     return [
-        {
-            "name": f"block inference d={d}: merged HRA vs plain",
-            "ours": times["merged"],
-            "theirs": times["plain"],
-            "ratio": times["plain"] / times["merged"],
-            "target": "~1x (zero added time)",
-            "note": "8 x 64 tokens, banded k=2 merged into in_proj_weight",
-        },
-        {
-            "name": f"block inference d={d}: unmerged fast HRA vs plain",
-            "ours": times["unmerged"],
-            "theirs": times["plain"],
-            "ratio": times["plain"] / times["unmerged"],
-            "target": "info",
-            "note": "adapted weight recomputed every forward (training-time cost)",
-        },
+        Row(
+            suite="hra",
+            name=f"block inference d={d}: merged HRA vs plain",
+            ours=times["merged"],
+            theirs=times["plain"],
+            ratio=times["plain"] / times["merged"],
+            target=None,
+            note="expected ~1 (merging adds zero time); 8 x 64 tokens, banded k=2",
+        ),
+        Row(
+            suite="hra",
+            name=f"block inference d={d}: unmerged fast HRA vs plain",
+            ours=times["unmerged"],
+            theirs=times["plain"],
+            ratio=times["plain"] / times["unmerged"],
+            target=None,
+            note="info: adapted weight recomputed every forward (training-time cost)",
+        ),
     ]
 
 
-def run(quick: bool = False) -> list[dict[str, object]]:
+def run(quick: bool = False) -> list[Row]:
     """Run the suite; ``quick`` uses d = 256 and 3 repeats (smoke test), else d = 1024."""
     d, repeats = (256, 3) if quick else (1024, 7)
     return _training_step_rows(d, repeats) + _inference_rows(d, repeats * 3)
