@@ -30,41 +30,32 @@ def _ulp(value: float | None) -> str:
 
 
 def render_grades(title: str, grades: Sequence[OpGrade]) -> None:
-    """Print one table row per (implementation, op) on stderr."""
-    table = Table(title=title, title_justify="left")
-    for name, justify in [
-        ("op", "left"),
-        ("implementation", "left"),
-        ("dtype", "left"),
-        ("cases", "right"),
-        ("normwise max", "right"),
-        ("normwise median", "right"),
-        ("component max", "right"),
-        ("component median", "right"),
-        ("non-finite", "right"),
-        ("out of tol.", "right"),
-        ("bound", "right"),
-        ("worst family", "left"),
-    ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    """Print one table row per (implementation, op) on stderr.
+
+    Errors are in ulps of the result's format: ``normwise`` (max |error| over the vector in ulps
+    of its largest component) and ``component`` (worst single component), max and median over
+    the cases; ``fail`` counts the cases out of tolerance (non-finite included) against the
+    base ``bound`` times each case's allowance.
+    """
+    several = len({g.implementation for g in grades}) > 1
+    table = Table(title=title, title_justify="left", caption="errors in ulps of the result dtype")
+    columns = ["op", *(["implementation"] if several else []), "dtype", "cases"]
+    columns += ["normwise max", "median", "component max", "median", "NaN/inf", "fail", "bound"]
+    for name in [*columns, "worst family"]:
+        table.add_column(name, justify="left" if name in _LEFT else "right", overflow="fold")
     for g in grades:
         worst = max(g.families.items(), key=lambda kv: kv[1].normwise_max_ulp, default=None)
         style = "green" if g.passed else "bold red"
-        table.add_row(
-            g.op,
-            g.implementation,
-            g.dtype,
-            str(g.cases),
-            _ulp(g.normwise_max_ulp),
-            _ulp(g.normwise_median_ulp),
-            _ulp(g.component_max_ulp),
-            _ulp(g.component_median_ulp),
-            str(g.nonfinite),
-            f"[{style}]{g.out_of_tolerance}[/]",
-            _ulp(g.threshold_ulp),
-            "-" if worst is None else worst[0],
-        )
+        row = [g.op, *([g.implementation] if several else []), g.dtype, str(g.cases)]
+        row += [_ulp(g.normwise_max_ulp), _ulp(g.normwise_median_ulp)]
+        row += [_ulp(g.component_max_ulp), _ulp(g.component_median_ulp), str(g.nonfinite)]
+        row += [f"[{style}]{g.out_of_tolerance}[/]", _ulp(g.threshold_ulp)]
+        row.append("-" if worst is None or not worst[1].normwise_max_ulp else worst[0])
+        table.add_row(*row)
     console.print(table)
+
+
+_LEFT = {"op", "implementation", "dtype", "worst family"}
 
 
 @click.group("oracle")

@@ -153,7 +153,8 @@ def grade_values(
     n = expected.shape[0]
     vectors = computed.reshape(n, -1)
     finite = np.isfinite(vectors).all(axis=1)  # (N,)
-    normwise, component = ulp_error(vectors, expected.reshape(n, -1), dtype=dtype)
+    graded = np.where(np.isfinite(vectors), vectors, 0.0)  # (N, n); non-finite counted apart
+    normwise, component = ulp_error(graded, expected.reshape(n, -1), dtype=dtype)
     normwise = np.where(finite, normwise, np.inf)  # (N,)
     component = np.where(finite, component, np.inf)  # (N,)
     limit = np.inf if threshold_ulp is None else threshold_ulp
@@ -162,7 +163,7 @@ def grade_values(
     families: dict[str, FamilyGrade] = {}
     for family_id in np.unique(golden.family):
         mask = golden.family == family_id
-        label = golden.legend.get(int(family_id), str(int(family_id)))
+        label = golden.legend.get(int(family_id), str(int(family_id))).split(":")[0]
         families[label] = FamilyGrade(
             cases=int(mask.sum()),
             normwise_max_ulp=float(normwise[mask].max()),

@@ -23,48 +23,55 @@ from typing import Any
 
 import numpy as np
 
-from hyperet.oracle.golden import OracleInputError, find_golden_files, read_golden_file
+from hyperet import reference
+from hyperet.oracle.golden import SPECS, OracleInputError, find_golden_files, read_golden_file
 
 LIBRARIES: tuple[str, ...] = ("reference", "ops", "geoopt")
 
 Case = Mapping[str, Any]  # one case's inputs by name (arrays or floats), without c
 CaseFn = Callable[[Case, float], Any]
 
+#: Structured parameter name -> its dense matrix (hyperet.reference's converters).
+TO_DENSE: dict[str, Callable[[Any], np.ndarray]] = {
+    "w": reference.diagonal_to_dense,
+    "blocks": reference.block_diagonal_to_dense,
+    "bands": reference.banded_to_dense,
+}
+
+
+#: Ops called as ``fn(*inputs, c=c)`` with the golden inputs in order (all but project and HRA).
+_PLAIN_OPS: tuple[str, ...] = tuple(
+    op for op in SPECS if op != "project" and not op.startswith("hra_")
+)
+_HRA = {"hra_diagonal": ("diagonal", "w"), "hra_block": ("block", "blocks")}
+_HRA["hra_banded"] = ("banded", "bands")
+
+
+def _plain(
+    fn: Callable[..., Any], names: tuple[str, ...], convert: Callable[[Any], Any], **kw: Any
+) -> CaseFn:
+    return lambda a, c: fn(*(convert(a[name]) for name in names), c=c, **kw)
+
 
 def _reference_table() -> dict[str, CaseFn]:
     from hyperet import reference as ref
 
-    def hra(to_dense: Callable[[np.ndarray], np.ndarray], name: str) -> CaseFn:
+    def hra(name: str) -> CaseFn:
+        to_dense = TO_DENSE[name]
+
         def run(a: Case, c: float) -> Any:
             x = ref.expmap0(a["u"], c=c)
             return ref.logmap0(ref.mobius_matvec(to_dense(a[name]), x, c=c), c=c)
 
         return run
 
-    return {
-        "conformal_factor": lambda a, c: ref.conformal_factor(a["x"], c=c),
-        "mobius_add": lambda a, c: ref.mobius_add(a["x"], a["y"], c=c),
-        "mobius_scalar_mul": lambda a, c: ref.mobius_scalar_mul(float(a["r"]), a["x"], c=c),
-        "mobius_matvec": lambda a, c: ref.mobius_matvec(a["m"], a["x"], c=c),
-        "expmap0": lambda a, c: ref.expmap0(a["u"], c=c),
-        "logmap0": lambda a, c: ref.logmap0(a["x"], c=c),
-        "expmap": lambda a, c: ref.expmap(a["x"], a["u"], c=c),
-        "logmap": lambda a, c: ref.logmap(a["x"], a["y"], c=c),
-        "dist": lambda a, c: ref.dist(a["x"], a["y"], c=c),
-        "dist0": lambda a, c: ref.dist0(a["x"], c=c),
-        "gyration": lambda a, c: ref.gyration(a["a"], a["b"], a["z"], c=c),
-        "transport": lambda a, c: ref.transport(a["x"], a["y"], a["v"], c=c),
-        "project": lambda a, c: ref.project(a["x"], c=c, eps=float(a["eps"])),
-        "diagonal_matvec": lambda a, c: ref.diagonal_matvec(a["w"], a["x"], c=c),
-        "block_diagonal_matvec": lambda a, c: ref.block_diagonal_matvec(a["blocks"], a["x"], c=c),
-        "banded_matvec": lambda a, c: ref.banded_matvec(a["bands"], a["x"], c=c),
-        "hra_diagonal": hra(ref.diagonal_to_dense, "w"),
-        "hra_block": hra(ref.block_diagonal_to_dense, "blocks"),
-        "hra_banded": hra(ref.banded_to_dense, "bands"),
-    }
+    table = {op: _plain(getattr(ref, op), SPECS[op].inputs, np.asarray) for op in _PLAIN_OPS}
+    table["project"] = lambda a, c: ref.project(a["x"], c=c, eps=float(a["eps"]))
+    table.update({op: hra(name) for op, (_, name) in _HRA.items()})
+    return table
 
 
-def _ops_table(dtype: str) -> dict[str, CaseFn]:
+def _ops_table(dtype: str, policy: str | None) -> dict[str, CaseFn]:
     import torch
 
     from hyperet import ops
@@ -78,14 +85,15 @@ def _ops_table(dtype: str) -> dict[str, CaseFn]:
     def hra(structure: str, name: str) -> CaseFn:
         def run(a: Case, c: float) -> Any:
             param = t(a[name])
-            d = int(a["u"].shape[-1])
-            options: dict[str, int] = {}
-            if structure == "block":
-                options["block_size"] = int(param.shape[-1])
-            if structure == "banded":
-                options["bandwidth"] = int(param.shape[0]) // 2
             module = HyperbolicRadiusAdjustment(
-                d, structure=structure, c=c, mode="literal", dtype=tdtype, **options
+                int(a["u"].shape[-1]),
+                structure=structure,
+                block_size=int(param.shape[-1]) if structure == "block" else 4,
+                bandwidth=int(param.shape[0]) // 2 if structure == "banded" else 2,
+                c=c,
+                mode="literal",
+                policy=policy,
+                dtype=tdtype,
             )
             with torch.no_grad():
                 getattr(module.matrix, name).copy_(param)
@@ -93,36 +101,15 @@ def _ops_table(dtype: str) -> dict[str, CaseFn]:
 
         return run
 
-    return {
-        "conformal_factor": lambda a, c: ops.conformal_factor(t(a["x"]), c=c),
-        "mobius_add": lambda a, c: ops.mobius_add(t(a["x"]), t(a["y"]), c=c),
-        "mobius_scalar_mul": lambda a, c: ops.mobius_scalar_mul(t(a["r"]), t(a["x"]), c=c),
-        "mobius_matvec": lambda a, c: ops.mobius_matvec(t(a["m"]), t(a["x"]), c=c),
-        "expmap0": lambda a, c: ops.expmap0(t(a["u"]), c=c),
-        "logmap0": lambda a, c: ops.logmap0(t(a["x"]), c=c),
-        "expmap": lambda a, c: ops.expmap(t(a["x"]), t(a["u"]), c=c),
-        "logmap": lambda a, c: ops.logmap(t(a["x"]), t(a["y"]), c=c),
-        "dist": lambda a, c: ops.dist(t(a["x"]), t(a["y"]), c=c),
-        "dist0": lambda a, c: ops.dist0(t(a["x"]), c=c),
-        "gyration": lambda a, c: ops.gyration(t(a["a"]), t(a["b"]), t(a["z"]), c=c),
-        "transport": lambda a, c: ops.transport(t(a["x"]), t(a["y"]), t(a["v"]), c=c),
-        "project": lambda a, c: ops.project(t(a["x"]), c=c, eps=float(a["eps"])),
-        "diagonal_matvec": lambda a, c: ops.diagonal_matvec(t(a["w"]), t(a["x"]), c=c),
-        "block_diagonal_matvec": lambda a, c: ops.block_diagonal_matvec(
-            t(a["blocks"]), t(a["x"]), c=c
-        ),
-        "banded_matvec": lambda a, c: ops.banded_matvec(t(a["bands"]), t(a["x"]), c=c),
-        "hra_diagonal": hra("diagonal", "w"),
-        "hra_block": hra("block", "blocks"),
-        "hra_banded": hra("banded", "bands"),
-    }
+    table = {op: _plain(getattr(ops, op), SPECS[op].inputs, t, policy=policy) for op in _PLAIN_OPS}
+    table["project"] = lambda a, c: ops.project(t(a["x"]), c=c, eps=float(a["eps"]), policy=policy)
+    table.update({op: hra(*spec) for op, spec in _HRA.items()})
+    return table
 
 
 def _geoopt_table(dtype: str) -> dict[str, CaseFn]:
     import geoopt.manifolds.stereographic.math as gm
     import torch
-
-    from hyperet import reference as ref
 
     tdtype = getattr(torch, dtype)
 
@@ -132,10 +119,13 @@ def _geoopt_table(dtype: str) -> dict[str, CaseFn]:
     def k(c: float) -> torch.Tensor:
         return torch.tensor(-c, dtype=tdtype)
 
-    def densified(to_dense: Callable[[np.ndarray], np.ndarray], name: str) -> CaseFn:
+    def densified(name: str) -> CaseFn:
+        to_dense = TO_DENSE[name]
         return lambda a, c: gm.mobius_matvec(t(to_dense(a[name])), t(a["x"]), k=k(c))
 
-    def hra(to_dense: Callable[[np.ndarray], np.ndarray], name: str) -> CaseFn:
+    def hra(name: str) -> CaseFn:
+        to_dense = TO_DENSE[name]
+
         def run(a: Case, c: float) -> Any:
             x = gm.expmap0(t(a["u"]), k=k(c))
             return gm.logmap0(gm.mobius_matvec(t(to_dense(a[name])), x, k=k(c)), k=k(c))
@@ -156,11 +146,11 @@ def _geoopt_table(dtype: str) -> dict[str, CaseFn]:
         "gyration": lambda a, c: gm.gyration(t(a["a"]), t(a["b"]), t(a["z"]), k=k(c)),
         "transport": lambda a, c: gm.parallel_transport(t(a["x"]), t(a["y"]), t(a["v"]), k=k(c)),
         "diagonal_matvec": lambda a, c: gm.mobius_pointwise_mul(t(a["w"]), t(a["x"]), k=k(c)),
-        "block_diagonal_matvec": densified(ref.block_diagonal_to_dense, "blocks"),
-        "banded_matvec": densified(ref.banded_to_dense, "bands"),
-        "hra_diagonal": hra(ref.diagonal_to_dense, "w"),
-        "hra_block": hra(ref.block_diagonal_to_dense, "blocks"),
-        "hra_banded": hra(ref.banded_to_dense, "bands"),
+        "block_diagonal_matvec": densified("blocks"),
+        "banded_matvec": densified("bands"),
+        "hra_diagonal": hra("w"),
+        "hra_block": hra("blocks"),
+        "hra_banded": hra("bands"),
     }
 
 
@@ -175,14 +165,18 @@ def library_available(library: str) -> bool:
     return True
 
 
-def op_table(library: str, dtype: str) -> dict[str, CaseFn]:
-    """The ops ``library`` offers in ``dtype``, by golden op name."""
+def op_table(library: str, dtype: str, policy: str | None = None) -> dict[str, CaseFn]:
+    """The ops ``library`` offers in ``dtype``, by golden op name.
+
+    ``policy`` is hyperet.ops' numerical policy (``None``: exact for float64, train for
+    float32); other libraries ignore it.
+    """
     if library == "reference":
         if dtype != "float64":
             raise ValueError(f"dtype: hyperet.reference computes in float64 only, got {dtype}")
         return _reference_table()
     if library == "ops":
-        return _ops_table(dtype)
+        return _ops_table(dtype, policy)
     if library == "geoopt":
         return _geoopt_table(dtype)
     raise ValueError(f"library: expected one of {LIBRARIES}, got {library!r}")
@@ -226,7 +220,12 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def write_results(
-    golden_dir: Path, output: Path, *, library: str, dtype: str = "float64"
+    golden_dir: Path,
+    output: Path,
+    *,
+    library: str,
+    dtype: str = "float64",
+    policy: str | None = None,
 ) -> list[str]:
     """Run ``library`` in ``dtype`` on every golden op it offers; write a results file.
 
@@ -240,7 +239,7 @@ def write_results(
     if not library_available(library):
         raise OracleInputError(f"library {library!r} is not installed (pip install hyperet[bench])")
     files = find_golden_files(Path(golden_dir), tier=dtype)
-    table = op_table(library, "float64" if library == "reference" else dtype)
+    table = op_table(library, "float64" if library == "reference" else dtype, policy)
     tensors: dict[str, torch.Tensor] = {}
     for op, path in files.items():
         if op not in table:
