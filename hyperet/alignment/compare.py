@@ -1,0 +1,245 @@
+"""Measured comparison of the ITC objectives: same data, same frozen ViT, several seeds.
+
+For each seed: build the preset's training data, pretrain the vision encoder with the recipe's
+``vision`` stage (once; the ITC stage freezes it, so all objectives share it), then for each
+objective attach a freshly seeded aligner, train it with :func:`~hyperet.alignment.stage.itc_stage`
+for the preset's ITC budget and evaluate it on the test split with
+:func:`~hyperet.alignment.analysis.evaluate_alignment`. :func:`summarise` reduces the runs to the
+mean and standard deviation over seeds; :func:`markdown_table` renders the headline numbers.
+
+This runs the stages with a plain loop (AdamW, warm-up + cosine, gradient clipping: the recipe's
+optimizer settings) and no checkpoints: it is a measurement, not a run directory.
+
+Usage (from a directory other than the repository root)::
+
+    python -m hyperet.alignment.compare --preset small --seeds 0 1 2 --out compare.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hyperet.alignment.aligner import OBJECTIVES
+from hyperet.alignment.analysis import evaluate_alignment
+from hyperet.alignment.stage import attach_aligner, get_aligner, itc_metrics, itc_stage
+from hyperet.config import RunConfig, StageConfig, preset
+from hyperet.data import LEVELS, Tokenizer, build_split
+
+#: ITC stage budgets per preset (our choice: the recipe's ``align`` budget).
+ITC_STAGES: dict[str, StageConfig] = {
+    "nano": StageConfig(steps=6, batch_size=16, lr=3e-3, warmup_steps=2),
+    "small": StageConfig(steps=600, batch_size=64, lr=1e-3, warmup_steps=50),
+}
+
+Log = Callable[[str], None]
+
+
+def _train(task: Any, stage: StageConfig, grad_clip: float, log: Log, name: str) -> list[float]:
+    from hyperet.train import learning_rate
+
+    decay = [p for p in task.params if id(p) not in task.no_decay]
+    plain = [p for p in task.params if id(p) in task.no_decay]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": stage.weight_decay},
+            {"params": plain, "weight_decay": 0.0},
+        ],
+        lr=stage.lr,
+        betas=(0.9, 0.95),
+    )
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(stage.steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(stage, step)
+        loss = task.loss(step, stage.batch_size)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{name}: non-finite loss {value} at step {step + 1}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(task.params, grad_clip)
+        opt.step()
+        losses.append(value)
+        if (step + 1) % max(1, stage.steps // 5) == 0:
+            log(f"{name}: step {step + 1}/{stage.steps} loss {value:.4f} "
+                f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    return losses
+
+
+def compare_objectives(
+    *,
+    preset_name: str = "small",
+    seeds: Sequence[int] = (0, 1, 2),
+    objectives: Sequence[str] = tuple(OBJECTIVES),
+    test_scenes: int | None = None,
+    log: Log = lambda message: None,
+) -> dict[str, Any]:
+    """Train and evaluate every objective for every seed; returns the runs and their summary."""
+    from hyperet.train import Context, build_model, build_training_data, vision_stage
+
+    itc = ITC_STAGES[preset_name]
+    tok = Tokenizer.build()
+    runs: list[dict[str, Any]] = []
+    for seed in seeds:
+        base: RunConfig = preset(preset_name).replace(seed=seed)
+        data = build_training_data(base, tok)
+        model = build_model(base, tok)
+        ctx = Context(config=base, data=data, model=model)
+        t0 = time.perf_counter()
+        _train(vision_stage(ctx), base.train.stages["vision"], base.train.grad_clip, log,
+               f"seed {seed} vision")  # fmt: skip
+        vision_s = time.perf_counter() - t0
+        model.eval()
+        n_test = base.data.test_scenes if test_scenes is None else test_scenes
+        test = build_split(
+            "test", n_scenes=n_test, seed=seed, image_size=base.data.image_size,
+            min_objects=base.data.min_objects, max_objects=base.data.max_objects,
+        )  # fmt: skip
+        features = None  # frozen ViT tokens of the training images, shared by the objectives
+        for objective in objectives:
+            config = base.replace(train=dataclasses.replace(base.train, objective=objective))
+            torch.manual_seed(seed)
+            attach_aligner(model, config, tok)
+            run_ctx = Context(config=config, data=data, model=model)
+            if features is not None:
+                run_ctx.cache, run_ctx.cache_key = features, ("vision",)
+            task = itc_stage(run_ctx)
+            features = run_ctx.cache
+            t0 = time.perf_counter()
+            losses = _train(task, itc, base.train.grad_clip, log, f"seed {seed} {objective}")
+            itc_s = time.perf_counter() - t0
+            report = evaluate_alignment(
+                get_aligner(model), vision=model.vision, split=test, tokenizer=tok
+            )
+            runs.append(
+                {
+                    "seed": seed,
+                    "objective": objective,
+                    "vision_seconds": vision_s,
+                    "itc_seconds": itc_s,
+                    "final_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
+                    "training": itc_metrics(model, task),
+                    "evaluation": report,
+                }
+            )
+            log(f"seed {seed} {objective}: " + json.dumps(_headline(report)))
+    return {
+        "preset": preset_name,
+        "seeds": list(seeds),
+        "itc_stage": dataclasses.asdict(itc),
+        "runs": runs,
+        "summary": summarise(runs),
+    }
+
+
+def _headline(report: dict[str, Any]) -> dict[str, Any]:
+    overall = report["retrieval"]["overall"]
+    return {
+        "i2t_R@1": overall["image_to_text"]["R@1"],
+        "t2i_R@1": overall["text_to_image"]["R@1"],
+        **report["radius"]["spearman"],
+    }
+
+
+def _flatten(run: dict[str, Any]) -> dict[str, float | None]:
+    ev = run["evaluation"]
+    out: dict[str, float | None] = {}
+    for scope, block in [("overall", ev["retrieval"]["overall"])] + [
+        (level, ev["retrieval"]["per_level"][level]) for level in LEVELS
+    ]:
+        for direction in ("image_to_text", "text_to_image"):
+            for k, v in block[direction].items():
+                out[f"{scope}/{direction}/{k}"] = v
+    for name, v in ev["radius"]["spearman"].items():
+        out[f"spearman/{name}"] = v
+    for name, v in ev["radius"]["auroc_uncertainty_predicts_error"].items():
+        out[f"auroc/{name}"] = v
+    for level, s in ev["radius"]["text_by_level"].items():
+        out[f"radius/text/{level}"] = s["mean"]
+    out["radius/image"] = ev["radius"]["image"]["mean"]
+    mon = run["training"]["monitors"]["modalities"]
+    for modality in ("image", "text"):
+        out[f"monitor/{modality}/boundary_fraction_max"] = mon[modality]["boundary_fraction_max"]
+        out[f"monitor/{modality}/radius_max"] = mon[modality]["radius_max"]
+    out["final_loss"] = run["final_loss"]
+    out["itc_seconds"] = run["itc_seconds"]
+    return out
+
+
+def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per objective and metric: mean, sample standard deviation and count over seeds."""
+    by_objective: dict[str, list[dict[str, float | None]]] = {}
+    for run in runs:
+        by_objective.setdefault(run["objective"], []).append(_flatten(run))
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for objective, flats in by_objective.items():
+        out[objective] = {}
+        for key in flats[0]:
+            values = [f[key] for f in flats if f[key] is not None]
+            arr = np.asarray(values, dtype=np.float64)
+            out[objective][key] = {
+                "mean": float(arr.mean()) if arr.size else None,
+                "std": float(arr.std(ddof=1)) if arr.size > 1 else None,
+                "n": float(arr.size),
+            }
+    return out
+
+
+def markdown_table(summary: dict[str, Any], keys: Sequence[str]) -> str:
+    """A markdown table: one row per metric key, one column per objective (mean ± std)."""
+    objectives = list(summary)
+    lines = ["| metric | " + " | ".join(objectives) + " |", "|---" * (len(objectives) + 1) + "|"]
+    for key in keys:
+        cells = []
+        for objective in objectives:
+            s = summary[objective].get(key)
+            if s is None or s["mean"] is None:
+                cells.append("n/a")
+            elif s["std"] is None:
+                cells.append(f"{s['mean']:.3f}")
+            else:
+                cells.append(f"{s['mean']:.3f} ± {s['std']:.3f}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a measurement script
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small", choices=sorted(ITC_STAGES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
+    parser.add_argument("--test-scenes", type=int, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    result = compare_objectives(
+        preset_name=args.preset,
+        seeds=args.seeds,
+        objectives=args.objectives,
+        test_scenes=args.test_scenes,
+        log=lambda message: print(message, flush=True),
+    )
+    args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    keys = ["overall/image_to_text/R@1", "overall/text_to_image/R@1"]
+    keys += [f"{lv}/image_to_text/R@1" for lv in LEVELS] + [
+        f"{lv}/text_to_image/R@1" for lv in LEVELS
+    ]
+    keys += [
+        f"spearman/{k}" for k in ("text_vs_level", "image_vs_object_count", "image_vs_corruption")
+    ]
+    keys += ["auroc/image_to_text", "auroc/text_to_image"]
+    print(markdown_table(result["summary"], keys))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
