@@ -213,9 +213,15 @@ class Numerics:
         on or outside the boundary) as its radial projection onto that ceiling: ``x`` is
         rescaled, ``z`` and ``n`` clamped, ``w`` floored. Valid points come back unchanged.
         """
+        z, w, n, scale = self.point_factors(x)
+        return (x if scale is None else x * scale), z, w, n
+
+    def point_factors(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Like :meth:`point` but leaves ``x`` alone and returns the train-mode projection factor
+        (``None`` in exact mode), for callers that can fold it into a per-vector coefficient."""
         if self.exact:
             n = norm_scaled(x)
-            return x, self.sqrt_c * n, conorm_exact(x, self.c), n
+            return self.sqrt_c * n, conorm_exact(x, self.c), n, None
         if x.dtype == torch.float32:
             n64 = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float64)
             c64 = self.c.double() if isinstance(self.c, Tensor) else self.c
@@ -228,7 +234,7 @@ class Numerics:
         w_min = (1.0 - z_in) * (1.0 + z_in)
         z = self.sqrt_c * n
         scale = z_in / torch.clamp_min(z, z_in)  # 1 for valid points; no 0/0 (double where)
-        return x * scale, z * scale, w.clamp_min(w_min), n * scale
+        return z * scale, w.clamp_min(w_min), n * scale, scale
 
     def finish(self, y: Tensor) -> Tensor:
         """Cast a returned point back to the result dtype, keeping it strictly inside the ball.

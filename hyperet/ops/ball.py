@@ -13,10 +13,13 @@ identity gives it (:math:`w(x \\oplus y) = w(x) w(y) / D(x, y)`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from hyperet.ops._numerics import Curvature, Numerics, artanh_ratio, setup, tanh_ratio
+from hyperet.ops.policy import output_ceiling
 
 # ----------------------------------------------------------------------------- cores
 # Cores take tensors already cast to the compute dtype, return the compute dtype, never validate.
@@ -42,8 +45,10 @@ def mobius_add_core(
     return (wx * s + cs2 * x) / den, (wx * wy) / den
 
 
-def matvec_core(num: Numerics, mx: Tensor, z: Tensor, w: Tensor) -> Tensor:
-    """:math:`M \\otimes x` from :math:`Mx` and the point's ``z``, ``w`` (global norms).
+def matvec_core(
+    num: Numerics, mx: Tensor, z: Tensor, w: Tensor, scale: Tensor | None = None
+) -> Tensor:
+    """:math:`M \\otimes x` from :math:`Mx` and the point's ``z``, ``w`` (global norms), finished.
 
     .. math::
 
@@ -51,11 +56,24 @@ def matvec_core(num: Numerics, mx: Tensor, z: Tensor, w: Tensor) -> Tensor:
             \\tanh\\!\\Big(\\frac{|Mx|}{|x|}\\operatorname{artanh}(z)\\Big) \\frac{Mx}{|Mx|}
             = T(t)\\,R(z)\\,Mx, \\qquad t = \\sqrt c\\,|Mx|\\,R(z),
 
-    which has no division: ``x = 0`` and ``Mx = 0`` need no special case.
+    which has no division: ``x = 0`` and ``Mx = 0`` need no special case. ``scale`` is the
+    train-mode projection factor of ``x`` (:meth:`Numerics.point_factors`), folded into the
+    per-vector coefficient since :math:`M(sx) = s\\,Mx`. Train mode keeps the result inside the
+    output ceiling by clamping ``t`` at :math:`\\operatorname{artanh}(z_{out})` (the result's norm
+    is :math:`\\tanh(t)/\\sqrt c`), so no second norm of the result is needed.
     """
     r = artanh_ratio(z, w)
-    t = num.sqrt_c * num.norm(mx) * r
-    return tanh_ratio(t) * r * mx
+    if scale is not None:
+        r = r * scale
+    if num.exact:
+        t = num.sqrt_c * num.norm(mx) * r
+        return num.finish(tanh_ratio(t) * r * mx)
+    # |Mx| in the compute dtype: only relative accuracy is needed here
+    t = num.sqrt_c * torch.linalg.vector_norm(mx, dim=-1, keepdim=True) * r
+    t_max = math.atanh(output_ceiling(num.out_dtype))
+    t_c = torch.clamp_max(t, t_max)
+    coef = tanh_ratio(t_c) * (t_max / torch.clamp_min(t, t_max)) * r  # = tanh(t_c)/t * R
+    return (coef * mx).to(num.out_dtype)
 
 
 def expmap0_core(num: Numerics, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -135,9 +153,9 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature, policy: str | None = No
     m, x = num.cast(m), num.cast(x)
     num.check_points(x=x)
     num.check_finite(m=m)
-    x, z, w, _ = num.point(x)
+    z, w, _, scale = num.point_factors(x)
     mx = x @ m.mT if m.dim() == 2 else (m @ x.unsqueeze(-1)).squeeze(-1)
-    return num.finish(matvec_core(num, mx, z, w))
+    return matvec_core(num, mx, z, w, scale)
 
 
 def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:

@@ -96,8 +96,8 @@ def diagonal_matvec(w: Tensor, x: Tensor, *, c: Curvature, policy: str | None = 
     w, x = num.cast(w), num.cast(x)
     num.check_points(x=x)
     num.check_finite(w=w)
-    x, z, cw, _ = num.point(x)
-    return num.finish(matvec_core(num, diagonal_apply(w, x), z, cw))
+    z, cw, _, scale = num.point_factors(x)
+    return matvec_core(num, diagonal_apply(w, x), z, cw, scale)
 
 
 def block_diagonal_matvec(
@@ -109,8 +109,8 @@ def block_diagonal_matvec(
     blocks, x = num.cast(blocks), num.cast(x)
     num.check_points(x=x)
     num.check_finite(blocks=blocks)
-    x, z, w, _ = num.point(x)
-    return num.finish(matvec_core(num, block_diagonal_apply(blocks, x), z, w))
+    z, w, _, scale = num.point_factors(x)
+    return matvec_core(num, block_diagonal_apply(blocks, x), z, w, scale)
 
 
 def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
@@ -121,8 +121,8 @@ def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None 
     bands, x = num.cast(bands), num.cast(x)
     num.check_points(x=x)
     num.check_finite(bands=bands)
-    x, z, w, _ = num.point(x)
-    return num.finish(matvec_core(num, banded_apply(bands, x), z, w))
+    z, w, _, scale = num.point_factors(x)
+    return matvec_core(num, banded_apply(bands, x), z, w, scale)
 
 
 # ----------------------------------------------------------------------------- dense helpers
