@@ -7,7 +7,7 @@ or malformed golden directory or results file, unknown keys, wrong shapes or dty
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +42,12 @@ def render_grades(title: str, grades: Sequence[OpGrade]) -> None:
     columns = ["op", *(["implementation"] if several else []), "dtype", "cases"]
     columns += ["normwise max", "median", "component max", "median", "NaN/inf", "fail", "bound"]
     for name in [*columns, "worst family"]:
-        table.add_column(name, justify="left" if name in _LEFT else "right", overflow="fold")
+        table.add_column(
+            name,
+            justify="left" if name in _LEFT else "right",
+            overflow="fold",
+            no_wrap=name == "op",
+        )
     for g in grades:
         worst = max(g.families.items(), key=lambda kv: kv[1].normwise_max_ulp, default=None)
         style = "green" if g.passed else "bold red"
@@ -63,14 +68,24 @@ def command() -> None:
     """Golden vectors, grading of other implementations, accuracy vs mpmath."""
 
 
+def _op_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    from hyperet.oracle.contract import OPS
+
+    return click.option(
+        "--op", "ops", multiple=True, type=click.Choice(OPS), help=help_text + " (repeatable)"
+    )
+
+
 @command.command("export")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def export(directory: Path) -> None:
+@_op_option("Export only this op")
+def export(directory: Path, ops: tuple[str, ...]) -> None:
     """Write the golden vectors to DIRECTORY/float64/ and DIRECTORY/float32/."""
+    from hyperet.oracle.contract import OPS
     from hyperet.oracle.golden import export_golden
 
     with console.status("computing golden vectors"):
-        written = export_golden(directory)
+        written = export_golden(directory, ops=ops or OPS)
     console.print(f"wrote {len(written)} golden files under {directory}")
 
 
@@ -106,13 +121,22 @@ def grade(directory: Path, results: Path, require_all: bool, as_json: bool) -> N
 @click.option(
     "--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True
 )
-def results(directory: Path, output: Path, library: str, dtype: str) -> None:
-    """Run LIBRARY on the golden inputs in DIRECTORY and write a results file to OUTPUT."""
+@click.option(
+    "--policy",
+    type=click.Choice(["exact", "train"]),
+    default=None,
+    help="hyperet.ops policy (default: exact for float64, train for float32).",
+)
+def results(directory: Path, output: Path, library: str, dtype: str, policy: str | None) -> None:
+    """Run LIBRARY on the golden inputs in DIRECTORY and write a results file to OUTPUT.
+
+    The golden tier matching --dtype is used (DIRECTORY/float32 for float32).
+    """
     from hyperet.oracle.golden import OracleInputError
     from hyperet.oracle.implementations import write_results
 
     try:
-        ops = write_results(directory, output, library=library, dtype=dtype)
+        ops = write_results(directory, output, library=library, dtype=dtype, policy=policy)
     except OracleInputError as error:
         fail(str(error))
     console.print(f"wrote {library} {dtype} results for {len(ops)} ops to {output}")
@@ -127,13 +151,15 @@ def results(directory: Path, output: Path, library: str, dtype: str) -> None:
     help="Random cases per op (the input families come on top).",
 )
 @click.option("--digits", type=click.IntRange(30, 200), default=50, show_default=True)
+@_op_option("Grade only this op")
 @json_option
-def accuracy(cases: int, digits: int, as_json: bool) -> None:
+def accuracy(cases: int, digits: int, ops: tuple[str, ...], as_json: bool) -> None:
     """Grade hyperet.reference, hyperet.ops (float64, float32) and geoopt against mpmath."""
     from hyperet.oracle.accuracy import run_accuracy
+    from hyperet.oracle.contract import OPS
 
     with console.status("evaluating the battery in mpmath"):
-        report = run_accuracy(cases=cases, digits=digits)
+        report = run_accuracy(cases=cases, digits=digits, ops=ops or OPS)
     render_grades(f"accuracy against mpmath at {digits} digits", report.grades)
     for note in report.notes:
         console.print(note)

@@ -1,0 +1,144 @@
+"""Grading: our own outputs grade to zero, perturbations are caught, bad inputs are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from hyperet.oracle.golden import OracleInputError, export_golden, read_golden_file
+from hyperet.oracle.grade import Result, grade_results, read_results
+from hyperet.oracle.implementations import write_results
+
+OPS = ("dist", "expmap0", "hra_diagonal")
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("golden")
+    export_golden(root, ops=OPS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ours(golden: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+    path = tmp_path_factory.mktemp("results") / "reference.safetensors"
+    assert write_results(golden, path, library="reference") == sorted(OPS)
+    return read_results(path)
+
+
+def _ulps(values: np.ndarray, k: int) -> np.ndarray:
+    """``values`` moved by ``k`` float64 ulps away from zero (zeros by k subnormal steps)."""
+    out = values.copy()
+    for _ in range(k):
+        out = np.nextafter(out, np.copysign(np.inf, out))
+    return out
+
+
+def test_reference_grades_zero_ulp(golden: Path, ours: dict[str, Result]) -> None:
+    report = grade_results(golden, ours)
+    assert report.passed and report.not_graded == []
+    for g in report.grades:
+        assert g.normwise_max_ulp == 0 and g.component_max_ulp == 0, g.op
+        assert g.nonfinite == 0 and g.out_of_tolerance == 0
+
+
+def test_a_perturbation_in_one_op_fails_only_that_op(golden: Path, ours: dict[str, Result]) -> None:
+    results = dict(ours)
+    results["dist"] = Result(_ulps(ours["dist"].values, 12), "float64")
+    report = grade_results(golden, results)
+    by_op = {g.op: g for g in report.grades}
+    assert not report.passed
+    assert not by_op["dist"].passed
+    expected = read_golden_file(golden / "float64" / "dist.safetensors").expected
+    assert by_op["dist"].out_of_tolerance >= int((expected != 0).sum()) > 0
+    assert 11 <= by_op["dist"].normwise_max_ulp <= 12
+    assert by_op["expmap0"].passed and by_op["hra_diagonal"].passed
+
+
+def test_a_perturbation_within_the_bound_passes(golden: Path, ours: dict[str, Result]) -> None:
+    results = {"dist": Result(_ulps(ours["dist"].values, 3), "float64")}
+    report = grade_results(golden, results)
+    assert report.passed
+    assert 2 <= report.grades[0].normwise_max_ulp <= 3
+    assert set(report.not_graded) == {"expmap0", "hra_diagonal"}
+
+
+def test_one_nan_is_counted_and_fails(golden: Path, ours: dict[str, Result]) -> None:
+    values = ours["expmap0"].values.copy()
+    values[5, 2] = np.nan
+    report = grade_results(golden, {"expmap0": Result(values, "float64")})
+    grade = report.grades[0]
+    assert grade.nonfinite == 1 and grade.out_of_tolerance == 1 and not report.passed
+
+
+def test_float32_results_are_graded_in_float32_ulps(golden: Path, tmp_path: Path) -> None:
+    """The reference rounded to float32 is the best float32 answer: <= 0.5 float32 ulp."""
+    tier = golden / "float32"
+    rounded = {
+        op: read_golden_file(tier / f"{op}.safetensors").expected.astype(np.float32) for op in OPS
+    }
+    path = tmp_path / "f32.safetensors"
+    save_file({op: torch.from_numpy(v) for op, v in rounded.items()}, str(path))
+    report = grade_results(golden, path)  # the export root: float32 results pick float32/
+    assert report.passed
+    for g in report.grades:
+        assert g.dtype == "float32" and g.threshold_ulp is not None
+        assert g.normwise_max_ulp <= 0.5, g.op
+
+
+def test_half_formats_are_graded_without_a_contract(golden: Path, tmp_path: Path) -> None:
+    expected = read_golden_file(golden / "float32" / "dist.safetensors").expected
+    path = tmp_path / "bf16.safetensors"
+    save_file({"dist": torch.from_numpy(expected).to(torch.bfloat16)}, str(path))
+    report = grade_results(golden, path)
+    grade = report.grades[0]
+    assert grade.dtype == "bfloat16" and grade.threshold_ulp is None and grade.passed
+    assert grade.normwise_max_ulp <= 0.5
+
+
+def _save(path: Path, **tensors: torch.Tensor) -> Path:
+    save_file(tensors, str(path))
+    return path
+
+
+def _junk(path: Path) -> Path:
+    path.write_bytes(b"not a safetensors file")
+    return path
+
+
+MALFORMED = {
+    "missing": (lambda p: p / "absent.safetensors", "does not exist"),
+    "not-safetensors": (lambda p: _junk(p / "junk.safetensors"), "not a readable safetensors"),
+    "unknown-key": (lambda p: _save(p / "k.safetensors", distt=torch.zeros(3)), "name no golden"),
+    "wrong-shape": (lambda p: _save(p / "s.safetensors", dist=torch.zeros(3).double()), "shape"),
+    "integer-dtype": (lambda p: _save(p / "i.safetensors", dist=torch.zeros(3).long()), "dtype"),
+    "empty": (lambda p: _save(p / "e.safetensors"), "no tensors"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_results_are_refused(golden: Path, tmp_path: Path, case: str) -> None:
+    make, message = MALFORMED[case]
+    with pytest.raises(OracleInputError, match=message):
+        grade_results(golden, make(tmp_path))
+
+
+def test_missing_ops_fail_only_when_all_are_required(golden: Path, ours: dict[str, Result]) -> None:
+    partial = {"dist": ours["dist"]}
+    assert grade_results(golden, partial).passed
+    with pytest.raises(OracleInputError, match="missing ops"):
+        grade_results(golden, partial, require_all=True)
+
+
+def test_bad_golden_directories_are_refused(tmp_path: Path, ours: dict[str, Result]) -> None:
+    with pytest.raises(OracleInputError, match="does not exist"):
+        grade_results(tmp_path / "nowhere", ours)
+    with pytest.raises(OracleInputError, match="no golden"):
+        grade_results(tmp_path, ours)
+    (tmp_path / "dist.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(OracleInputError, match="not a readable safetensors"):
+        grade_results(tmp_path, {"dist": ours["dist"]})
