@@ -110,11 +110,19 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None)
     num.check_points(x=x, y=y)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
-    out, _ = mobius_add_core(num, x, wx, y, wy)
     if num.exact:
+        out, _ = mobius_add_core(num, x, wx, y, wy)
         out = torch.where((y == 0).all(dim=-1, keepdim=True), x, out)
         out = torch.where((x == 0).all(dim=-1, keepdim=True), y, out)
-    return num.finish(out)
+        return num.finish(out)
+    # train: keep inside from the exact co-norm of the sum, folded into the coefficients
+    s = x + y
+    cs2 = num.c * (s * s).sum(dim=-1, keepdim=True)
+    den = wx * wy + cs2
+    z_out = output_ceiling(num.out_dtype)
+    # c|x (+) y|^2 = c|x + y|^2 / D exactly; the sqrt only sees values >= z_out^2 (double where)
+    shrink = z_out / torch.sqrt(torch.clamp_min(cs2 / den, z_out * z_out))
+    return ((wx * shrink / den) * s + (cs2 * shrink / den) * x).to(num.out_dtype)
 
 
 def mobius_scalar_mul(
@@ -177,8 +185,9 @@ def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_points(x=x)
-    x, z, w, _ = num.point(x)
-    return num.finish_vector(artanh_ratio(z, w) * x)
+    z, w, _, scale = num.point_factors(x)
+    r = artanh_ratio(z, w)
+    return num.finish_vector((r if scale is None else r * scale) * x)
 
 
 def expmap(x: Tensor, u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
