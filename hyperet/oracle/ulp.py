@@ -86,6 +86,7 @@ def ulp(value: Any, dtype: Any = "float64") -> mpmath.mpf:
 def _ulp_float(values: NDArray[np.float64], dtype: Any) -> NDArray[np.float64]:
     p, emin = _format(dtype)
     _, e = np.frexp(np.abs(values))
+    e = np.where(values == 0, emin + 1, e)  # ulp(0) is the subnormal spacing, as in ulp()
     return np.ldexp(1.0, np.maximum(e - 1, emin) - p + 1)
 
 
