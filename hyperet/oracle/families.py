@@ -498,7 +498,7 @@ def invalid_cases(op: str, *, d: int = 4) -> list[InvalidCase]:
             on[..., 0] = 1.0  # exactly on the boundary for c = 1
             out.append(InvalidCase(op, f"{name} on the boundary", with_arg(i, on), kw, name))
             out.append(InvalidCase(op, f"{name} outside the ball", with_arg(i, 2.0 * on), kw, name))
-        if kind in "PTV" and len(SIGNATURES[op]) > 1:
+        if kind in "PTV" and i > 0 and SIGNATURES[op][0] in "PTV":
             short = a[..., :-1]
             out.append(InvalidCase(op, f"{name} wrong vector length", with_arg(i, short), kw, name))
     if "c" in kw:

@@ -39,8 +39,8 @@ def track_saturation() -> Iterator[Counter[str]]:
     _active.append(events)
     try:
         yield events
-    finally:
-        _active.remove(events)
+    finally:  # by identity: two Counters with the same counts compare equal
+        del _active[next(i for i, e in enumerate(_active) if e is events)]
 
 
 def _record(op: str, count: int) -> None:
