@@ -142,3 +142,15 @@ def test_bad_golden_directories_are_refused(tmp_path: Path, ours: dict[str, Resu
     (tmp_path / "dist.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(OracleInputError, match="not a readable safetensors"):
         grade_results(tmp_path, {"dist": ours["dist"]})
+
+
+@pytest.mark.slow
+def test_every_op_of_a_full_export_grades_zero_for_the_reference(tmp_path: Path) -> None:
+    export_golden(tmp_path / "golden")
+    for dtype in ("float64", "float32"):
+        path = tmp_path / f"{dtype}.safetensors"
+        write_results(tmp_path / "golden", path, library="reference", dtype=dtype)
+        report = grade_results(tmp_path / "golden", path, require_all=True)
+        assert report.passed
+        bound = 0.0 if dtype == "float64" else 0.5  # rounding float64 to float32: <= 0.5 ulp
+        assert all(g.normwise_max_ulp <= bound for g in report.grades), dtype
