@@ -83,7 +83,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, payload: Any) -> None:
     """Atomically write ``payload`` as indented JSON."""
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def read_json(path: Path) -> Any:

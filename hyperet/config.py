@@ -27,6 +27,8 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from hyperet.data.captions import LEVELS
+
 #: Stage names in training order.
 STAGES: tuple[str, ...] = ("vision", "lm", "align", "instruct")
 #: HRA structures accepted by ``--hyperet`` ("none" disables HyperET).
@@ -240,6 +242,8 @@ class RunConfig:
                 raise ValueError(f"train.stages.{name}.warmup_steps: must be >= 0")
             if s.weight_decay < 0:
                 raise ValueError(f"train.stages.{name}.weight_decay: must be >= 0")
+        if t.vision_level not in LEVELS:
+            raise ValueError(f"train.vision_level: {t.vision_level!r} is not one of {LEVELS}")
         if t.objective not in OBJECTIVES:
             raise ValueError(f"train.objective: {t.objective!r} is not one of {OBJECTIVES}")
         if not t.grad_clip > 0:
@@ -287,7 +291,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Inverse of :meth:`to_dict`; unknown or missing keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise ``ValueError``.
+
+        Every field must be present (no silent defaults), so that a config stored by an older or
+        newer version is reported instead of being reinterpreted.
+        """
         if not isinstance(data, dict):
             raise ValueError("config: expected a JSON object")
         kwargs: dict[str, Any] = {}
@@ -327,12 +335,7 @@ def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}")
-    required = {
-        f.name
-        for f in fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
-    missing = sorted(required - set(data))
+    missing = sorted(names - set(data))  # a stored config is complete: no silent defaults
     if missing:
         raise ValueError(f"{where}: missing keys {missing}")
 
@@ -402,3 +405,54 @@ def preset(name: str) -> RunConfig:
             ),
         )
     raise ValueError(f"preset: {name!r} is not one of {PRESETS}")
+
+
+def parse_steps(items: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """Parse ``("vision=100", "instruct=2000")`` into ``{"vision": 100, "instruct": 2000}``."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in STAGES:
+            raise ValueError(f"steps: expected STAGE=N with STAGE one of {STAGES}, got {item!r}")
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise ValueError(f"steps: {value!r} in {item!r} is not an integer") from None
+        if out[name] < 0:
+            raise ValueError(f"steps: {item!r} must be >= 0")
+    return out
+
+
+def with_overrides(
+    config: RunConfig,
+    *,
+    seed: int | None = None,
+    hyperet: str | None = None,
+    hyperet_stage: str | None = None,
+    curvature: float | None = None,
+    steps: dict[str, int] | None = None,
+    vision_level: str | None = None,
+    objective: str | None = None,
+    checkpoint_every: int | None = None,
+) -> RunConfig:
+    """``config`` with the command-line options that are not ``None`` applied (validated)."""
+    h = config.hyperet
+    h = dataclasses.replace(
+        h,
+        structure=h.structure if hyperet is None else hyperet,
+        stage=h.stage if hyperet_stage is None else hyperet_stage,
+        c=h.c if curvature is None else curvature,
+    )
+    t = config.train
+    new = steps or {}
+    t = dataclasses.replace(
+        t,
+        vision_level=t.vision_level if vision_level is None else vision_level,
+        objective=t.objective if objective is None else objective,
+        checkpoint_every=t.checkpoint_every if checkpoint_every is None else checkpoint_every,
+        stages={
+            name: dataclasses.replace(s, steps=new[name]) if name in new else s
+            for name, s in t.stages.items()
+        },
+    )
+    return config.replace(seed=config.seed if seed is None else seed, hyperet=h, train=t)

@@ -365,7 +365,7 @@ def lm_stage(ctx: Context) -> StageTask:
 
     def loss(step: int, batch_size: int) -> Tensor:
         batch = collate([data.lm_texts[i] for i in sampler.take(batch_size)])
-        return m(batch.input_ids, batch.labels)[1]  # type: ignore[return-value]
+        return _required(m(batch.input_ids, batch.labels)[1])
 
     return StageTask(_trainable(m), _no_decay(m, []), {"main": sampler}, loss)
 
@@ -381,9 +381,15 @@ def _multimodal_loss(ctx: Context, active: bool, key: tuple[str, ...]) -> Callab
             out = m(batch.input_ids, batch.labels, images=ctx.data.images[idx])
         else:
             out = m(batch.input_ids, batch.labels, features=features[idx])
-        return out[1]  # type: ignore[return-value]
+        return _required(out[1])
 
     return run
+
+
+def _required(loss: Tensor | None) -> Tensor:
+    if loss is None:  # pragma: no cover - labels are always given in training
+        raise RuntimeError("loss: the model returned no loss")
+    return loss
 
 
 def _vision_key(ctx: Context, stage: str) -> tuple[str, ...]:

@@ -10,7 +10,9 @@ Profiles (choose with ``HYPOTHESIS_PROFILE``; ``CI=true`` selects ``ci`` by defa
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -36,3 +38,14 @@ try:  # torch is a dependency, but keep the reference tests importable without i
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for tests of tiny models (faster, and immune to a busy machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,150 @@
+"""``hyperet eval``: evaluate a trained run directory and print tables (and JSON with --json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_option
+
+
+@click.command(name="eval")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N scenes.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@json_option
+def command(run_dir: Path, split: str, limit: int | None, batch_size: int, as_json: bool) -> None:
+    """Evaluate RUN_DIR: VQA, baselines, multiple choice, retrieval, radius probe, parameters.
+
+    Exit codes: 0 done, 2 missing/corrupt/incompatible run directory or bad options.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from hyperet.checkpoint import CheckpointError
+    from hyperet.evaluate import evaluate
+
+    progress = Progress(
+        TextColumn("[bold]{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def on_progress(task: str, done: int, total: int) -> None:
+        if task not in tasks:
+            tasks[task] = progress.add_task(task, total=total)
+        progress.update(tasks[task], completed=done)
+
+    try:
+        with progress:
+            results = evaluate(
+                run_dir, split=split, limit=limit, batch_size=batch_size, on_progress=on_progress
+            )
+    except (CheckpointError, ValueError) as err:
+        fail(str(err), EXIT_BAD_INPUT)
+    render(results)
+    if as_json:
+        emit_json(results)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def render(r: dict[str, Any]) -> None:
+    """Rich tables of the evaluation results on stderr."""
+    from rich.table import Table
+
+    head = f"{r['run']} ({r['split']}, {r['scenes']} scenes, seed {r['seed']}, preset {r['preset']}"
+    h = r["hyperet"]
+    head += f", HyperET {h['structure']}" + (
+        f" in {h['stage']}, c={h['c']})" if h["structure"] != "none" else ")"
+    )
+    console.print(head, highlight=False)
+
+    vqa = Table(title=f"VQA exact match (%), {r['vqa']['n']} questions", title_justify="left")
+    for col in ("type", "model", "text-only prior", "majority"):
+        vqa.add_column(col, justify="left" if col == "type" else "right")
+    for t, acc in r["vqa"]["per_type"].items():
+        vqa.add_row(
+            t,
+            _pct(acc),
+            _pct(r["text_only_prior"]["per_type"].get(t)),
+            _pct(r["majority_baseline"]["per_type"].get(t)),
+        )
+    for kind, acc in r["vqa"]["by_kind"].items():
+        vqa.add_row(
+            f"[dim]{kind}[/]",
+            _pct(acc),
+            _pct(r["text_only_prior"]["by_kind"].get(kind)),
+            "",
+        )
+    vqa.add_row(
+        "[bold]overall[/]",
+        f"[bold]{_pct(r['vqa']['overall'])}[/]",
+        _pct(r["text_only_prior"]["overall"]),
+        _pct(r["majority_baseline"]["overall"]),
+    )
+    console.print(vqa)
+
+    mc = r["multiple_choice"]
+    table = Table(
+        title=f"multiple choice accuracy (%), {mc['n']} items, chance {_pct(mc['chance'])}",
+        title_justify="left",
+    )
+    for col in ("category", "generated", "option likelihood"):
+        table.add_column(col, justify="left" if col == "category" else "right")
+    for cat, acc in mc["generated"]["per_category"].items():
+        table.add_row(cat, _pct(acc), _pct(mc["likelihood"]["per_category"].get(cat)))
+    table.add_row(
+        "[bold]overall[/]",
+        f"[bold]{_pct(mc['generated']['overall'])}[/]",
+        f"[bold]{_pct(mc['likelihood']['overall'])}[/]",
+    )
+    table.add_row("[dim]parse failures[/]", _pct(mc["generated"]["parse_failure_rate"]), "")
+    console.print(table)
+
+    ret = r["retrieval"]
+    table = Table(
+        title=f"caption retrieval image->caption (%), CLIP head ({ret['trained_level']} level)",
+        title_justify="left",
+    )
+    for col in ("level", "candidates", "R@1", "R@5"):
+        table.add_column(col, justify="left" if col == "level" else "right")
+    for level, v in ret.items():
+        if isinstance(v, dict):
+            table.add_row(level, str(v["candidates"]), _pct(v["recall@1"]), _pct(v["recall@5"]))
+    console.print(table)
+
+    probe = r["radius_probe"]
+    table = Table(
+        title=f"hyperbolic radius probe, mean Rad(expmap0(f)) at c={probe['c']}",
+        title_justify="left",
+    )
+    table.add_column("features", justify="left")
+    table.add_column("all", justify="right")
+    counts = sorted({k for v in probe["visual"].values() for k in v["by_object_count"]})
+    for k in counts:
+        table.add_column(f"{k} obj", justify="right")
+    for name, v in probe["visual"].items():
+        table.add_row(
+            f"ViT tokens, {name.replace('_', ' ')}",
+            f"{v['mean']:.3f}",
+            *(f"{v['by_object_count'].get(k, float('nan')):.3f}" for k in counts),
+        )
+    console.print(table)
+    levels = ", ".join(f"{k} {v:.3f}" for k, v in probe["caption_embedding_by_level"].items())
+    console.print(f"caption embeddings (text tower) by level: {levels}", highlight=False)
+
+    p = r["parameters"]
+    console.print(
+        f"parameters: {p['total']:,} total, {p['trainable_last_stage'] or 0:,} trained in the last "
+        f"stage, HyperET {p['hyperet']:,} ({p['hyperet_percent']:.3f} %)",
+        highlight=False,
+    )

@@ -1,0 +1,224 @@
+"""``hyperet train``: run the staged recipe of the compact MLLM into a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from hyperet.cli.console import (
+    EXIT_BAD_INPUT,
+    EXIT_NONFINITE,
+    console,
+    emit_json,
+    fail,
+    json_option,
+)
+
+from hyperet.config import HYPERET_STAGES, HYPERET_STRUCTURES, OBJECTIVES, PRESETS, STAGES
+from hyperet.data.captions import LEVELS
+
+
+@click.command(name="train")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/default"),
+    show_default=True,
+    help="Run directory (config.json, checkpoints/, metrics.json).",
+)
+@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
+@click.option(
+    "--hyperet",
+    "hyperet",
+    type=click.Choice(HYPERET_STRUCTURES),
+    default="none",
+    show_default=True,
+    help="HRA structure on the frozen ViT's q and v (none: no HyperET).",
+)
+@click.option(
+    "--hyperet-stage",
+    type=click.Choice(HYPERET_STAGES),
+    default="finetune",
+    show_default=True,
+    help="Where HRA trains: pretrain = stage 1 (align), finetune = stage 2 (instruct).",
+)
+@click.option("--curvature", type=float, default=0.01, show_default=True, help="HRA curvature c.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--vision-level",
+    type=click.Choice(LEVELS),
+    default="count",
+    show_default=True,
+    help="Caption level of CLIP-style vision pretraining (stage 0a).",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="lm",
+    show_default=True,
+    help="Training objective (only lm is available in this recipe).",
+)
+@click.option("--steps-vision", type=click.IntRange(min=0), help="Steps of stage 0a (vision).")
+@click.option("--steps-lm", type=click.IntRange(min=0), help="Steps of stage 0b (LM).")
+@click.option("--steps-align", type=click.IntRange(min=0), help="Steps of stage 1 (align).")
+@click.option("--steps-instruct", type=click.IntRange(min=0), help="Steps of stage 2 (instruct).")
+@click.option(
+    "--steps",
+    "steps_items",
+    multiple=True,
+    metavar="STAGE=N",
+    help="Steps of a stage (repeatable).",
+)
+@click.option(
+    "--checkpoint-every", type=click.IntRange(min=1), help="Mid-stage checkpoint interval (steps)."
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@json_option
+@click.pass_context
+def command(ctx: click.Context, **opts: Any) -> None:
+    """Train the compact MLLM: vision (0a), LM (0b), align (1), instruct (2).
+
+    Exit codes: 0 done, 2 bad options or run directory, 3 non-finite loss.
+    """
+    if opts["resume"] and opts["force"]:
+        fail("--resume and --force exclude each other", EXIT_BAD_INPUT)
+    if opts["objective"] != "lm":
+        fail(
+            f"--objective {opts['objective']}: not available yet (only 'lm' is implemented)",
+            EXIT_BAD_INPUT,
+        )
+
+    import torch  # heavy imports inside the command body
+
+    from hyperet.checkpoint import CheckpointError, load_config
+    from hyperet.config import parse_steps, preset, with_overrides
+    from hyperet.train import NonFiniteLossError, RunDirectoryError, train
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+
+    out: Path = opts["out"]
+    try:
+        steps = parse_steps(list(opts["steps_items"]))
+        for stage in STAGES:
+            if opts[f"steps_{stage}"] is not None:
+                steps[stage] = opts[f"steps_{stage}"]
+        overrides = {
+            "seed": opts["seed"],
+            "hyperet": opts["hyperet"],
+            "hyperet_stage": opts["hyperet_stage"],
+            "curvature": opts["curvature"],
+            "vision_level": opts["vision_level"],
+            "objective": opts["objective"],
+        }
+        if opts["resume"]:  # the stored config, with only explicitly given options applied
+            base = load_config(out / "config.json")
+            overrides = {k: v for k, v in overrides.items() if given(k)}
+            if given("preset") and opts["preset"] != base.preset:
+                fail(f"--preset {opts['preset']}: the run in {out} uses {base.preset}")
+        else:
+            base = preset(opts["preset"])
+        config = with_overrides(
+            base, steps=steps, checkpoint_every=opts["checkpoint_every"], **overrides
+        )
+    except (ValueError, CheckpointError) as err:
+        fail(str(err), EXIT_BAD_INPUT)
+
+    console.print(
+        f"[bold]hyperet train[/] preset={config.preset} seed={config.seed} "
+        f"hyperet={config.hyperet.structure}"
+        + (f" ({config.hyperet.stage}, c={config.hyperet.c})" if config.hyperet.enabled else "")
+        + f" threads={torch.get_num_threads()} -> {out}",
+        highlight=False,
+    )
+    console.print("generating data and building the model ...", style="dim")
+    renderer = _ProgressRenderer()
+    try:
+        with renderer.progress:
+            metrics = train(
+                config, out, resume=opts["resume"], force=opts["force"], on_event=renderer
+            )
+    except NonFiniteLossError as err:
+        fail(str(err), EXIT_NONFINITE)
+    except (RunDirectoryError, CheckpointError, ValueError) as err:
+        fail(str(err), EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        fail(f"interrupted; continue with `hyperet train --out {out} --resume`", 130)
+    _render_summary(metrics)
+    console.print(f"done. evaluate with: [bold]hyperet eval {out}[/]", highlight=False)
+    if opts["as_json"]:
+        emit_json(
+            {
+                "out": str(out),
+                "stages": {
+                    name: {
+                        k: s[k] for k in ("steps", "wall_time_s", "seconds_per_step", "final_loss")
+                    }
+                    for name, s in metrics["stages"].items()
+                },
+            }
+        )
+
+
+class _ProgressRenderer:
+    """Turns training events into rich progress bars (one per stage) on stderr."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, event: object) -> None:
+        from hyperet.train import StageSkipped, StageStarted, StepDone
+
+        if isinstance(event, StageStarted):
+            label = event.stage + (" +HRA" if event.hyperet_active else "")
+            self.tasks[event.stage] = self.progress.add_task(
+                label, total=event.steps, completed=event.start_step, loss="-"
+            )
+        elif isinstance(event, StepDone):
+            self.progress.update(
+                self.tasks[event.stage], completed=event.step, loss=f"{event.loss:.4f}"
+            )
+        elif isinstance(event, StageSkipped):
+            self.progress.console.print(f"{event.stage}: already complete (resumed)", style="dim")
+
+
+def _render_summary(metrics: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="training", title_justify="left")
+    for column in ("stage", "steps", "wall time (s)", "s/step", "final loss", "features"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for name, s in metrics["stages"].items():
+        features = "HRA" if s["hyperet_active"] else ("cached" if s["cached_features"] else "live")
+        final = "-" if s["final_loss"] is None else f"{s['final_loss']:.4f}"
+        table.add_row(
+            name,
+            str(s["steps"]),
+            f"{s['wall_time_s']:.1f}",
+            f"{s['seconds_per_step']:.3f}",
+            final,
+            features if name in ("align", "instruct") else "-",
+        )
+    console.print(table)

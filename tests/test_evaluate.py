@@ -1,0 +1,124 @@
+"""Evaluation of a run directory: results, independent checks, and bad run directories."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hyperet.checkpoint import CheckpointError
+from hyperet.config import preset, with_overrides
+from hyperet.data import QUESTION_TYPES, build_split
+from hyperet.evaluate import _radius, evaluate, majority_answers
+from hyperet.train import StepDone, train
+
+NANO = preset("nano")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def nano_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("eval") / "run"
+    train(NANO, out)
+    torch.set_num_threads(threads)
+    return out
+
+
+def _in_unit(x: Any) -> bool:
+    return x is None or 0.0 <= x <= 1.0
+
+
+def test_evaluation_reports_every_measurement(nano_run: Path) -> None:
+    r = evaluate(nano_run, limit=16)
+    assert r["scenes"] == 16
+    assert r["vqa"]["n"] == sum(1 for i, _ in build_split("test", n_scenes=48, seed=0).qa if i < 16)
+    for block in (r["vqa"], r["text_only_prior"], r["majority_baseline"]):
+        assert _in_unit(block["overall"])
+        assert set(block["per_type"]) <= set(QUESTION_TYPES)
+        assert all(_in_unit(v) for v in block["per_type"].values())
+    mc = r["multiple_choice"]
+    assert mc["n"] == 16
+    assert _in_unit(mc["generated"]["parse_failure_rate"])
+    assert _in_unit(mc["likelihood"]["overall"])
+    for level, v in r["retrieval"].items():
+        if isinstance(v, dict):
+            assert 0 <= v["recall@1"] <= v["recall@5"] <= 1, level
+    probe = r["radius_probe"]["visual"]["without_hyperet"]
+    assert probe["mean"] > 0 and set(probe["by_object_count"]) <= {"1", "2", "3", "4"}
+    p = r["parameters"]
+    assert p["hyperet"] == 0 and p["total"] == sum(p["by_part"].values())
+
+
+def test_evaluation_is_deterministic(nano_run: Path) -> None:
+    a = evaluate(nano_run, limit=8)
+    b = evaluate(nano_run, limit=8)
+    assert a == b
+
+
+def test_majority_answers_are_the_most_frequent_training_answers() -> None:
+    majority = majority_answers(NANO)
+    split = build_split("train", n_scenes=NANO.data.train_scenes, seed=NANO.seed)
+    counts: dict[str, Counter[str]] = {}
+    for _, qa in split.qa:
+        counts.setdefault(qa.qtype, Counter())[qa.answer] += 1
+    for qtype, answer in majority.items():
+        assert counts[qtype][answer] == max(counts[qtype].values())
+
+
+def test_radius_probe_is_twice_the_euclidean_norm() -> None:
+    """Rad(expmap0(u)) = 2 |u| for every c (an identity of the Poincaré ball)."""
+    torch.manual_seed(0)
+    u = torch.randn(5, 7) * 3
+    torch.testing.assert_close(_radius(u), 2 * u.double().norm(dim=-1), rtol=1e-12, atol=0)
+
+
+def test_hyperet_run_reports_with_and_without(tmp_path: Path) -> None:
+    config = with_overrides(NANO, hyperet="diagonal", steps={"vision": 2, "lm": 1, "align": 1})
+    train(config, tmp_path / "run")
+    r = evaluate(tmp_path / "run", limit=8)
+    visual = r["radius_probe"]["visual"]
+    assert set(visual) == {"with_hyperet", "without_hyperet"}
+    # diagonal HRA on q and v of every ViT block: 2 * layers * width parameters
+    assert r["parameters"]["hyperet"] == 2 * NANO.vision.layers * NANO.vision.width
+    assert r["parameters"]["hyperet_percent"] > 0
+
+
+def test_bad_run_directories_raise_checkpoint_errors(nano_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="run directory not found"):
+        evaluate(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    shutil.copytree(nano_run, broken)
+    (broken / "checkpoints" / "instruct" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt safetensors"):
+        evaluate(broken)
+    shutil.rmtree(broken)
+    shutil.copytree(nano_run, broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="invalid config"):
+        evaluate(broken)
+    shutil.rmtree(broken)
+    shutil.copytree(nano_run, broken)
+    (broken / "config.json").write_text(with_overrides(NANO, seed=5).to_json())
+    with pytest.raises(CheckpointError, match="differs"):
+        evaluate(broken)
+    with pytest.raises(ValueError, match=r"^split"):
+        evaluate(nano_run, split="dev")
+
+
+def test_an_unfinished_run_is_refused(tmp_path: Path) -> None:
+    def stop(event: object) -> None:
+        if isinstance(event, StepDone) and event.stage == "instruct" and event.step == 5:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        train(NANO, tmp_path / "run", on_event=stop)
+    with pytest.raises(CheckpointError, match="resume the run first"):
+        evaluate(tmp_path / "run")
