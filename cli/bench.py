@@ -14,8 +14,15 @@ from hyperet.cli.console import console, emit_json, fail, json_option
 @click.command(name="bench")
 @click.argument("suites", nargs=-1)
 @click.option("--quick", is_flag=True, help="Smoke-sized runs (seconds), e.g. for tests.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch intra-op threads (timings are CPU time of the calling thread).",
+)
 @json_option
-def command(suites: tuple[str, ...], quick: bool, as_json: bool) -> None:
+def command(suites: tuple[str, ...], quick: bool, threads: int, as_json: bool) -> None:
     """Benchmark torch ops, structured products and HRA (ratios measured in one run).
 
     SUITES: any of structured, geoopt, pairwise, hra (default: all).
@@ -29,6 +36,7 @@ def command(suites: tuple[str, ...], quick: bool, as_json: bool) -> None:
         fail(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(sorted(SUITES))}")
     import torch
 
+    torch.set_num_threads(threads)
     payload: dict[str, object] = {
         "quick": quick,
         "torch": torch.__version__,
@@ -36,7 +44,7 @@ def command(suites: tuple[str, ...], quick: bool, as_json: bool) -> None:
         "rows": [],
         "skipped": {},
     }
-    table = Table(title="hyperet bench (ratio = theirs / ours; > 1: ours faster)")
+    table = Table(title="hyperet bench (CPU time; ratio = theirs / ours; > 1: ours faster)")
     for col in ("suite", "comparison", "ours", "theirs", "ratio", "target", "met", "note"):
         table.add_column(col, overflow="fold")
     for name in suites or tuple(SUITES):

@@ -14,8 +14,12 @@ optional dependency (geoopt) is needed only by the suite that uses it; a suite w
 dependency is missing raises :class:`SuiteUnavailable` and is reported as skipped.
 
 Timing (:func:`interleaved_medians`): the compared callables run interleaved within every
-repeat, after a warm-up, and the median of the repeats is reported, so machine noise hits
-both sides alike.
+repeat, after a warm-up, and the median of the repeats is reported. The clock is the calling
+thread's CPU time (:func:`time.thread_time`) and ``hyperet bench`` runs torch with one
+intra-op thread (``--threads``), so the figure is the CPU work of each implementation: on a
+shared machine wall time also counts the time a job waits for a core, which made wall-clock
+ratios swing by 10x between runs. (CPU autograd runs the backward on the calling thread, so
+with one intra-op thread the thread clock sees all the work.)
 """
 
 from __future__ import annotations
@@ -88,16 +92,21 @@ def run_suite(name: str, *, quick: bool = False) -> list[Row]:
 
 
 def interleaved_medians(
-    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.thread_time,
 ) -> dict[str, float]:
-    """Median wall time (s) of each callable, the callables interleaved within every repeat."""
+    """Median time (s, ``clock``: thread CPU time by default) of each callable, the callables
+    interleaved within every repeat."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}
