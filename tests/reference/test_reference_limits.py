@@ -137,3 +137,13 @@ def test_transport_refuses_an_overflowing_result() -> None:
     x = np.array([0.999999, 0.0])
     with pytest.raises(OverflowError, match=r"^transport: "):
         R.transport(x, np.zeros(2), np.array([1e308, 0.0]), c=1.0)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import hyperet.reference
+
+    result = doctest.testmod(hyperet.reference, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
