@@ -53,6 +53,76 @@ def norm_scaled(v: Tensor) -> Tensor:
     return torch.linalg.vector_norm(v / m, dim=-1, keepdim=True) * m
 
 
+def _unit_times(g: Tensor, v: Tensor, n: Tensor) -> Tensor:
+    """:math:`g\\,v/|v|` (0 where ``v = 0``) without overflow for tiny or subnormal ``|v|``:
+    rows with :math:`|v| < 2^{-60}` are rescaled by :math:`2^{60}` first (``g/|v|`` would
+    overflow float32 while ``v/|v|`` is O(1))."""
+    tiny = n < 2.0**-60
+    scale = torch.where(tiny, torch.full_like(n, 2.0**60), torch.ones_like(n))
+    ns = n * scale
+    pos = ns > 0
+    coef = torch.where(pos, g / torch.where(pos, ns, torch.ones_like(ns)), 0.0)
+    return coef * (v * scale)
+
+
+class _NormFast(torch.autograd.Function):
+    """:math:`|v|` (keepdim), optionally accumulated in float64, with a one-pass backward
+    :math:`\\partial|v|/\\partial v = v/|v|` (0 at ``v = 0``, the subgradient)."""
+
+    @staticmethod
+    def forward(v: Tensor, accumulate_f64: bool) -> Tensor:
+        if accumulate_f64:
+            n = torch.linalg.vector_norm(v, dim=-1, keepdim=True, dtype=torch.float64)
+            return n.to(v.dtype)
+        return torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, bool], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[0], output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        v, n = ctx.saved_tensors
+        return _unit_times(grad, v, n), None
+
+
+class _NormConormF32(torch.autograd.Function):
+    """float32 ``(|x|, 1 - c|x|^2)`` (keepdim) from ONE float64-accumulated reduction, with the
+    one-pass backward :math:`(g_n/|x| - 2c\\,g_w)\\,x` and :math:`-|x|^2 g_w` for ``c``."""
+
+    @staticmethod
+    def forward(x: Tensor, c: Curvature) -> tuple[Tensor, Tensor]:
+        n64 = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float64)
+        c64 = c.detach().double() if isinstance(c, Tensor) else c
+        return n64.to(x.dtype), (1.0 - c64 * n64 * n64).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Curvature], output: Any) -> None:
+        x, c = inputs
+        ctx.c_is_tensor = isinstance(c, Tensor)
+        ctx.c_float = None if ctx.c_is_tensor else c
+        ctx.save_for_backward(x, output[0], *((c,) if ctx.c_is_tensor else ()))
+
+    @staticmethod
+    def backward(ctx: Any, grad_n: Tensor, grad_w: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, n, *rest = ctx.saved_tensors
+        c = rest[0] if ctx.c_is_tensor else ctx.c_float
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _unit_times(grad_n, x, n) - (2.0 * c * grad_w) * x
+        grad_c = None
+        if ctx.c_is_tensor and ctx.needs_input_grad[1]:
+            grad_c = -(n * n * grad_w).sum().reshape(rest[0].shape)
+        return grad_x, grad_c
+
+
+def norm_fast(v: Tensor, *, accumulate_f64: bool = False) -> Tensor:
+    """Train-mode :math:`|v|` (keepdim) with a cheap backward; float32 input may accumulate the
+    squares in float64 (no overflow or underflow of the squares, accurate co-norms)."""
+    out: Tensor = _NormFast.apply(v, accumulate_f64)
+    return out
+
+
 def _split(a: Tensor) -> tuple[Tensor, Tensor]:
     """Dekker's split: ``a = hi + lo`` exactly, each with at most 26 significant bits."""
     t = a * _SPLIT
@@ -201,10 +271,7 @@ class Numerics:
         accumulation for float32 in train mode."""
         if self.exact:
             return norm_scaled(v)
-        if v.dtype == torch.float32:
-            n = torch.linalg.vector_norm(v, dim=-1, keepdim=True, dtype=torch.float64)
-            return n.to(torch.float32)
-        return torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+        return norm_fast(v, accumulate_f64=v.dtype == torch.float32)
 
     def point(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(x, z, w, n)``: :math:`z = \\sqrt c|x|`, :math:`w = 1 - c|x|^2`, ``n = |x|``.
@@ -223,12 +290,10 @@ class Numerics:
             n = norm_scaled(x)
             return self.sqrt_c * n, conorm_exact(x, self.c), n, None
         if x.dtype == torch.float32:
-            n64 = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float64)
-            c64 = self.c.double() if isinstance(self.c, Tensor) else self.c
-            w = (1.0 - c64 * n64 * n64).to(torch.float32)
-            n = n64.to(torch.float32)
+            # squares accumulated in float64, w formed in float64: accurate to the last float
+            n, w = _NormConormF32.apply(x, self.c)
         else:
-            n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+            n = norm_fast(x)
             w = 1.0 - self.c * n * n
         z_in = input_ceiling(self.out_dtype)
         w_min = (1.0 - z_in) * (1.0 + z_in)

@@ -18,7 +18,14 @@ import math
 import torch
 from torch import Tensor
 
-from hyperet.ops._numerics import Curvature, Numerics, artanh_ratio, setup, tanh_ratio
+from hyperet.ops._numerics import (
+    Curvature,
+    Numerics,
+    artanh_ratio,
+    norm_fast,
+    setup,
+    tanh_ratio,
+)
 from hyperet.ops.policy import output_ceiling
 
 # ----------------------------------------------------------------------------- cores
@@ -69,7 +76,7 @@ def matvec_core(
         t = num.sqrt_c * num.norm(mx) * r
         return num.finish(tanh_ratio(t) * r * mx)
     # |Mx| in the compute dtype: only relative accuracy is needed here
-    t = num.sqrt_c * torch.linalg.vector_norm(mx, dim=-1, keepdim=True) * r
+    t = num.sqrt_c * norm_fast(mx) * r
     t_max = math.atanh(output_ceiling(num.out_dtype))
     t_c = torch.clamp_max(t, t_max)
     coef = tanh_ratio(t_c) * (t_max / torch.clamp_min(t, t_max)) * r  # = tanh(t_c)/t * R

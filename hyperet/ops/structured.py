@@ -42,14 +42,15 @@ def diagonal_apply(w: Tensor, x: Tensor) -> Tensor:
 def block_diagonal_apply(blocks: Tensor, x: Tensor) -> Tensor:
     """:math:`\\operatorname{blockdiag}(\\mathrm{blocks})\\,x` (Euclidean), ``O(d b)``.
 
-    ``x`` ``(..., d)`` is viewed as ``(..., d/b, b)`` and every block multiplies its slice in one
-    batched matrix product.
+    ``x`` ``(..., d)`` is viewed as ``(N, d/b, b)`` and every block multiplies its slice of all
+    N vectors in one batched matrix product ``(nb, b, b) @ (nb, b, N)`` (the wide N axis last is
+    what the small-matrix kernels handle best).
     """
     nb, b, _ = blocks.shape
     lead = x.shape[:-1]
-    xb = x.reshape(-1, nb, b).transpose(0, 1)  # (nb, N, b)
-    yb = torch.bmm(xb, blocks.mT)  # (nb, N, b): y[i, n, r] = sum_s x[i, n, s] blocks[i, r, s]
-    return yb.transpose(0, 1).reshape(*lead, nb * b)
+    xb = x.reshape(-1, nb, b).permute(1, 2, 0)  # (nb, b, N)
+    yb = torch.bmm(blocks, xb)  # (nb, b, N): y[i, r, n] = sum_s blocks[i, r, s] x[n, i, s]
+    return yb.permute(2, 0, 1).reshape(*lead, nb * b)
 
 
 def banded_apply(bands: Tensor, x: Tensor) -> Tensor:
@@ -65,7 +66,7 @@ def banded_apply(bands: Tensor, x: Tensor) -> Tensor:
     xp = F.pad(x, (k, k))  # (..., d + 2k): xp[i + j] = x[i + j - k]
     out = bands[0] * xp[..., 0:d]
     for j in range(1, width):
-        out = out + bands[j] * xp[..., j : j + d]
+        out = torch.addcmul(out, bands[j], xp[..., j : j + d])  # fused multiply-add
     return out
 
 
