@@ -142,9 +142,63 @@ def render(r: dict[str, Any]) -> None:
     levels = ", ".join(f"{k} {v:.3f}" for k, v in probe["caption_embedding_by_level"].items())
     console.print(f"caption embeddings (text tower) by level: {levels}", highlight=False)
 
+    if "alignment" in r:
+        _render_alignment(r["alignment"])
+
     p = r["parameters"]
     console.print(
         f"parameters: {p['total']:,} total, {p['trainable_last_stage'] or 0:,} trained in the last "
         f"stage, HyperET {p['hyperet']:,} ({p['hyperet_percent']:.3f} %)",
         highlight=False,
     )
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.3f}"
+
+
+def _render_alignment(a: dict[str, Any]) -> None:
+    """Retrieval (per level, with chance) and the radius-uncertainty numbers of an ITC run."""
+    from rich.table import Table
+
+    ret = a["retrieval"]
+    table = Table(
+        title=f"image-text retrieval R@1 / R@5 / R@10 (%), {a['similarity']} similarity",
+        title_justify="left",
+    )
+    for col in ("captions", "image->text", "chance", "text->image", "chance"):
+        table.add_column(col, justify="left" if col == "captions" else "right")
+
+    def triple(block: dict[str, float]) -> str:
+        return " / ".join(_pct(block[k]) for k in ("R@1", "R@5", "R@10"))
+
+    for name, block in [("all levels", ret["overall"]), *ret["per_level"].items()]:
+        table.add_row(
+            name,
+            triple(block["image_to_text"]),
+            f"[dim]{triple(block['chance']['image_to_text'])}[/]",
+            triple(block["text_to_image"]),
+            f"[dim]{triple(block['chance']['text_to_image'])}[/]",
+        )
+    console.print(table)
+    rad = a["radius"]
+    labels = {
+        "text_vs_level": "Spearman: caption radius vs caption level",
+        "image_vs_object_count": "Spearman: image radius vs object count",
+        "image_vs_corruption": "Spearman: image radius vs corruption strength",
+        "image_to_text": "AUROC: -radius predicts an image->text error",
+        "text_to_image": "AUROC: -radius predicts a text->image error",
+    }
+    table = Table(title=f"radius as uncertainty ({rad['kind']})", title_justify="left")
+    table.add_column("statistic", justify="left")
+    table.add_column("value", justify="right")
+    for name, value in rad["spearman"].items():
+        table.add_row(labels.get(name, name), _num(value))
+    for name, value in rad["auroc_uncertainty_predicts_error"].items():
+        table.add_row(labels.get(name, name), "-" if value is None else f"{value:.3f}")
+    table.add_row("mean image radius", f"{rad['image']['mean']:.3f}")
+    for level, stats in rad["text_by_level"].items():
+        table.add_row(f"mean caption radius, {level}", f"{stats['mean']:.3f}")
+    console.print(table)
+    if rad["histogram_png"]:
+        console.print(f"radius histograms: {rad['histogram_png']}", highlight=False)

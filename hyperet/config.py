@@ -35,8 +35,10 @@ STAGES: tuple[str, ...] = ("vision", "lm", "align", "instruct")
 HYPERET_STRUCTURES: tuple[str, ...] = ("none", "diagonal", "block", "banded")
 #: Where HyperET is active: stage 1 (``pretrain`` = align), stage 2 (``finetune`` = instruct).
 HYPERET_STAGES: tuple[str, ...] = ("pretrain", "finetune", "both")
-#: Training objectives; only ``lm`` is implemented by the compact-MLLM recipe itself.
+#: Training objectives; the ITC ones add the ``itc`` stage after ``vision`` (docs/alignment.md).
 OBJECTIVES: tuple[str, ...] = ("lm", "hyperbolic-itc", "poincare-itc", "euclidean-itc")
+#: The image-text contrastive stage run by ITC objectives (budget: ``TrainConfig.itc``).
+ITC_STAGE = "itc"
 PRESETS: tuple[str, ...] = ("nano", "small")
 #: Version of the config.json layout; bumped on incompatible changes.
 CONFIG_FORMAT = 1
@@ -154,6 +156,10 @@ class TrainConfig:
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
     mc_fraction: float = 0.2
+    #: budget of the ITC stage (run after ``vision`` only when ``objective`` is an ITC one)
+    itc: StageConfig = field(
+        default_factory=lambda: StageConfig(steps=600, lr=1e-3, warmup_steps=50)
+    )
 
 
 @dataclass(frozen=True)
@@ -227,21 +233,20 @@ class RunConfig:
         t = self.train
         if set(t.stages) != set(STAGES):
             raise ValueError(f"train.stages: expected the stages {STAGES}, got {tuple(t.stages)}")
-        for name, s in t.stages.items():
+        budgets = [(f"train.stages.{name}", s) for name, s in t.stages.items()]
+        for path, s in [*budgets, ("train.itc", t.itc)]:
             if s.steps < 0:
-                raise ValueError(f"train.stages.{name}.steps: must be >= 0, got {s.steps}")
+                raise ValueError(f"{path}.steps: must be >= 0, got {s.steps}")
             if s.batch_size < 1:
-                raise ValueError(
-                    f"train.stages.{name}.batch_size: must be >= 1, got {s.batch_size}"
-                )
+                raise ValueError(f"{path}.batch_size: must be >= 1, got {s.batch_size}")
             if not s.lr > 0:
-                raise ValueError(f"train.stages.{name}.lr: must be > 0, got {s.lr}")
+                raise ValueError(f"{path}.lr: must be > 0, got {s.lr}")
             if not 0 <= s.min_lr_ratio <= 1:
-                raise ValueError(f"train.stages.{name}.min_lr_ratio: must be in [0, 1]")
+                raise ValueError(f"{path}.min_lr_ratio: must be in [0, 1]")
             if s.warmup_steps < 0:
-                raise ValueError(f"train.stages.{name}.warmup_steps: must be >= 0")
+                raise ValueError(f"{path}.warmup_steps: must be >= 0")
             if s.weight_decay < 0:
-                raise ValueError(f"train.stages.{name}.weight_decay: must be >= 0")
+                raise ValueError(f"{path}.weight_decay: must be >= 0")
         if t.vision_level not in LEVELS:
             raise ValueError(f"train.vision_level: {t.vision_level!r} is not one of {LEVELS}")
         if t.objective not in OBJECTIVES:
@@ -362,6 +367,8 @@ def _build_train(value: Any) -> TrainConfig:
     value["stages"] = {
         name: _build(StageConfig, stages[name], f"train.stages.{name}") for name in ordered
     }
+    if "itc" in value:
+        value["itc"] = _build(StageConfig, value["itc"], "train.itc")
     return TrainConfig(**value)
 
 
@@ -402,6 +409,7 @@ def preset(name: str) -> RunConfig:
                     for name in STAGES
                 },
                 checkpoint_every=4,
+                itc=StageConfig(steps=6, batch_size=16, lr=3e-3, warmup_steps=2),
             ),
         )
     raise ValueError(f"preset: {name!r} is not one of {PRESETS}")
@@ -412,8 +420,10 @@ def parse_steps(items: tuple[str, ...] | list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or name not in STAGES:
-            raise ValueError(f"steps: expected STAGE=N with STAGE one of {STAGES}, got {item!r}")
+        if not sep or name not in (*STAGES, ITC_STAGE):
+            raise ValueError(
+                f"steps: expected STAGE=N with STAGE one of {(*STAGES, ITC_STAGE)}, got {item!r}"
+            )
         try:
             out[name] = int(value)
         except ValueError:
@@ -454,5 +464,6 @@ def with_overrides(
             name: dataclasses.replace(s, steps=new[name]) if name in new else s
             for name, s in t.stages.items()
         },
+        itc=dataclasses.replace(t.itc, steps=new[ITC_STAGE]) if ITC_STAGE in new else t.itc,
     )
     return config.replace(seed=config.seed if seed is None else seed, hyperet=h, train=t)

@@ -20,6 +20,10 @@ are a deterministic function of the seed), optionally limited to its first ``lim
   in the scene, with the trained HRA and with HRA reset to the identity (= without HyperET);
   and the same radius of the text tower's caption embeddings per caption level.
 - **Parameters**: total, trainable in the last stage, HyperET's count and share.
+- **Image-text alignment** (ITC objectives only, key ``alignment``): image->text and text->image
+  Recall@1/5/10 overall and per caption level with chance levels, and the radius-uncertainty
+  analysis of :func:`hyperet.alignment.analysis.evaluate_alignment` (a histogram PNG is written
+  to the run directory when matplotlib is installed).
 """
 
 from __future__ import annotations
@@ -350,6 +354,36 @@ def evaluate_radius(
     return out
 
 
+@torch.no_grad()
+def evaluate_itc(
+    run: LoadedRun, split: Split, *, batch: int, plot_path: Path | None
+) -> dict[str, Any]:
+    """ITC runs: retrieval per level and radius uncertainty of ``model.aligner``.
+
+    The aligner was trained on the ViT before any HRA (the ``itc`` stage precedes ``align``),
+    so HRA is reset to the identity while it is evaluated (see
+    :func:`hyperet.alignment.analysis.evaluate_alignment`).
+    """
+    from hyperet.alignment.analysis import evaluate_alignment
+    from hyperet.alignment.stage import get_aligner
+
+    trained = [p.detach().clone() for p in run.hyperet_params]
+    try:
+        for p, ident in zip(run.hyperet_params, run.identity, strict=True):
+            p.copy_(ident)
+        return evaluate_alignment(
+            get_aligner(run.model),
+            vision=run.model.vision,
+            split=split,
+            tokenizer=run.tokenizer,
+            batch=batch,
+            plot_path=plot_path,
+        )
+    finally:
+        for p, t in zip(run.hyperet_params, trained, strict=True):
+            p.copy_(t)
+
+
 def parameter_report(run: LoadedRun) -> dict[str, Any]:
     """Total parameters, those trained in the last stage, and HyperET's count and share."""
     total = sum(p.numel() for p in run.model.parameters())
@@ -406,6 +440,10 @@ def evaluate(
     )
     features = _features(run.model, data.images, batch_size)
     vqa = evaluate_vqa(run, data, features, batch=batch_size, progress=progress)
+    itc = {}
+    if hasattr(run.model, "aligner"):  # ITC objectives; the PNG only with matplotlib installed
+        png = run.path / f"radius_histograms_{split}.png"
+        itc["alignment"] = evaluate_itc(run, data, batch=batch_size, plot_path=png)
     return {
         "run": str(run.path),
         "split": split,
@@ -426,6 +464,7 @@ def evaluate(
         "retrieval": evaluate_retrieval(run, data, features, batch=batch_size),
         "radius_probe": evaluate_radius(run, data, features, batch=batch_size),
         "parameters": parameter_report(run),
+        **itc,
         "training": {
             name: {k: s.get(k) for k in ("steps", "wall_time_s", "final_loss")}
             for name, s in run.metrics.get("stages", {}).items()

@@ -4,6 +4,8 @@ Stages (``STAGE_RECIPE``, run in order; each is a function ``Context -> StageTas
 
 - ``vision`` (0a): ViT + CLIP text tower, symmetric multi-positive InfoNCE against captions of one
   granularity level (``train.vision_level``);
+- ``itc`` (ITC objectives only): the image-text aligner of :mod:`hyperet.alignment` on the frozen
+  ViT's cached tokens (hyperbolic / Poincaré / Euclidean contrastive loss; docs/alignment.md);
 - ``lm`` (0b): the LM on the dataset's text (captions of every level, questions with answers,
   multiple-choice prompts with answers), next-token loss on every token;
 - ``align`` (1): the projector on ``detailed`` captions, vision encoder and LM frozen;
@@ -38,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from hyperet import __version__
+from hyperet.alignment.stage import attach_aligner, is_itc, itc_metrics, itc_stage
 from hyperet.batching import (
     Encoded,
     TextBatch,
@@ -61,7 +64,7 @@ from hyperet.checkpoint import (
     save_checkpoint,
     write_json,
 )
-from hyperet.config import STAGES, RunConfig, StageConfig
+from hyperet.config import ITC_STAGE, STAGES, RunConfig, StageConfig
 from hyperet.data import Split, Tokenizer, build_split, format_prompt
 from hyperet.model import MLLM
 
@@ -248,7 +251,9 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
 def build_model(config: RunConfig, tokenizer: Tokenizer) -> MLLM:
     """A freshly initialised model (weights depend only on ``config.seed``)."""
     torch.manual_seed(config.seed)
-    return MLLM(config, vocab_size=tokenizer.vocab_size)
+    model = MLLM(config, vocab_size=tokenizer.vocab_size)
+    attach_aligner(model, config, tokenizer)  # ITC objectives only: ``model.aligner``
+    return model
 
 
 def apply_hyperet_to(model: MLLM, config: RunConfig) -> list[nn.Parameter]:
@@ -462,6 +467,7 @@ def instruct_stage(ctx: Context) -> StageTask:
 #: The recipe, in order: (stage name, stage function). Extend by adding entries.
 STAGE_RECIPE: list[tuple[str, Callable[[Context], StageTask]]] = [
     ("vision", vision_stage),
+    (ITC_STAGE, itc_stage),
     ("lm", lm_stage),
     ("align", align_stage),
     ("instruct", instruct_stage),
@@ -518,7 +524,7 @@ def run_stage(
 ) -> dict[str, Any]:
     """Train one stage to its step budget, checkpointing every ``checkpoint_every`` steps."""
     config = ctx.config
-    stage = config.train.stages[name]
+    stage = config.train.itc if name == ITC_STAGE else config.train.stages[name]
     ckpt_dir = out / "checkpoints" / name
     optimizer = _optimizer(task, stage)
     losses: list[float] = []
@@ -589,6 +595,8 @@ def run_stage(
         "cached_features": task.cached_features,
         "torch_threads": torch.get_num_threads(),
     }
+    if name == ITC_STAGE:
+        metrics["alignment"] = itc_metrics(ctx.model, task)
     save(stage.steps, complete=True, metrics=metrics)
     on_event(StageFinished(name, metrics))
     return metrics
@@ -623,9 +631,15 @@ def prepare_run_directory(out: Path, config: RunConfig, *, resume: bool, force: 
     write_json(out / CONFIG_FILE, config.to_dict())
 
 
-def _latest_checkpoint(out: Path) -> Any:
+def run_stage_names(config: RunConfig) -> list[str]:
+    """The stages a run goes through, in order (``itc`` only for the ITC objectives)."""
+    itc = is_itc(config.train.objective)
+    return [name for name, _ in STAGE_RECIPE if name != ITC_STAGE or itc]
+
+
+def _latest_checkpoint(out: Path, order: list[str]) -> Any:
     latest = None
-    for name in STAGES:
+    for name in order:
         directory = out / "checkpoints" / name
         if directory.exists():
             latest = load_checkpoint(directory)
@@ -645,10 +659,6 @@ def train(
     Raises :class:`RunDirectoryError` / :class:`~hyperet.checkpoint.CheckpointError` on unusable
     directories, :class:`NonFiniteLossError` when a loss or gradient becomes non-finite.
     """
-    if config.train.objective != "lm":
-        raise RunDirectoryError(
-            f"train.objective: {config.train.objective!r} is not available yet (only 'lm')"
-        )
     emit: EventHandler = on_event if on_event is not None else (lambda event: None)
     out = Path(out)
     prepare_run_directory(out, config, resume=resume, force=force)
@@ -662,7 +672,8 @@ def train(
     model = build_model(config, tokenizer)
     ctx = Context(config=config, data=data, model=model)
 
-    latest = _latest_checkpoint(out) if resume else None
+    order = run_stage_names(config)
+    latest = _latest_checkpoint(out, order) if resume else None
     done_stages: set[str] = set()
     if latest is not None:
         if config_differences_any(latest.config, config):
@@ -670,8 +681,8 @@ def train(
         if latest.meta.get("hyperet_applied"):
             ctx.hyperet_params = apply_hyperet_to(model, config)
         load_model_state(model, latest.model, source=latest.path)
-        index = STAGES.index(latest.meta["stage"])
-        done_stages = set(STAGES[:index])
+        index = order.index(latest.meta["stage"])
+        done_stages = set(order[:index])
         if latest.complete:
             done_stages.add(latest.meta["stage"])
 
@@ -685,10 +696,12 @@ def train(
     if resume and metrics_path.is_file():
         metrics["stages"] = read_json(metrics_path).get("stages", {})
     for name, stage_fn in STAGE_RECIPE:
+        if name not in order:
+            continue
         if name in done_stages:
             emit(StageSkipped(name))
             continue
-        if hyperet_applied_in(config, name) and not ctx.hyperet_params:
+        if name in STAGES and hyperet_applied_in(config, name) and not ctx.hyperet_params:
             ctx.hyperet_params = apply_hyperet_to(model, config)
         task = stage_fn(ctx)
         from_ckpt = None

@@ -129,10 +129,12 @@ def test_non_empty_output_is_refused_unless_forced(tmp_path: Path) -> None:
         train(NANO, tmp_path / "empty", resume=True)
 
 
-def test_unavailable_objective_is_refused(tmp_path: Path) -> None:
-    config = with_overrides(NANO, objective="hyperbolic-itc")
-    with pytest.raises(RunDirectoryError, match="not available yet"):
-        train(config, tmp_path / "run")
+def test_itc_objective_adds_the_itc_stage_after_vision(tmp_path: Path) -> None:
+    """ITC objectives are tested in tests/alignment/test_itc_cli.py; here only the order."""
+    config = with_overrides(NANO, objective="hyperbolic-itc", steps={"itc": 2})
+    metrics = train(config, tmp_path / "run")
+    assert list(metrics["stages"]) == ["vision", "itc", "lm", "align", "instruct"]
+    assert len(metrics["stages"]["itc"]["losses"]) == 2
 
 
 def test_non_finite_loss_stops_training_and_is_never_checkpointed(

@@ -35,12 +35,6 @@ from hyperet.alignment.stage import attach_aligner, get_aligner, itc_metrics, it
 from hyperet.config import RunConfig, StageConfig, preset
 from hyperet.data import LEVELS, Tokenizer, build_split
 
-#: ITC stage budgets per preset (our choice: the recipe's ``align`` budget).
-ITC_STAGES: dict[str, StageConfig] = {
-    "nano": StageConfig(steps=6, batch_size=16, lr=3e-3, warmup_steps=2),
-    "small": StageConfig(steps=600, batch_size=64, lr=1e-3, warmup_steps=50),
-}
-
 Log = Callable[[str], None]
 
 
@@ -84,11 +78,15 @@ def compare_objectives(
     objectives: Sequence[str] = tuple(OBJECTIVES),
     test_scenes: int | None = None,
     log: Log = lambda message: None,
+    on_run: Callable[[dict[str, Any]], None] = lambda run: None,
 ) -> dict[str, Any]:
-    """Train and evaluate every objective for every seed; returns the runs and their summary."""
+    """Train and evaluate every objective for every seed; returns the runs and their summary.
+
+    The ITC budget is the preset's ``train.itc``; ``on_run`` receives each finished run.
+    """
     from hyperet.train import Context, build_model, build_training_data, vision_stage
 
-    itc = ITC_STAGES[preset_name]
+    itc = preset(preset_name).train.itc
     tok = Tokenizer.build()
     runs: list[dict[str, Any]] = []
     for seed in seeds:
@@ -133,6 +131,7 @@ def compare_objectives(
                     "evaluation": report,
                 }
             )
+            on_run(runs[-1])
             log(f"seed {seed} {objective}: " + json.dumps(_headline(report)))
     return {
         "preset": preset_name,
@@ -216,20 +215,40 @@ def markdown_table(summary: dict[str, Any], keys: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a measurement script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", choices=sorted(ITC_STAGES))
+    parser.add_argument("--preset", default="small", choices=["nano", "small"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
     parser.add_argument("--test-scenes", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    result = compare_objectives(
-        preset_name=args.preset,
-        seeds=args.seeds,
-        objectives=args.objectives,
-        test_scenes=args.test_scenes,
-        log=lambda message: print(message, flush=True),
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="Only merge these result files into --out."
     )
-    args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    args = parser.parse_args(argv)
+
+    def write(result: dict[str, Any]) -> None:
+        args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+
+    if args.merge:
+        parts = [json.loads(path.read_text()) for path in args.merge]
+        runs = [run for part in parts for run in part["runs"]]
+        result = {**parts[0], "seeds": sorted({r["seed"] for r in runs}), "runs": runs}
+        result["summary"] = summarise(runs)
+    else:
+        done: list[dict[str, Any]] = []
+
+        def save_partial(run: dict[str, Any]) -> None:
+            done.append(run)
+            write({"preset": args.preset, "partial": True, "runs": done})
+
+        result = compare_objectives(
+            preset_name=args.preset,
+            seeds=args.seeds,
+            objectives=args.objectives,
+            test_scenes=args.test_scenes,
+            log=lambda message: print(message, flush=True),
+            on_run=save_partial,
+        )
+    write(result)
     keys = ["overall/image_to_text/R@1", "overall/text_to_image/R@1"]
     keys += [f"{lv}/image_to_text/R@1" for lv in LEVELS] + [
         f"{lv}/text_to_image/R@1" for lv in LEVELS

@@ -29,7 +29,7 @@ from torch import nn
 
 from hyperet.alignment.aligner import OBJECTIVES, AlignerConfig, ImageTextAligner
 from hyperet.alignment.losses import duplicate_positives
-from hyperet.alignment.monitors import StabilityMonitor, grad_norm
+from hyperet.alignment.monitors import StabilityMonitor
 from hyperet.batching import Encoded, collate, encode_text
 from hyperet.config import RunConfig
 from hyperet.data import LEVELS, Tokenizer
@@ -96,6 +96,41 @@ class _Captions:
         )  # (levels, N)
 
 
+class _ITCMonitoring:
+    """Stability monitors of one ITC stage run, fed by the loss closure and gradient hooks.
+
+    The gradient norm is taken before the engine clips it: every aligner parameter has a
+    post-accumulate-grad hook that adds its squared gradient norm to the current step's total.
+    """
+
+    def __init__(self, aligner: ImageTextAligner, params: list[nn.Parameter], steps: int) -> None:
+        self.aligner, self.steps = aligner, steps
+        self.monitor = StabilityMonitor()
+        self.squared = 0.0
+        self.handles = [p.register_post_accumulate_grad_hook(self._accumulate) for p in params]
+
+    def _accumulate(self, p: torch.Tensor) -> None:
+        if p.grad is not None:
+            self.squared += float(p.grad.detach().to(torch.float64).pow(2).sum())
+
+    def take_grad_norm(self) -> float:
+        """Pre-clipping gradient norm of the last backward pass (0 before the first); resets."""
+        value, self.squared = math.sqrt(self.squared), 0.0
+        return value
+
+    def finish(self) -> dict[str, Any]:
+        """Last step's clamp hits and gradient norm, hooks removed; the monitor summary."""
+        hits, norm = self.aligner.clamp_scalars_(), self.take_grad_norm()
+        for handle in self.handles:
+            handle.remove()
+        summary = self.monitor.summary()
+        summary["clamp_hits"] += hits
+        summary["grad_norm_last"] = norm
+        if not norm <= summary["grad_norm_max"]:  # also replaces a nan maximum (no record yet)
+            summary["grad_norm_max"] = norm
+        return summary
+
+
 def itc_stage(ctx: Context) -> StageTask:
     """The ITC stage (see the module docstring): only ``model.aligner`` trains."""
     from hyperet.train import Sampler, StageTask, _no_decay, _set_trainable, _trainable
@@ -106,12 +141,12 @@ def itc_stage(ctx: Context) -> StageTask:
     features = ctx.vision_features(("vision",))  # (N, T, Dv), the frozen ViT, cached
     captions = _Captions(data.split.captions, data.tokenizer)
     sampler = Sampler(len(data.images), [config.seed, SAMPLER_STREAM])
-    monitor = StabilityMonitor()
     params = _trainable(m)
+    watch = _ITCMonitoring(aligner, params, config.train.itc.steps)
 
     def loss(step: int, batch_size: int) -> torch.Tensor:
         clamp_hits = aligner.clamp_scalars_()  # after the previous optimizer step
-        previous_grad = grad_norm(params) if step > 0 else None
+        previous_grad = watch.take_grad_norm()
         idx = sampler.take(batch_size)
         rng = np.random.default_rng([config.seed, 1_000_003, step])
         level = rng.integers(0, len(captions.levels), size=len(idx))  # (B,)
@@ -126,34 +161,36 @@ def itc_stage(ctx: Context) -> StageTask:
         )
         # the engine's NaN guard stops the run on a non-finite loss; record what led there
         finite = math.isfinite(out.loss.item())
-        if step % MONITOR_EVERY == 0 or clamp_hits or not finite:
-            monitor.record(
+        last = step == watch.steps - 1
+        if step % MONITOR_EVERY == 0 or last or clamp_hits or not finite:
+            watch.monitor.record(
                 step=step + 1,
                 embeddings={"image": out.image.detach(), "text": out.text.detach()},
                 c=out.c.detach() if aligner.uses_ball else None,
-                grad_norm=previous_grad,
+                grad_norm=previous_grad if step > 0 else None,
                 clamp_hits=clamp_hits,
             )
+        else:
+            watch.monitor.clamp_hits += clamp_hits
         return out.loss
 
-    task = StageTask(params, _no_decay(m, []), {"main": sampler}, loss, cached_features=True)
-    _MONITORS[id(task)] = monitor
-    return task
-
-
-#: The monitor of each ITC stage task (by id), read back by :func:`itc_metrics`.
-_MONITORS: dict[int, StabilityMonitor] = {}
+    loss.monitoring = watch  # type: ignore[attr-defined]  # read back by itc_metrics
+    return StageTask(params, _no_decay(m, []), {"main": sampler}, loss, cached_features=True)
 
 
 def itc_metrics(model: nn.Module, task: StageTask) -> dict[str, Any]:
-    """Monitor summary and final scalars of a finished ITC stage (strict-JSON numbers)."""
+    """Monitor summary and final scalars of a finished ITC stage (strict-JSON numbers).
+
+    Also clamps the bounded scalars a last time, so the saved checkpoint holds in-range values.
+    """
     aligner = get_aligner(model)
-    monitor = _MONITORS.pop(id(task))
+    watch: _ITCMonitoring = task.loss.monitoring  # type: ignore[attr-defined]
+    summary = watch.finish()
     return {
         "objective": {v: k for k, v in OBJECTIVES.items()}[aligner.config.similarity],
         "aligner": aligner.config.to_dict(),
         "scalars": aligner.scalars(),
-        "monitors": _finite(monitor.summary()),
+        "monitors": _finite(summary),
     }
 
 

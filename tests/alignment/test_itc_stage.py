@@ -3,7 +3,6 @@ the loss falls, monitors land in strict-JSON metrics."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -11,14 +10,13 @@ import torch
 
 from hyperet.alignment.aligner import ImageTextAligner
 from hyperet.alignment.stage import attach_aligner, get_aligner, itc_metrics, itc_stage
-from hyperet.config import preset
+from hyperet.config import preset, with_overrides
 from hyperet.data import Tokenizer
 from hyperet.train import Context, build_model, build_training_data
 
 
 def _context(objective: str) -> Context:
-    base = preset("nano")
-    config = base.replace(train=dataclasses.replace(base.train, objective=objective))
+    config = with_overrides(preset("nano"), objective=objective, steps={"itc": 30})
     tok = Tokenizer.build()
     model = build_model(config, tok)
     attach_aligner(model, config, tok)
@@ -60,9 +58,11 @@ def test_itc_stage_trains_only_the_aligner(objective: str) -> None:
     metrics = itc_metrics(ctx.model, task)
     json.dumps(metrics, allow_nan=False)
     monitors = metrics["monitors"]
-    assert monitors["steps_recorded"] == 3  # steps 1, 11, 21
+    assert monitors["steps_recorded"] == 4  # steps 1, 11, 21 and the last, 30
+    assert monitors["last"]["step"] == 30
     assert set(monitors["modalities"]) == {"image", "text"}
-    assert monitors["last"]["grad_norm"] > 0
+    assert monitors["last"]["grad_norm"] > 0 and monitors["grad_norm_last"] > 0
+    assert monitors["grad_norm_max"] >= monitors["last"]["grad_norm"]
 
 
 def test_itc_batches_depend_only_on_the_step() -> None:

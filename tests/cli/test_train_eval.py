@@ -74,7 +74,6 @@ def test_resume_continues_an_interrupted_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "--preset", "nano", "--objective", "hyperbolic-itc"], "not available yet"),
         (["train", "--preset", "nano", "--steps", "eyes=3"], "steps"),
         (["train", "--preset", "nano", "--curvature", "-1"], "hyperet.c"),
         (["train", "--preset", "nano", "--resume", "--force"], "exclude"),
