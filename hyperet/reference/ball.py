@@ -636,10 +636,17 @@ def gyration(a: Any, b: Any, z: Any, *, c: float) -> Array:
     shape = check.batch_shape({"a": pa.x.shape[:-1], "b": pb.x.shape[:-1], "z": z_arr.shape[:-1]})
     pa, pb = _bcast(pa, shape), _bcast(pb, shape)
     z_arr = np.broadcast_to(z_arr, (*shape, z_arr.shape[-1]))
-    kz = scale_exponent(z_arr)
+    kz = _vector_exponent(z_arr)
     out = _gyration_dd(pa.x, pb.x, pa.w, pb.w, np.ldexp(z_arr, -kz[..., None]), c)
     with np.errstate(over="ignore"):
         return _finite(np.ldexp(out.hi + out.lo, kz[..., None]), "gyration")
+
+
+def _vector_exponent(v: Array) -> NDArray[np.int64]:
+    """Power-of-two scale for a free vector (gyration's ``z``, transport's ``v``): only when
+    its size is extreme, since scaling down would round its subnormal components."""
+    k = scale_exponent(v)
+    return np.where(np.abs(k) > 500, k, 0)
 
 
 def _finite(out: Array, op: str) -> Array:
@@ -676,7 +683,7 @@ def transport(x: Any, y: Any, v: Any, *, c: float) -> Array:
     shape = check.batch_shape({"x": px.x.shape[:-1], "y": py.x.shape[:-1], "v": v_arr.shape[:-1]})
     px, py = _bcast(px, shape), _bcast(py, shape)
     v_arr = np.broadcast_to(v_arr, (*shape, v_arr.shape[-1]))
-    kv = scale_exponent(v_arr)
+    kv = _vector_exponent(v_arr)
     g = _gyration_dd(py.x, -px.x, py.w, px.w, np.ldexp(v_arr, -kv[..., None]), c)
     out = dd_mul(g, _col(dd_div(py.w, px.w)))
     with np.errstate(over="ignore"):
