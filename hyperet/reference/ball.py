@@ -399,11 +399,31 @@ def mobius_matvec(m: Any, x: Any, *, c: float) -> Array:
         raise ValueError("m: must have at least one row")
     shape = check.batch_shape({"m": m_arr.shape[:-2], "x": p.x.shape[:-1]})
     p = _bcast(p, shape)
-    m_arr = np.broadcast_to(m_arr, (*shape, *m_arr.shape[-2:]))
-    km = scale_exponent(m_arr.reshape(*shape, -1))
-    ms = np.ldexp(m_arr, -km[..., None, None])
-    mx = dot_dd(ms, p.sv.s[..., None, :])  # (..., n)
-    return _matvec_finish(mx, km, p, c, "mobius_matvec")
+    # scale each matrix once (before broadcasting, which would copy it per point)
+    km_own = scale_exponent(m_arr.reshape(*m_arr.shape[:-2], m_arr.shape[-2] * m_arr.shape[-1]))
+    ms = np.ldexp(m_arr, -km_own[..., None, None])
+    mx = _batched_dot(np.broadcast_to(ms, (*shape, *ms.shape[-2:])), p.sv.s)  # (..., n)
+    return _matvec_finish(mx, np.broadcast_to(km_own, shape), p, c, "mobius_matvec")
+
+
+_CHUNK_TERMS = 2**18  # products per chunk: bounds the double-double temporaries (~50 MB)
+
+
+def _batched_dot(m: Array, x: Array) -> DD:
+    """Compensated ``m @ x`` for ``m`` of shape (..., n, d) and ``x`` of shape (..., d) with
+    equal leading shapes, in chunks of the batch so temporaries stay small."""
+    *lead, n, d = m.shape
+    if not lead:
+        return dot_dd(m, x[None, :])
+    size = int(np.prod(lead, dtype=np.int64))
+    step = max(1, _CHUNK_TERMS // (n * d))
+    parts = []
+    for start in range(0, size, step):
+        idx = np.unravel_index(np.arange(start, min(start + step, size)), tuple(lead))
+        parts.append(dot_dd(m[idx], x[idx][:, None, :]))  # gathers only this chunk
+    hi = np.concatenate([p.hi for p in parts]) if parts else np.zeros((0, n))
+    lo = np.concatenate([p.lo for p in parts]) if parts else np.zeros((0, n))
+    return DD(hi.reshape(*lead, n), lo.reshape(*lead, n))
 
 
 def expmap0(u: Any, *, c: float) -> Array:
