@@ -32,7 +32,12 @@ def slow(session: nox.Session) -> None:
     """Long tests: thorough hypothesis profile, full mpmath batteries, long training checks."""
     _install(session, "dev")
     session.run(
-        "pytest", "-n", "2", "-m", "slow or not slow", *session.posargs,
+        "pytest",
+        "-n",
+        "2",
+        "-m",
+        "slow or not slow",
+        *session.posargs,
         env={"HYPOTHESIS_PROFILE": "thorough"},
     )
 

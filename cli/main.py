@@ -22,10 +22,10 @@ from hyperet import __version__
 
 # name -> (module under hyperet.cli, one-line help shown by `hyperet --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train", "Train the compact MLLM (staged recipe, optional HyperET) into a run directory."),
-    "eval": ("evaluate", "Evaluate a trained run directory: VQA, multiple choice, retrieval, radius probe."),
-    "bench": ("bench", "Benchmark torch ops, structured products and HRA (ratios measured in one run)."),
-    "oracle": ("oracle", "Golden vectors, grading of other implementations, accuracy vs mpmath."),
+    "train": ("train", "Train the compact MLLM (staged recipe, optional HyperET) into a run dir."),
+    "eval": ("evaluate", "Evaluate a run dir: VQA, multiple choice, retrieval, radius probe."),
+    "bench": ("bench", "Benchmark ops, structured products and HRA (ratios measured in one run)."),
+    "oracle": ("oracle", "Golden vectors, grading other implementations, accuracy vs mpmath."),
 }
 
 

@@ -15,14 +15,19 @@ DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
 def test_doc_examples_run(page: Path) -> None:
     """Every ``>>>`` example in a docs page runs and prints what the page says it prints."""
     result = doctest.testfile(
-        str(page), module_relative=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+        str(page),
+        module_relative=False,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
     )
-    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {page.name}"
+    assert result.failed == 0, (
+        f"{result.failed} of {result.attempted} examples failed in {page.name}"
+    )
 
 
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
     ci_lines = [
-        line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
         if line and not line.startswith(("#", "set ", "cd "))
     ]
     assert len(ci_lines) == 1, ci_lines

@@ -14,10 +14,33 @@ PACKAGE = ROOT / "hyperet"
 
 # room -> rooms it must never import (by the first component after ``hyperet.``)
 FORBIDDEN: dict[str, set[str]] = {
-    "reference": {"ops", "nn", "data", "model", "train", "evaluate", "alignment", "oracle",
-                  "bench", "cli", "checkpoint", "config"},
-    "ops": {"nn", "data", "model", "train", "evaluate", "alignment", "oracle", "bench", "cli",
-            "checkpoint", "config"},
+    "reference": {
+        "ops",
+        "nn",
+        "data",
+        "model",
+        "train",
+        "evaluate",
+        "alignment",
+        "oracle",
+        "bench",
+        "cli",
+        "checkpoint",
+        "config",
+    },
+    "ops": {
+        "nn",
+        "data",
+        "model",
+        "train",
+        "evaluate",
+        "alignment",
+        "oracle",
+        "bench",
+        "cli",
+        "checkpoint",
+        "config",
+    },
     "nn": {"data", "model", "train", "evaluate", "alignment", "oracle", "bench", "cli"},
     "data": {"nn", "model", "train", "evaluate", "alignment", "oracle", "bench", "cli"},
     "model": {"train", "evaluate", "alignment", "oracle", "bench", "cli"},
@@ -49,7 +72,9 @@ def _room(path: Path) -> str:
     return rel[0]
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_imports_follow_the_one_way_doors(path: Path) -> None:
     room = _room(path)
     imported = _imports(path)
@@ -58,7 +83,9 @@ def test_imports_follow_the_one_way_doors(path: Path) -> None:
         for name in imported
         if name.startswith("hyperet.") and name.split(".")[1] in FORBIDDEN.get(room, set())
     }
-    bad |= {name for name in imported if name.split(".")[0] in THIRD_PARTY_FORBIDDEN.get(room, set())}
+    bad |= {
+        name for name in imported if name.split(".")[0] in THIRD_PARTY_FORBIDDEN.get(room, set())
+    }
     bad |= {name for name in imported if name.startswith("hyperet.cli")}
     assert not bad, f"{path.relative_to(ROOT)} (room {room!r}) imports {sorted(bad)}"
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from hyperet.cli.main import main
 
 import hyperet
-from hyperet.cli.main import main
 
 
 def test_version_flag_prints_package_version() -> None:
@@ -41,7 +41,9 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
     import tomllib
 
     root = Path(__file__).resolve().parents[1]
-    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     found = {"hyperet.cli"} | {
         ".".join(p.parent.relative_to(root).parts) for p in (root / "hyperet").rglob("__init__.py")
     }
