@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -146,6 +146,39 @@ def _two_sum(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return s, (a - (s - bb)) + (b - bb)
 
 
+# A double-double number is an unevaluated sum ``hi + lo`` with ``|lo| <= ulp(hi) / 2``; the
+# helpers below keep about 2**-104 relative accuracy (Dekker 1971). They take and return tuples.
+DD = tuple[Tensor, Tensor]
+
+
+def dd_mul(a: DD, b: DD) -> DD:
+    """``a * b`` in double-double."""
+    p, e = _two_prod(a[0], b[0])
+    e = e + (a[0] * b[1] + a[1] * b[0])
+    return _fast_two_sum(p, e)
+
+
+def dd_div(a: DD, b: DD) -> DD:
+    """``a / b`` in double-double (one Newton correction of the float quotient)."""
+    q1 = a[0] / b[0]
+    p, e = _two_prod(q1, b[0])
+    r = ((a[0] - p) - e + a[1] - q1 * b[1]) / b[0]
+    return _fast_two_sum(q1, r)
+
+
+def dd_sqrt(a: DD) -> DD:
+    """:math:`\\sqrt{a}` in double-double for ``a > 0`` (one Newton correction)."""
+    r = torch.sqrt(a[0])
+    p, e = _two_prod(r, r)
+    return _fast_two_sum(r, ((a[0] - p) - e + a[1]) / (2.0 * r))
+
+
+def _fast_two_sum(a: Tensor, b: Tensor) -> DD:
+    """``a + b = s + e`` exactly when ``|a| >= |b|`` (or ``a = 0``)."""
+    s = a + b
+    return s, b - (s - a)
+
+
 def _extract(p: Tensor) -> tuple[Tensor, Tensor]:
     """Split nonnegative ``p`` (last axis) into an exactly summable part and a remainder.
 
@@ -265,6 +298,15 @@ class Numerics:
 
     def cast(self, t: Tensor) -> Tensor:
         return t.to(self.dtype)
+
+    def in_float64(self) -> Numerics:
+        """The same context computing in float64 (for ops that need it in train mode too)."""
+        if self.dtype == torch.float64:
+            return self
+        c, sqrt_c = self.c, self.sqrt_c
+        if isinstance(c, Tensor) and isinstance(sqrt_c, Tensor):
+            c, sqrt_c = c.to(torch.float64), sqrt_c.to(torch.float64)
+        return replace(self, dtype=torch.float64, c=c, sqrt_c=sqrt_c)
 
     def norm(self, v: Tensor) -> Tensor:
         """:math:`|v|` (keepdim) in the compute dtype: overflow-free in exact mode; float64

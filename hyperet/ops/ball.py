@@ -21,9 +21,16 @@ from torch import Tensor
 from hyperet.ops._numerics import (
     Curvature,
     Numerics,
+    _two_prod,
+    _two_sum,
     artanh_ratio,
+    dd_div,
+    dd_mul,
+    dd_sqrt,
     norm_fast,
+    norm_scaled,
     setup,
+    sum_sq_dd,
     tanh_ratio,
 )
 from hyperet.ops.policy import output_ceiling
@@ -197,19 +204,111 @@ def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     return num.finish_vector((r if scale is None else r * scale) * x)
 
 
-def expmap(x: Tensor, u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
-    """Exponential map :math:`\\exp_x(u) = x \\oplus \\exp_0(\\lambda_x u / 2)`.
+#: expmap: below this hyperbolic half-length the inner point is formed in floats, above it from
+#: the double-double unit direction (where it can cancel against x).
+_EXPMAP_SPLIT = 0.5
+#: expmap: 1 - tanh(s) < 4e-35 beyond this; the gradient path holds s here (no inf * 0).
+_EXPMAP_SATURATED = 40.0
 
-    :math:`\\lambda_x u/2 = u / w(x)`, and the co-norm of :math:`p = \\exp_0(v)` is
-    :math:`\\operatorname{sech}^2(\\sqrt c|v|)`, passed to the addition exactly.
+
+def _value_with_grad_of(value: Tensor, shadow: Tensor) -> Tensor:
+    """``value`` (computed more accurately, outside autograd) carrying ``shadow``'s gradient:
+    ``value + (shadow - shadow)`` is ``value`` bitwise whenever ``shadow`` is finite."""
+    if not shadow.requires_grad:
+        return value
+    return value.detach() + (shadow - shadow.detach())
+
+
+def _ldexp(t: Tensor, k: Tensor) -> Tensor:
+    """``t * 2**k`` exactly (two steps, so that ``2**k`` itself never overflows)."""
+    half = torch.div(k, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(t, half), k - half)
+
+
+def _unit_point_dd(u: Tensor, s: Tensor, x: Tensor, c: Curvature) -> tuple[Tensor, Tensor]:
+    """``(x + p, w(p))`` for :math:`p = \\tanh(s)\\,u / (\\sqrt c |u|)` (float64, no autograd).
+
+    ``p`` is formed in double-double - ``u/|u|`` from the compensated sum of squares of ``u``
+    scaled by a power of 2, :math:`\\tanh s = 1 - m` with :math:`m = 2q/(1+q)`,
+    :math:`q = e^{-2s}` (``s`` may be inf) - and added to ``x`` exactly before the one rounding,
+    so ``x + p`` keeps its relative accuracy when ``p`` points back at ``x`` from the boundary.
+    The co-norm is :math:`1 - \\tanh^2 s = m (2 - m)`. Rows with ``u = 0`` are not meaningful.
+    """
+    _, e = torch.frexp(u.abs().amax(dim=-1, keepdim=True))
+    v = _ldexp(u, -e)  # (..., d), exact, |v_i| < 1
+    hi, lo = sum_sq_dd(v)
+    hi = torch.where(hi > 0, hi, torch.ones_like(hi))  # zero rows: masked by the caller
+    q = torch.exp(-2.0 * s)
+    m = 2.0 * q / (1.0 + q)
+    one = torch.ones_like(m)
+    c_t = c.detach() if isinstance(c, Tensor) else torch.tensor(c, dtype=u.dtype, device=u.device)
+    sqrt_c = dd_sqrt((c_t.expand_as(m), torch.zeros_like(m)))
+    f = dd_div(_two_sum(one, -m), dd_mul(sqrt_c, dd_sqrt((hi, lo))))  # tanh(s) / (sqrt(c)|v|)
+    p_hi, p_err = _two_prod(f[0], v)
+    p_lo = p_err + f[1] * v
+    a, b = _two_sum(x, p_hi)  # x + p_hi = a + b exactly
+    return a + (b + p_lo), m * (2.0 - m)
+
+
+def expmap_core(num: Numerics, x: Tensor, wx: Tensor, u: Tensor) -> Tensor:
+    """:math:`x \\oplus \\exp_0(u / w(x))` in float64 (``x``, ``wx``, ``u`` float64), unfinished.
+
+    With :math:`s = \\sqrt c |u| / w(x)` and :math:`p = \\exp_0(u / w(x))`
+    (co-norm :math:`w(p) = \\operatorname{sech}^2 s`), the cancellation-free addition
+
+    .. math::
+
+        x \\oplus p = \\frac{w(x)\\,(x + p) + c|x + p|^2\\,x}{w(x)\\,w(p) + c|x + p|^2}
+
+    needs only ``x + p`` to full relative accuracy. For :math:`s < 1/2`,
+    :math:`p = T(s)\\,u / w(x)` in floats (``|p|`` is small). Beyond, ``p`` lies near the
+    boundary and may cancel against ``x`` (a tangent pointing back at the origin from near the
+    boundary), so ``x + p`` is formed from a double-double ``p`` (:func:`_unit_point_dd`);
+    ``u / w(x)`` is never formed, so ``|u| = 1e300`` at ``w(x) = 1e-16`` is fine. The gradient
+    is the one of the plain float formula, with ``s`` held at :data:`_EXPMAP_SATURATED` where
+    ``tanh`` is 1 to 4e-35.
+    """
+    sqrt_c = num.sqrt_c
+    n_u = norm_scaled(u)  # (..., 1)
+    with torch.no_grad():
+        s_val = sqrt_c * n_u.detach() / wx.detach()  # may overflow to inf
+        big = s_val >= _EXPMAP_SPLIT
+        sat = s_val > _EXPMAP_SATURATED
+        sum_big, w_p_big = _unit_point_dd(torch.where(big, u, 1.0), s_val, x.detach(), num.c)
+    # floats: small rows (and the gradient of every row), each branch fed only its own range
+    n_small = torch.where(big, 0.0, n_u)
+    s_small = sqrt_c * n_small / wx
+    p_small = tanh_ratio(s_small) * torch.where(big, 0.0, u) / wx
+    s_big = torch.where(sat, _EXPMAP_SATURATED, sqrt_c * torch.where(sat, 0.0, n_u) / wx)
+    p_big = torch.tanh(s_big) / sqrt_c * (u / torch.where(big, n_u, 1.0))
+    s_any = torch.where(big, s_big, s_small)
+    q = torch.exp(-2.0 * s_any)
+    w_p_shadow = 4.0 * q / ((1.0 + q) * (1.0 + q))
+    sum_shadow = x + torch.where(big, p_big, p_small)
+    with torch.no_grad():
+        sum_val = torch.where(big, sum_big, sum_shadow)
+        w_p_val = torch.where(big, w_p_big, w_p_shadow)
+    xp = _value_with_grad_of(sum_val, sum_shadow)  # x + p
+    w_p = _value_with_grad_of(w_p_val, w_p_shadow)
+    cs2 = num.c * (xp * xp).sum(dim=-1, keepdim=True)
+    return (wx * xp + cs2 * x) / (wx * w_p + cs2)
+
+
+def expmap(x: Tensor, u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
+    """Exponential map :math:`\\exp_x(u) = x \\oplus \\exp_0(\\lambda_x u / 2)`, with
+    :math:`\\lambda_x u/2 = u / w(x)` (see :func:`expmap_core`).
+
+    Computed in float64 in both modes (train mode too: ``x + p`` cancels for a tangent pointing
+    back at the origin, which float32 cannot resolve); train mode then rounds the result once to
+    the input's dtype within the output ceiling.
     """
     num = setup(c, policy, x, u)
     x, u = num.cast(x), num.cast(u)
     num.check_points(x=x)
     num.check_finite(u=u)
     x, _, wx, _ = num.point(x)
-    p, wp = expmap0_core(num, u / wx)
-    out, _ = mobius_add_core(num, x, wx, p, wp)
+    num64 = num.in_float64()
+    out = expmap_core(num64, num64.cast(x), num64.cast(wx), num64.cast(u))
     return num.finish(out)
 
 
