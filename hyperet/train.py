@@ -29,8 +29,9 @@ and torch RNG state.
 from __future__ import annotations
 
 import math
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from hyperet.checkpoint import (
     METRICS_FILE,
     TOKENIZER_FILE,
     CheckpointError,
+    config_differences,
     load_checkpoint,
     load_config,
     load_model_state,
@@ -65,7 +67,7 @@ from hyperet.checkpoint import (
     write_json,
 )
 from hyperet.config import ITC_STAGE, STAGES, RunConfig, StageConfig
-from hyperet.data import Split, Tokenizer, build_split, format_prompt
+from hyperet.data import Split, Tokenizer, build_split
 from hyperet.model import MLLM
 
 #: Caption level used by projector alignment (states colour, shape, size and position).
@@ -608,8 +610,6 @@ def prepare_run_directory(out: Path, config: RunConfig, *, resume: bool, force: 
         if not (out / CONFIG_FILE).is_file():
             raise RunDirectoryError(f"{out}: nothing to resume (no {CONFIG_FILE})")
         stored = load_config(out / CONFIG_FILE)
-        from hyperet.checkpoint import config_differences
-
         diff = config_differences(stored, config)
         if diff:
             raise RunDirectoryError(
@@ -624,8 +624,6 @@ def prepare_run_directory(out: Path, config: RunConfig, *, resume: bool, force: 
                 f"{out}: directory is not empty (use --resume to continue it or --force to "
                 "overwrite it)"
             )
-        import shutil
-
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG_FILE, config.to_dict())
@@ -676,7 +674,7 @@ def train(
     latest = _latest_checkpoint(out, order) if resume else None
     done_stages: set[str] = set()
     if latest is not None:
-        if config_differences_any(latest.config, config):
+        if latest.config.to_dict() != config.to_dict():
             raise CheckpointError(f"{latest.path}: checkpoint config differs from the run's")
         if latest.meta.get("hyperet_applied"):
             ctx.hyperet_params = apply_hyperet_to(model, config)
@@ -713,16 +711,6 @@ def train(
     return metrics
 
 
-def config_differences_any(a: RunConfig, b: RunConfig) -> bool:
-    """Whether two configs differ in any field."""
-    return a.to_dict() != b.to_dict()
-
-
-def iter_stage_names() -> Iterator[str]:
-    """Names of the recipe's stages, in order."""
-    return (name for name, _ in STAGE_RECIPE)
-
-
 __all__ = [
     "STAGE_RECIPE",
     "CheckpointSaved",
@@ -737,7 +725,6 @@ __all__ = [
     "StepDone",
     "build_model",
     "build_training_data",
-    "format_prompt",
     "learning_rate",
     "train",
 ]
