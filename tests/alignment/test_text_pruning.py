@@ -9,6 +9,8 @@ import torch
 
 from hyperet.alignment.pruning import random_text_pruning
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
+
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = (BOS, EOS)
 
