@@ -25,7 +25,7 @@ from torch import Tensor
 from hyperet.ops.policy import (
     PolicyName,
     compute_dtype,
-    input_ceiling,
+    input_conorm_floor,
     output_ceiling,
     resolve_policy,
 )
@@ -318,9 +318,10 @@ class Numerics:
     def point(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(x, z, w, n)``: :math:`z = \\sqrt c|x|`, :math:`w = 1 - c|x|^2`, ``n = |x|``.
 
-        Train mode treats a point beyond :func:`~hyperet.ops.policy.input_ceiling` (only points
-        on or outside the boundary) as its radial projection onto that ceiling: ``x`` is
-        rescaled, ``z`` and ``n`` clamped, ``w`` floored. Valid points come back unchanged.
+        Train mode treats a point whose co-norm is below
+        :func:`~hyperet.ops.policy.input_conorm_floor` (only points on or outside the boundary,
+        up to the float64 rounding of ``w``) as its radial projection onto that floor: ``x`` is
+        rescaled, ``z`` and ``n`` with it, ``w`` floored. Valid points come back unchanged.
         """
         z, w, n, scale = self.point_factors(x)
         return (x if scale is None else x * scale), z, w, n
@@ -337,11 +338,13 @@ class Numerics:
         else:
             n = norm_fast(x)
             w = 1.0 - self.c * n * n
-        z_in = input_ceiling(self.out_dtype)
-        w_min = (1.0 - z_in) * (1.0 + z_in)
-        z = self.sqrt_c * n
-        scale = z_in / torch.clamp_min(z, z_in)  # 1 for valid points; no 0/0 (double where)
-        return z * scale, w.clamp_min(w_min), n * scale, scale
+        w_min = input_conorm_floor(self.out_dtype)
+        below = w < w_min
+        # radial projection onto c|x|^2 = 1 - w_min where w < w_min, exactly 1 elsewhere; the
+        # ratio only sees c|x|^2 = 1 - w >= 1 - w_min > 0 (double where)
+        ratio = (1.0 - w_min) / torch.where(below, 1.0 - w, torch.ones_like(w))
+        scale = torch.where(below, torch.sqrt(ratio), torch.ones_like(w))
+        return self.sqrt_c * n * scale, w.clamp_min(w_min), n * scale, scale
 
     def finish(self, y: Tensor) -> Tensor:
         """Cast a returned point back to the result dtype, keeping it strictly inside the ball.

@@ -332,8 +332,14 @@ def dist_core(num: Numerics, diff_norm: Tensor, wx: Tensor, wy: Tensor) -> Tenso
     """:math:`d = \\frac{1}{\\sqrt c}\\operatorname{arcosh}(1 + q^2)
     = \\frac{1}{\\sqrt c}\\operatorname{log1p}\\big(q^2 + q\\sqrt{q^2 + 2}\\big)`,
     :math:`q = \\sqrt c\\,|x - y|\\sqrt{2 / (w(x) w(y))}` (no cancellation, no underflow of
-    :math:`|x-y|^2` for tiny differences, gradient 0 rather than NaN at ``x = y``)."""
-    q = num.sqrt_c * diff_norm * torch.sqrt(2.0 / (wx * wy))
+    :math:`|x-y|^2` for tiny differences, gradient 0 rather than NaN at ``x = y``). Train mode
+    takes :math:`\\sqrt{2/w(x)}` and :math:`1/\\sqrt{w(y)}` separately: the backward of
+    ``2 / (w(x) w(y))`` would form :math:`w^{-4}`, which overflows float32 at the input co-norm
+    floor."""
+    if num.exact:
+        q = num.sqrt_c * diff_norm * torch.sqrt(2.0 / (wx * wy))
+    else:
+        q = num.sqrt_c * diff_norm * torch.sqrt(2.0 / wx) * torch.rsqrt(wy)
     return torch.log1p(q * q + q * torch.sqrt(q * q + 2.0)) / num.sqrt_c
 
 

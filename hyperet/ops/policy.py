@@ -14,12 +14,13 @@ Two modes, chosen per call with the keyword-only ``policy`` argument:
 
 ``"train"`` (the default for float32, float16 and bfloat16)
     No validation and no host synchronisation. float16/bfloat16 are computed in float32 and cast
-    back. Squared norms of float32 points are accumulated in float64 (one reduction), which keeps
-    :math:`w(x)` accurate right up to the last float below the boundary. Dtype-aware limits,
-    derived from :func:`torch.finfo` of the *result* dtype, keep values and gradients finite:
-    inputs are treated as if :math:`\\sqrt{c}|x| \\le z_{in} = 1 - \\epsilon/2` (the largest float
-    below 1) and every point a function returns has
-    :math:`\\sqrt{c}|y| \\le z_{out} = 1 - 2\\epsilon`, so the radius ceiling of results is
+    back. Squared norms of float32 points are accumulated in float64 (one reduction), so
+    :math:`w(x) = 1 - c|x|^2` is formed in float64. Dtype-aware limits, derived from
+    :func:`torch.finfo`, keep values and gradients finite: an input's co-norm is floored at
+    :func:`input_conorm_floor` (points below it - on or outside the boundary up to the rounding
+    of ``w`` - are projected radially onto it; valid points are untouched) and every point a
+    function returns has :math:`\\sqrt{c}|y| \\le z_{out} = 1 - 2\\epsilon` (``eps`` of the
+    result dtype), so the radius ceiling of results is
 
     .. math::
 
@@ -65,22 +66,53 @@ def compute_dtype(policy: PolicyName, dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
-def input_ceiling(dtype: torch.dtype) -> float:
-    """Train mode: the largest :math:`\\sqrt{c}|x|` an input is treated as having, ``1 - eps/2``.
+def input_conorm_floor(dtype: torch.dtype) -> float:
+    """Train mode: the smallest co-norm :math:`w(x) = 1 - c|x|^2` an input is treated as having.
 
-    This is the largest float of ``dtype`` below 1, so no valid input is ever changed.
+    .. math::
 
-    >>> input_ceiling(torch.float32) == 1 - 2.0**-24
+        w_{in} = \\max\\big(\\epsilon_{64},\\; \\mathrm{tiny}^{1/3}\\big)
+
+    ``w`` is formed in float64 (squares of float32 points accumulated in float64), so it is
+    resolved to :math:`\\epsilon_{64} = 2^{-52}` and no smaller floor is meaningful; and the
+    backward of a quotient by :math:`D = w(x)w(y) + c|x + y|^2` (Möbius addition of nearly
+    antipodal points) forms :math:`(a/D)/D \\sim w^{-3}`, which stays finite while :math:`w^3`
+    is above the smallest normal number ``tiny`` of the dtype. A vector of floats can lie far
+    closer to the boundary than ``1 - eps``, so the floor is stated on ``w``, not on
+    :math:`\\sqrt c|x|`: no valid float32 point with :math:`w \\ge 2.3 \\cdot 10^{-13}` is
+    changed. float16 and bfloat16 (computed in float32, rounded to 11 or 8 bits) keep
+    :math:`w_{in} = \\epsilon` of their own format: their results carry no information closer
+    to the boundary, and float16's range (65504) cannot hold :math:`\\lambda_x = 2/w` much
+    beyond it.
+
+    >>> input_conorm_floor(torch.float64) == 2.0**-52
     True
+    >>> f"{input_conorm_floor(torch.float32):.3g}", input_conorm_floor(torch.float16) == 2.0**-10
+    ('2.27e-13', True)
     """
-    return 1.0 - torch.finfo(dtype).eps / 2
+    if dtype in HALF_DTYPES:
+        # half results carry no information below their own eps, and float16's range (65504)
+        # cannot hold lambda = 2/w much beyond it: keep the floor at eps of the result
+        return torch.finfo(dtype).eps
+    return max(torch.finfo(torch.float64).eps, torch.finfo(dtype).tiny ** (1.0 / 3.0))
+
+
+def input_radius_ceiling(dtype: torch.dtype, c: float = 1.0) -> float:
+    """Train mode: the largest hyperbolic radius an input point is treated as having,
+    :math:`\\frac{2}{\\sqrt c}\\operatorname{artanh}\\sqrt{1 - w_{in}}`.
+
+    >>> [round(input_radius_ceiling(t), 2) for t in (torch.float64, torch.float32, torch.float16)]
+    [37.43, 30.5, 8.32]
+    """
+    z = math.sqrt(1.0 - input_conorm_floor(dtype))
+    return (math.log1p(z) - math.log1p(-z)) / math.sqrt(c)
 
 
 def output_ceiling(dtype: torch.dtype) -> float:
     """Train mode: the largest :math:`\\sqrt{c}|y|` of a returned point, ``1 - 2 eps``.
 
-    The margin of ``1.5 eps`` below :func:`input_ceiling` absorbs the rounding of the final
-    rescaling and of the cast back to ``dtype``.
+    The margin of ``2 eps`` below 1 absorbs the rounding of the final rescaling and of the cast
+    back to ``dtype``.
 
     >>> output_ceiling(torch.float64) == 1 - 2.0**-51
     True

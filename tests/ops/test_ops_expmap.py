@@ -21,7 +21,7 @@ D = 4
 
 
 def _family_g(rng: np.random.Generator, dtype: torch.dtype) -> list[tuple[np.ndarray, np.ndarray]]:
-    ks = (2, 5, 8, 12, 15, 16) if dtype == torch.float64 else (2, 4, 6, 7)
+    ks = (2, 5, 8, 12, 15, 16) if dtype == torch.float64 else (2, 4, 6, 7, 8, 9)
     cases = []
     for k in ks:
         for _ in range(3):

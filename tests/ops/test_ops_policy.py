@@ -10,7 +10,13 @@ import torch
 from torch import Tensor
 
 import hyperet.ops as ops
-from hyperet.ops.policy import input_ceiling, output_ceiling, radius_ceiling, resolve_policy
+from hyperet.ops.policy import (
+    input_conorm_floor,
+    input_radius_ceiling,
+    output_ceiling,
+    radius_ceiling,
+    resolve_policy,
+)
 
 F64 = torch.float64
 
@@ -109,15 +115,20 @@ def test_train_mode_accepts_invalid_points_and_returns_points_inside_the_ceiling
         assert (z <= output_ceiling(dtype) * (1 + 4 * torch.finfo(dtype).eps)).all()
     for out in (ops.dist0(x, c=1.0, policy="train"), ops.logmap0(x, c=1.0, policy="train")):
         assert torch.isfinite(out).all()
-    assert float(ops.dist0(x, c=1.0, policy="train").double().max()) <= radius_ceiling(
+    # points on or beyond the boundary are projected onto the input co-norm floor
+    assert float(ops.dist0(x, c=1.0, policy="train").double().max()) <= input_radius_ceiling(
         dtype
-    ) * 1.01 + 2 * math.log(2)
+    ) * (1 + 4 * torch.finfo(dtype).eps)
 
 
 def test_radius_ceilings_are_derived_from_finfo() -> None:
     for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
         eps = torch.finfo(dtype).eps
-        assert input_ceiling(dtype) == 1 - eps / 2
+        if dtype in (torch.float16, torch.bfloat16):
+            assert input_conorm_floor(dtype) == eps
+        else:
+            tiny = torch.finfo(dtype).tiny
+            assert input_conorm_floor(dtype) == max(2.0**-52, tiny ** (1 / 3))
         assert radius_ceiling(dtype) == pytest.approx(math.log(1 / eps - 1), rel=1e-12)
         assert radius_ceiling(dtype, c=4.0) == pytest.approx(radius_ceiling(dtype) / 2)
 
@@ -176,3 +187,25 @@ def test_cuda_matches_cpu() -> None:
             cpu = call(xs, ys, bs)
             gpu = call(xs.cuda(), ys.cuda(), bs.cuda()).cpu()
             torch.testing.assert_close(gpu, cpu, rtol=64 * torch.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("d", [8, 256])
+def test_train_mode_leaves_valid_float32_points_near_the_boundary_untouched(d: int) -> None:
+    # float32 vectors lie far closer to the boundary than 1 - eps/2 (their norm is not a
+    # float32): co-norms 1e-12 ... 1e-8 must not be clamped (they were, at w = 1.2e-7). Graded
+    # against exact mode on the same float32 inputs (compensated float64 co-norm): train mode
+    # forms w in float64 with an absolute error of a few eps64 (<= 7 eps64 measured up to
+    # d = 1024), so the relative error is 8 eps32 + 8 eps64 / w (docs/policy.md).
+    rng = torch.Generator().manual_seed(5)
+    v = torch.randn(320000 // d, d, generator=rng, dtype=F64)
+    cand = (v / v.norm(dim=-1, keepdim=True)).float()  # rounding scatters w over +-1e-7
+    w_all = 1 - cand.double().square().sum(-1)
+    keep = torch.argsort(torch.where(w_all > 0, w_all, 1.0))[:60]  # the 60 smallest positive
+    x, w = cand[keep], w_all[keep]
+    assert float(w.max()) < 1e-8 and float(w.min()) < 1e-10
+    bound = 8 * torch.finfo(torch.float32).eps + 8 * 2.0**-52 / w
+    for fn in (ops.conformal_factor, ops.dist0, ops.logmap0):
+        got = fn(x, c=1.0, policy="train").double().reshape(len(x), -1)
+        want = fn(x, c=1.0, policy="exact").double().reshape(len(x), -1)
+        err = (got - want).norm(dim=-1) / want.norm(dim=-1)
+        assert bool((err <= bound).all()), (fn.__name__, float((err / bound).max()))
