@@ -32,7 +32,7 @@ import torch
 from hyperet.alignment.aligner import OBJECTIVES
 from hyperet.alignment.analysis import evaluate_alignment
 from hyperet.alignment.stage import attach_aligner, get_aligner, itc_metrics, itc_stage
-from hyperet.config import RunConfig, StageConfig, preset
+from hyperet.config import RunConfig, StageConfig, parse_steps, preset, with_overrides
 from hyperet.data import LEVELS, Tokenizer, build_split
 
 Log = Callable[[str], None]
@@ -77,20 +77,23 @@ def compare_objectives(
     seeds: Sequence[int] = (0, 1, 2),
     objectives: Sequence[str] = tuple(OBJECTIVES),
     test_scenes: int | None = None,
+    steps: dict[str, int] | None = None,
     log: Log = lambda message: None,
     on_run: Callable[[dict[str, Any]], None] = lambda run: None,
 ) -> dict[str, Any]:
     """Train and evaluate every objective for every seed; returns the runs and their summary.
 
-    The ITC budget is the preset's ``train.itc``; ``on_run`` receives each finished run.
+    Budgets are the preset's (``train.stages["vision"]``, ``train.itc``) unless ``steps``
+    overrides them (``{"vision": 500, "itc": 300}``); ``on_run`` receives each finished run.
     """
     from hyperet.train import Context, build_model, build_training_data, vision_stage
 
-    itc = preset(preset_name).train.itc
+    budgets = with_overrides(preset(preset_name), steps=steps).train
+    itc = budgets.itc
     tok = Tokenizer.build()
     runs: list[dict[str, Any]] = []
     for seed in seeds:
-        base: RunConfig = preset(preset_name).replace(seed=seed)
+        base: RunConfig = with_overrides(preset(preset_name), seed=seed, steps=steps)
         data = build_training_data(base, tok)
         model = build_model(base, tok)
         ctx = Context(config=base, data=data, model=model)
@@ -137,6 +140,9 @@ def compare_objectives(
         "preset": preset_name,
         "seeds": list(seeds),
         "itc_stage": dataclasses.asdict(itc),
+        "vision_steps": with_overrides(preset(preset_name), steps=steps)
+        .train.stages["vision"]
+        .steps,
         "runs": runs,
         "summary": summarise(runs),
     }
@@ -219,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a mea
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
     parser.add_argument("--test-scenes", type=int, default=None)
+    parser.add_argument("--steps", nargs="*", default=[], help="STAGE=N budget overrides")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="Only merge these result files into --out."
@@ -245,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a mea
             seeds=args.seeds,
             objectives=args.objectives,
             test_scenes=args.test_scenes,
+            steps=parse_steps(args.steps),
             log=lambda message: print(message, flush=True),
             on_run=save_partial,
         )
