@@ -115,6 +115,11 @@ class ImageTextAligner(nn.Module):
         super().__init__()
         if not 0.0 <= config.text_prune_rate < 1.0:
             raise ValueError(f"text_prune_rate: need 0 <= rate < 1, got {config.text_prune_rate}")
+        if not 1 <= config.rqs_queries <= config.num_queries:
+            raise ValueError(
+                f"rqs_queries: need 1 <= rqs_queries <= num_queries = {config.num_queries}, "
+                f"got {config.rqs_queries}"
+            )
         self.config = config
         to_ball = USES_BALL[config.similarity]
         self.connector = QueryConnector(

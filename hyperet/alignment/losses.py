@@ -256,11 +256,10 @@ class ContrastiveLoss(nn.Module):
         if sim.ndim == 2:
             return sim
         if self.training and self.train_selection == "random":
-            num = min(self.rqs_queries, sim.shape[1])
-            mask = random_query_mask(
+            mask = random_query_mask(  # raises if rqs_queries > K
                 sim.shape[0],
                 sim.shape[1],
-                num=num,
+                num=self.rqs_queries,
                 per=self.rqs_per,
                 generator=generator,
                 device=sim.device,

@@ -157,6 +157,8 @@ def test_config_round_trips_through_json() -> None:
     assert again == cfg
     with pytest.raises(ValueError, match=r"^objective:"):
         AlignerConfig.for_objective("lm", vision_dim=8, vocab_size=40)
+    with pytest.raises(ValueError, match=r"^rqs_queries:"):
+        ImageTextAligner(_config("hyperbolic-itc", rqs_queries=5))  # K = 4
 
 
 def test_randomness_only_in_training_and_reproducible_with_a_generator() -> None:
