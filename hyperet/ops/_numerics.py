@@ -70,20 +70,20 @@ class _NormFast(torch.autograd.Function):
     :math:`\\partial|v|/\\partial v = v/|v|` (0 at ``v = 0``, the subgradient)."""
 
     @staticmethod
-    def forward(v: Tensor, accumulate_f64: bool) -> Tensor:
+    def forward(v: Tensor, accumulate_f64: bool, keep_f64: bool = False) -> Tensor:
         if accumulate_f64:
             n = torch.linalg.vector_norm(v, dim=-1, keepdim=True, dtype=torch.float64)
-            return n.to(v.dtype)
+            return n if keep_f64 else n.to(v.dtype)
         return torch.linalg.vector_norm(v, dim=-1, keepdim=True)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, bool], output: Tensor) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Tensor, bool, bool], output: Tensor) -> None:
         ctx.save_for_backward(inputs[0], output)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         v, n = ctx.saved_tensors
-        return _unit_times(grad, v, n), None
+        return _unit_times(grad.to(v.dtype), v, n.to(v.dtype)), None, None
 
 
 class _NormConormF32(torch.autograd.Function):
@@ -116,10 +116,11 @@ class _NormConormF32(torch.autograd.Function):
         return grad_x, grad_c
 
 
-def norm_fast(v: Tensor, *, accumulate_f64: bool = False) -> Tensor:
+def norm_fast(v: Tensor, *, accumulate_f64: bool = False, keep_f64: bool = False) -> Tensor:
     """Train-mode :math:`|v|` (keepdim) with a cheap backward; float32 input may accumulate the
-    squares in float64 (no overflow or underflow of the squares, accurate co-norms)."""
-    out: Tensor = _NormFast.apply(v, accumulate_f64)
+    squares in float64 (no overflow or underflow of the squares, accurate co-norms) and keep the
+    float64 norm (``keep_f64``) for per-vector scalars computed in float64."""
+    out: Tensor = _NormFast.apply(v, accumulate_f64, keep_f64)
     return out
 
 

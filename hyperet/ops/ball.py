@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from hyperet.ops import _fused
 from hyperet.ops._numerics import (
     Curvature,
     Numerics,
@@ -175,6 +176,8 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature, policy: str | None = No
     m, x = num.cast(m), num.cast(x)
     num.check_points(x=x)
     num.check_finite(m=m)
+    if _fused.applies(num) and m.dim() == 2:
+        return _fused.matvec(num, "dense", m, x)
     z, w, _, scale = num.point_factors(x)
     mx = x @ m.mT if m.dim() == 2 else (m @ x.unsqueeze(-1)).squeeze(-1)
     return matvec_core(num, mx, z, w, scale)
@@ -189,8 +192,29 @@ def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     num = setup(c, policy, u)
     u = num.cast(u)
     num.check_finite(u=u)
+    if not num.exact:
+        return _expmap0_train(num, u)
     y, _ = expmap0_core(num, u)
     return num.finish(y)
+
+
+def _expmap0_train(num: Numerics, u: Tensor) -> Tensor:
+    """Train mode: :math:`k\\,u` with one float64 per-vector coefficient
+
+    .. math::
+
+        k = T(\\min(s, s_{max}))\\,\\frac{s_{max}}{\\max(s, s_{max})}, \\qquad
+        s = \\sqrt c|u|,\\quad s_{max} = \\operatorname{artanh} z_{out},
+
+    so the result's norm is :math:`\\min(\\tanh s, z_{out})/\\sqrt c` without a second pass, and
+    a saturated point is stored with relative error at most ``eps`` (the rounding of ``k`` and
+    of the product)."""
+    n = norm_fast(u, accumulate_f64=True, keep_f64=True)  # (..., 1) float64
+    sqrt_c = num.sqrt_c.double() if isinstance(num.sqrt_c, Tensor) else num.sqrt_c
+    s = sqrt_c * n
+    s_max = math.atanh(output_ceiling(num.out_dtype))
+    k = tanh_ratio(torch.clamp_max(s, s_max)) * (s_max / torch.clamp_min(s, s_max))
+    return (k.to(u.dtype) * u).to(num.out_dtype)
 
 
 def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hyperet.ops import _fused
 from hyperet.ops._numerics import Curvature, setup
 from hyperet.ops.ball import matvec_core
 
@@ -97,6 +98,8 @@ def diagonal_matvec(w: Tensor, x: Tensor, *, c: Curvature, policy: str | None = 
     w, x = num.cast(w), num.cast(x)
     num.check_points(x=x)
     num.check_finite(w=w)
+    if _fused.applies(num) and w.dim() == 1:
+        return _fused.matvec(num, "diagonal", w, x)
     z, cw, _, scale = num.point_factors(x)
     return matvec_core(num, diagonal_apply(w, x), z, cw, scale)
 
@@ -110,6 +113,8 @@ def block_diagonal_matvec(
     blocks, x = num.cast(blocks), num.cast(x)
     num.check_points(x=x)
     num.check_finite(blocks=blocks)
+    if _fused.applies(num):
+        return _fused.matvec(num, "block", blocks, x)
     z, w, _, scale = num.point_factors(x)
     return matvec_core(num, block_diagonal_apply(blocks, x), z, w, scale)
 
@@ -122,6 +127,8 @@ def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None 
     bands, x = num.cast(bands), num.cast(x)
     num.check_points(x=x)
     num.check_finite(bands=bands)
+    if _fused.applies(num):
+        return _fused.matvec(num, "banded", bands, x)
     z, w, _, scale = num.point_factors(x)
     return matvec_core(num, banded_apply(bands, x), z, w, scale)
 
