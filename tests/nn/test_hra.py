@@ -203,8 +203,6 @@ def test_fast_train_policy_matches_literal_train_saturation(structure: str) -> N
     literal = _hra(structure, c=c, mode="literal", policy="train").float()
     fast = _hra(structure, c=c, mode="fast", policy="train").float()
     cap = float(fast.train_radius_cap(torch.float32))
-    z_in = ops.policy.input_ceiling(torch.float32)
-    cap_in = math.atanh(z_in) / math.sqrt(c)
     assert cap == pytest.approx(79.71, abs=0.01)
     u = _random_directions(200, 16, torch.logspace(-3, 8, 200)).float()
     f, lit = fast(u), literal(u)
@@ -212,12 +210,20 @@ def test_fast_train_policy_matches_literal_train_saturation(structure: str) -> N
     assert torch.all(f_norm <= cap * (1 + 1e-6))
     small = f_norm < 10
     torch.testing.assert_close(lit[small], f[small], rtol=1e-5, atol=1e-6)
-    # above the cap both saturate in the same direction; the float32 literal chain rounds the
-    # saturated point once more, so its cap lies between artanh(z_out) and artanh(z_in)
+    # Where fast saturates, the literal float32 chain does too, in the same direction, with a
+    # radius fuzzy by +-ln(2)/(2 sqrt(c)) (docs/hra.md): the ops' train policy stores every
+    # returned point with sqrt(c)|p| = z_out (1 + rho), |rho| <= eps (one rounding of a float64
+    # per-vector coefficient, one of the product; tests/ops/test_ops_fused.py), so
+    # 1 - sqrt(c)|p| moves between eps and 3 eps around 2 eps, and the chain passes through two
+    # such points (expmap0's, the product's): artanh moves by at most ln(3/2)/2 at the first
+    # and the remaining ln(4/3)/2 at the second, ln(2)/2 in all (either way); plus a few eps
+    # of float32 arithmetic in logmap0.
     capped = f_norm > cap * (1 - 1e-6)
     assert capped.sum() > 30
-    # (float32 resolves tangent norms near the cap only to about 2 %: Rad spacing 0.1 near 16)
-    assert torch.all(l_norm[capped] >= 0.97 * cap) and torch.all(l_norm[capped] <= cap_in)
+    eps = torch.finfo(torch.float32).eps
+    fuzz = math.log(2) / 2 / math.sqrt(c)  # 3.47 at c = 0.01
+    lo, hi = (cap - fuzz) * (1 - 4 * eps), (cap + fuzz) * (1 + 4 * eps)
+    assert torch.all(l_norm[capped] >= lo) and torch.all(l_norm[capped] <= hi)
     cosine = (f[capped] * lit[capped]).sum(-1) / (f_norm[capped] * l_norm[capped])
     assert torch.all(cosine > 1 - 1e-5)
 
