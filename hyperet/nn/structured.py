@@ -22,8 +22,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from hyperet.ops.structured import banded_apply, block_diagonal_apply
 
 Structure = Literal["diagonal", "block", "banded"]
 STRUCTURES: tuple[str, ...] = ("diagonal", "block", "banded")
@@ -118,10 +119,8 @@ class BlockDiagonalMatrix(StructuredMatrix):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_width(x)
-        b = self.block_size
-        xb = x.reshape(*x.shape[:-1], self.d // b, b)  # (..., d/b, b)
-        y = torch.einsum("...ns,nrs->...nr", xb, self.blocks)  # (..., d/b, b), no d x d matrix
-        return y.reshape(x.shape)
+        # one batched (d/b, b, b) @ (d/b, b, N) product, no d x d matrix
+        return block_diagonal_apply(self.blocks, x)
 
     def dense(self) -> Tensor:
         return torch.block_diag(*self.blocks.unbind(0))
@@ -164,12 +163,7 @@ class BandedMatrix(StructuredMatrix):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_width(x)
-        k, d = self.bandwidth, self.d
-        padded = F.pad(x, (k, k))  # (..., d + 2k); padded[i + j] = x[i + j - k]
-        y = padded[..., 0:d] * self.bands[0]
-        for j in range(1, 2 * k + 1):
-            y = y + padded[..., j : j + d] * self.bands[j]
-        return y  # (..., d)
+        return banded_apply(self.bands, x)  # (..., d): 2k + 1 fused multiply-adds
 
     def dense(self) -> Tensor:
         k, d = self.bandwidth, self.d

@@ -64,7 +64,7 @@ def apply(kind: str, param: Tensor, x: Tensor) -> Tensor:
     if kind == "block":
         nb, b, _ = param.shape
         xb = x.reshape(-1, nb, b).permute(1, 2, 0)  # (nb, b, N)
-        return torch.bmm(param, xb).permute(2, 0, 1).reshape(x.shape)
+        return torch.bmm(param, xb).permute(2, 0, 1).reshape(x.shape).contiguous()
     width, d = param.shape
     k = (width - 1) // 2
     xp = F.pad(x, (k, k))  # (N, d + 2k)
@@ -83,7 +83,7 @@ def apply_transposed(kind: str, param: Tensor, g: Tensor) -> Tensor:
     if kind == "block":
         nb, b, _ = param.shape
         gb = g.reshape(-1, nb, b).permute(1, 2, 0)  # (nb, b, N)
-        return torch.bmm(param.mT, gb).permute(2, 0, 1).reshape(g.shape)
+        return torch.bmm(param.mT, gb).permute(2, 0, 1).reshape(g.shape).contiguous()
     # (M^T g)_l = sum_j bands[j, l - j + k] g_{l - j + k}: shifted slices of bands[j] * g
     width, d = param.shape
     k = (width - 1) // 2

@@ -51,7 +51,7 @@ def block_diagonal_apply(blocks: Tensor, x: Tensor) -> Tensor:
     lead = x.shape[:-1]
     xb = x.reshape(-1, nb, b).permute(1, 2, 0)  # (nb, b, N)
     yb = torch.bmm(blocks, xb)  # (nb, b, N): y[i, r, n] = sum_s blocks[i, r, s] x[n, i, s]
-    return yb.permute(2, 0, 1).reshape(*lead, nb * b)
+    return yb.permute(2, 0, 1).reshape(*lead, nb * b).contiguous()  # row-major, like x @ M^T
 
 
 def banded_apply(bands: Tensor, x: Tensor) -> Tensor:
