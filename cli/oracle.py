@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 from hyperet.cli.console import EXIT_CHECK_FAILED, console, emit_json, fail, json_option
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -42,12 +44,7 @@ def render_grades(title: str, grades: Sequence[OpGrade]) -> None:
     columns = ["op", *(["implementation"] if several else []), "dtype", "cases"]
     columns += ["normwise max", "median", "component max", "median", "NaN/inf", "fail", "bound"]
     for name in [*columns, "worst family"]:
-        table.add_column(
-            name,
-            justify="left" if name in _LEFT else "right",
-            overflow="fold",
-            no_wrap=name == "op",
-        )
+        table.add_column(name, justify="left" if name in _LEFT else "right", no_wrap=True)
     for g in grades:
         worst = max(g.families.items(), key=lambda kv: kv[1].normwise_max_ulp, default=None)
         style = "green" if g.passed else "bold red"
@@ -57,7 +54,12 @@ def render_grades(title: str, grades: Sequence[OpGrade]) -> None:
         row += [f"[{style}]{g.out_of_tolerance}[/]", _ulp(g.threshold_ulp)]
         row.append("-" if worst is None or not worst[1].normwise_max_ulp else worst[0])
         table.add_row(*row)
-    console.print(table)
+    # on a pipe (rich assumes 80 columns there) the table keeps its natural width: no folding
+    natural = Measurement.get(console, console.options.update_width(1000), table).maximum
+    if console.is_terminal or natural <= console.width:
+        console.print(table)
+    else:
+        Console(stderr=True, width=natural).print(table)
 
 
 _LEFT = {"op", "implementation", "dtype", "worst family"}
