@@ -42,12 +42,12 @@ except ImportError:  # pragma: no cover
     pass
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    """One torch thread for tests of tiny models (faster, and immune to a busy machine)."""
+    """Every test starts and ends with one torch thread, even if the code under test (e.g.
+    ``hyperet train`` through CliRunner) changes the thread count."""
     import torch
 
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)

@@ -19,9 +19,6 @@ from hyperet.train import StepDone, train
 NANO = preset("nano")
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def nano_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()

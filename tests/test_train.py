@@ -34,9 +34,6 @@ from hyperet.train import (
 NANO = preset("nano")
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 class Interrupt(Exception):
     pass
 

@@ -18,8 +18,6 @@ from hyperet.alignment.connector import (
 from hyperet.alignment.losses import duplicate_positives
 from hyperet.alignment.metrics import retrieval_recall
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
-
 F64 = torch.float64
 
 

@@ -16,8 +16,6 @@ from hyperet.config import VisionConfig
 from hyperet.data import LEVELS, Tokenizer, build_split
 from hyperet.model.vision import VisionEncoder
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
-
 
 def test_corrupt_adds_noise_of_the_requested_strength() -> None:
     images = np.full((50, 3, 16, 16), 128, dtype=np.uint8)

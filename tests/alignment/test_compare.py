@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from hyperet.alignment.compare import compare_objectives, markdown_table
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
 
 
 def test_compare_objectives_on_nano() -> None:

@@ -15,8 +15,6 @@ from hyperet.config import preset, with_overrides
 from hyperet.data import LEVELS
 from hyperet.train import StepDone, train
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)

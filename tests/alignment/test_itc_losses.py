@@ -19,8 +19,6 @@ from hyperet.alignment.losses import (
     similarity_matrix,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
-
 F64 = torch.float64
 
 

@@ -14,8 +14,6 @@ from hyperet.config import preset, with_overrides
 from hyperet.data import Tokenizer
 from hyperet.train import Context, build_model, build_training_data
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
-
 
 def _context(objective: str) -> Context:
     config = with_overrides(preset("nano"), objective=objective, steps={"itc": 30})

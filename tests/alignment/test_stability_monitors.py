@@ -16,8 +16,6 @@ from hyperet.alignment.monitors import (
     grad_norm,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
-
 
 def _points(norms: list[float], dim: int = 3, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     x = torch.zeros(len(norms), dim, dtype=dtype)

@@ -9,8 +9,6 @@ import torch
 
 from hyperet.alignment.pruning import random_text_pruning
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
-
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = (BOS, EOS)
 

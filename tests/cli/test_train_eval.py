@@ -10,8 +10,6 @@ import torch
 from click.testing import CliRunner, Result
 from hyperet.cli.main import main
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
