@@ -29,6 +29,13 @@ def emit_json(payload: Any) -> None:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    """Print ``message`` in red on stderr and exit with ``code`` (never a traceback)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``message`` in red on stderr, on one line (never wrapped), and exit with ``code``
+    (never a traceback)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
+
+
+def os_error_message(err: OSError, path: object) -> str:
+    """One line for an ``OSError``: the file involved (or ``path``) and the system's reason."""
+    where = err.filename if err.filename is not None else path
+    return f"{where}: {err.strerror or err}"

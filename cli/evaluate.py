@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_option
+from hyperet.cli.console import (
+    EXIT_BAD_INPUT,
+    console,
+    emit_json,
+    fail,
+    json_option,
+    os_error_message,
+)
 
 
 @click.command(name="eval")
@@ -48,6 +55,8 @@ def command(run_dir: Path, split: str, limit: int | None, batch_size: int, as_js
             )
     except (CheckpointError, ValueError) as err:
         fail(str(err), EXIT_BAD_INPUT)
+    except OSError as err:
+        fail(os_error_message(err, run_dir), EXIT_BAD_INPUT)
     render(results)
     if as_json:
         emit_json(results)

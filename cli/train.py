@@ -14,6 +14,7 @@ from hyperet.cli.console import (
     emit_json,
     fail,
     json_option,
+    os_error_message,
 )
 
 from hyperet.config import HYPERET_STAGES, HYPERET_STRUCTURES, OBJECTIVES, PRESETS, STAGES
@@ -74,14 +75,22 @@ from hyperet.data.captions import LEVELS
 @click.option(
     "--checkpoint-every", type=click.IntRange(min=1), help="Mid-stage checkpoint interval (steps)."
 )
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
-@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted run in --out (verified first)."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the hyperet run directory --out (refused, deleting nothing, when --out holds "
+    "anything a run does not write).",
+)
 @json_option
 @click.pass_context
 def command(ctx: click.Context, **opts: Any) -> None:
     """Train the compact MLLM: vision (0a), LM (0b), align (1), instruct (2).
 
-    Exit codes: 0 done, 2 bad options or run directory, 3 non-finite loss.
+    Exit codes: 0 done, 2 bad options, run directory or file (one line on stderr), 3 non-finite
+    loss. The run holds --out's lock (.hyperet.lock) while it trains.
     """
     if opts["resume"] and opts["force"]:
         fail("--resume and --force exclude each other", EXIT_BAD_INPUT)
@@ -109,8 +118,10 @@ def command(ctx: click.Context, **opts: Any) -> None:
             "vision_level": opts["vision_level"],
             "objective": opts["objective"],
         }
-        if opts["resume"]:  # the stored config, with only explicitly given options applied
-            base = load_config(out / "config.json")
+        stored = out / "config.json"
+        if opts["resume"] and (stored.exists() or stored.is_symlink()):
+            # the stored config, with only explicitly given options applied
+            base = load_config(stored, root=out)
             overrides = {k: v for k, v in overrides.items() if given(k)}
             if given("preset") and opts["preset"] != base.preset:
                 fail(f"--preset {opts['preset']}: the run in {out} uses {base.preset}")
@@ -140,6 +151,8 @@ def command(ctx: click.Context, **opts: Any) -> None:
         fail(str(err), EXIT_NONFINITE)
     except (RunDirectoryError, CheckpointError, ValueError) as err:
         fail(str(err), EXIT_BAD_INPUT)
+    except OSError as err:  # unwritable, full disk, a path under a file ...
+        fail(os_error_message(err, out), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         fail(f"interrupted; continue with `hyperet train --out {out} --resume`", 130)
     _render_summary(metrics)

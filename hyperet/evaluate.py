@@ -28,7 +28,6 @@ are a deterministic function of the seed), optionally limited to its first ``lim
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,18 +39,28 @@ from torch import Tensor, nn
 
 from hyperet.batching import collate, collate_prompts, encode_mc, encode_text, mc_prompt, vqa_prompt
 from hyperet.checkpoint import (
+    CHECKPOINTS,
     CONFIG_FILE,
+    MARKER_FILE,
     METRICS_FILE,
     TOKENIZER_FILE,
     CheckpointError,
-    load_checkpoint,
+    config_sha256,
     load_config,
     load_model_state,
+    read_marker,
+    read_tokenizer_text,
 )
 from hyperet.config import STAGES, RunConfig
 from hyperet.data import Split, Tokenizer, build_split, parse_answer
 from hyperet.model import MLLM
-from hyperet.train import apply_hyperet_to, build_model
+from hyperet.train import (
+    apply_hyperet_to,
+    build_model,
+    check_metrics_file,
+    load_stage_checkpoints,
+    run_stage_names,
+)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 PROBE_CURVATURE = 0.01
@@ -59,34 +68,39 @@ ProgressHandler = Callable[[str, int, int], None]  # (task, done, total)
 
 
 class LoadedRun:
-    """A run directory's config, tokenizer and final model (HRA applied when it was trained)."""
+    """A run directory's config, tokenizer and final model (HRA applied when it was trained).
+
+    Everything is verified (:mod:`hyperet.checkpoint`): the marker's digests of config and
+    tokenizer, each stage checkpoint's content digest and identity, and that the model comes from
+    the final stage's complete checkpoint; ``metrics.json`` must agree with the stage metrics
+    stored in the checkpoints.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"{run_dir}: run directory not found")
         self.path = run_dir
-        self.config: RunConfig = load_config(run_dir / CONFIG_FILE)
+        self.config: RunConfig = load_config(run_dir / CONFIG_FILE, root=run_dir)
+        marker = read_marker(run_dir)
+        if config_sha256(self.config) != marker["config_sha256"]:
+            raise CheckpointError(f"{run_dir / CONFIG_FILE}: does not match {MARKER_FILE}")
         try:
-            self.tokenizer = Tokenizer.from_json((run_dir / TOKENIZER_FILE).read_text())
-        except FileNotFoundError:
-            raise CheckpointError(f"{run_dir / TOKENIZER_FILE}: file not found") from None
+            self.tokenizer = Tokenizer.from_json(read_tokenizer_text(run_dir, marker))
         except ValueError as err:
             raise CheckpointError(f"{run_dir / TOKENIZER_FILE}: {err}") from None
-        final = run_dir / "checkpoints" / STAGES[-1]
-        if not final.is_dir():
+        order = run_stage_names(self.config)
+        final = run_dir / CHECKPOINTS / order[-1]
+        if not (final.exists() or final.is_symlink()):
             raise CheckpointError(
-                f"{run_dir}: training is not finished (no checkpoints/{STAGES[-1]}); "
+                f"{run_dir}: training is not finished (no checkpoints/{order[-1]}); "
                 "resume it with `hyperet train --out RUN --resume`"
             )
-        ckpt = load_checkpoint(final)
+        found = load_stage_checkpoints(run_dir, self.config)
+        ckpt = found[order[-1]]
         if not ckpt.complete:
             raise CheckpointError(
                 f"{final}: the last stage stopped at step {ckpt.meta['step']}; resume the run first"
-            )
-        if ckpt.config.to_dict() != self.config.to_dict():
-            raise CheckpointError(
-                f"{final}: checkpoint config differs from {run_dir / CONFIG_FILE}"
             )
         self.model: MLLM = build_model(self.config, self.tokenizer)
         self.hyperet_params: list[nn.Parameter] = []
@@ -96,9 +110,12 @@ class LoadedRun:
             self.identity = [p.detach().clone() for p in self.hyperet_params]  # fresh = identity
         load_model_state(self.model, ckpt.model, source=final)
         self.model.eval()
-        self.metrics: dict[str, Any] = {}
-        if (run_dir / METRICS_FILE).is_file():
-            self.metrics = json.loads((run_dir / METRICS_FILE).read_text())
+        self.metrics: dict[str, Any] = {"stages": {n: c.metrics for n, c in found.items()}}
+        path = run_dir / METRICS_FILE
+        if path.exists() or path.is_symlink():
+            stored = check_metrics_file(path, run_dir)
+            if stored["stages"] != self.metrics["stages"]:
+                raise CheckpointError(f"{path}: does not match the metrics in the checkpoints")
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -427,10 +444,11 @@ def evaluate(
         "val": cfg.data.val_scenes,
         "test": cfg.data.test_scenes,
     }
+    # the first k scenes of a split do not depend on its size: generate only what is evaluated
     data = _limit(
         build_split(
             split,
-            n_scenes=n_scenes[split],
+            n_scenes=n_scenes[split] if limit is None else min(limit, n_scenes[split]),
             seed=cfg.seed,
             image_size=cfg.data.image_size,
             min_objects=cfg.data.min_objects,

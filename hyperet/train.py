@@ -29,7 +29,6 @@ and torch RNG state.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hyperet import __version__
+from hyperet import __version__, _io
 from hyperet.alignment.stage import attach_aligner, is_itc, itc_metrics, itc_stage
 from hyperet.batching import (
     Encoded,
@@ -52,19 +51,31 @@ from hyperet.batching import (
     encode_vqa,
 )
 from hyperet.checkpoint import (
+    CHECKPOINTS,
     CONFIG_FILE,
+    LOCK_FILE,
+    MARKER_FILE,
     METRICS_FILE,
     TOKENIZER_FILE,
+    Checkpoint,
     CheckpointError,
+    check_stage_identity,
+    clear_run_directory,
     config_differences,
+    config_sha256,
+    foreign_entries,
     load_checkpoint,
     load_config,
     load_model_state,
     optimizer_from_tensors,
     optimizer_to_tensors,
     read_json,
+    read_marker,
+    read_tokenizer_text,
+    run_lock,
     save_checkpoint,
     write_json,
+    write_marker,
 )
 from hyperet.config import ITC_STAGE, STAGES, RunConfig, StageConfig
 from hyperet.data import Split, Tokenizer, build_split
@@ -181,14 +192,23 @@ class Sampler:
         return {"rng": self.rng.bit_generator.state, "pos": self.pos}, torch.from_numpy(self.order)
 
     def restore(self, state: dict[str, Any], order: Tensor) -> None:
-        """Inverse of :meth:`state`."""
-        if order.shape != (self.n,):
+        """Inverse of :meth:`state`; :class:`CheckpointError` when the saved state is malformed."""
+        if order.shape != (self.n,) or order.dtype != torch.int64:
             raise CheckpointError(
-                f"sampler: saved order has {order.numel()} entries, need {self.n}"
+                f"sampler: saved order is {order.dtype} {tuple(order.shape)}, "
+                f"need int64 ({self.n},)"
             )
-        self.rng.bit_generator.state = state["rng"]
+        if not np.array_equal(np.sort(order.numpy()), np.arange(self.n)):
+            raise CheckpointError("sampler: saved order is not a permutation")
+        pos = state.get("pos") if isinstance(state, dict) else None
+        if not isinstance(pos, int) or isinstance(pos, bool) or not 0 <= pos <= self.n:
+            raise CheckpointError(f"sampler: position {pos!r} is not in [0, {self.n}]")
+        try:
+            self.rng.bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
+            raise CheckpointError(f"sampler: invalid generator state ({err})") from None
         self.order = order.numpy().astype(np.int64)
-        self.pos = int(state["pos"])
+        self.pos = pos
 
 
 # ---------------------------------------------------------------------- data
@@ -516,6 +536,50 @@ def _progress_meta(
     return meta, tensors
 
 
+def _state_field(ckpt: Checkpoint, key: str, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+    value = ckpt.state.get(key)
+    if value is None or value.dtype != dtype or tuple(value.shape) != shape:
+        got = "missing" if value is None else f"{value.dtype} {tuple(value.shape)}"
+        raise CheckpointError(
+            f"{ckpt.path}: state tensor {key!r} is {got}, expected {dtype} {shape}"
+        )
+    return value
+
+
+def restore_progress(
+    ckpt: Checkpoint, stage: StageConfig, task: StageTask, optimizer: torch.optim.Optimizer
+) -> tuple[int, float, list[float]]:
+    """Restore optimizer, samplers and torch RNG from a mid-stage checkpoint, checking every
+    field; returns ``(step, wall time so far, losses so far)``."""
+    meta, where = ckpt.meta, f"{ckpt.path}: meta"
+    step = meta["step"]
+    wall = _io.expect(
+        meta.get("wall_time_s"), (int, float), f"{where}.wall_time_s", CheckpointError
+    )
+    if not (math.isfinite(wall) and wall >= 0):
+        raise CheckpointError(f"{where}.wall_time_s: {wall} is not a duration")
+    if meta.get("scheduler") != {"kind": "warmup_cosine", "step": step}:
+        raise CheckpointError(
+            f"{where}.scheduler: {meta.get('scheduler')!r} does not fit step {step}"
+        )
+    samplers = _io.expect(meta.get("samplers"), dict, f"{where}.samplers", CheckpointError)
+    if set(samplers) != set(task.samplers):
+        raise CheckpointError(f"{where}.samplers: expected {sorted(task.samplers)}")
+    rest = _io.expect(meta.get("optimizer"), dict, f"{where}.optimizer", CheckpointError)
+    _io.expect(rest.get("scalars"), dict, f"{where}.optimizer.scalars", CheckpointError)
+    known = {"losses", "torch_rng_state", *(f"sampler.{k}.order" for k in task.samplers)}
+    unexpected = sorted(k for k in ckpt.state if k not in known and not k.startswith("optimizer."))
+    if unexpected:
+        raise CheckpointError(f"{ckpt.path}: unexpected state tensors {unexpected}")
+    losses = _state_field(ckpt, "losses", torch.float64, (step,))
+    rng = _state_field(ckpt, "torch_rng_state", torch.uint8, tuple(torch.get_rng_state().shape))
+    optimizer_from_tensors(optimizer, ckpt.state, rest)
+    for key, sampler in task.samplers.items():
+        sampler.restore(samplers[key], ckpt.state[f"sampler.{key}.order"])
+    torch.set_rng_state(rng)
+    return step, float(wall), losses.tolist()
+
+
 def run_stage(
     ctx: Context,
     name: str,
@@ -526,20 +590,13 @@ def run_stage(
 ) -> dict[str, Any]:
     """Train one stage to its step budget, checkpointing every ``checkpoint_every`` steps."""
     config = ctx.config
-    stage = config.train.itc if name == ITC_STAGE else config.train.stages[name]
-    ckpt_dir = out / "checkpoints" / name
+    stage = stage_config(config, name)
+    ckpt_dir = out / CHECKPOINTS / name
     optimizer = _optimizer(task, stage)
     losses: list[float] = []
     start, wall_before = 0, 0.0
     if resume_from is not None:
-        optimizer_from_tensors(optimizer, resume_from.state, resume_from.meta["optimizer"])
-        for key, sampler in task.samplers.items():
-            sampler.restore(
-                resume_from.meta["samplers"][key], resume_from.state[f"sampler.{key}.order"]
-            )
-        torch.set_rng_state(resume_from.state["torch_rng_state"])
-        losses = resume_from.state["losses"].tolist()
-        start, wall_before = int(resume_from.meta["step"]), float(resume_from.meta["wall_time_s"])
+        start, wall_before, losses = restore_progress(resume_from, stage, task, optimizer)
     on_event(StageStarted(name, stage.steps, start, task.cached_features, task.hyperet_active))
     applied = bool(ctx.hyperet_params)
     t0 = time.perf_counter()
@@ -604,29 +661,68 @@ def run_stage(
     return metrics
 
 
-def prepare_run_directory(out: Path, config: RunConfig, *, resume: bool, force: bool) -> None:
-    """Check ``out`` (refuse a non-empty one unless resuming or forced) and write config.json."""
-    if resume:
-        if not (out / CONFIG_FILE).is_file():
-            raise RunDirectoryError(f"{out}: nothing to resume (no {CONFIG_FILE})")
-        stored = load_config(out / CONFIG_FILE)
-        diff = config_differences(stored, config)
-        if diff:
-            raise RunDirectoryError(
-                f"{out}: the run was started with a different config (fields: {', '.join(diff)})"
-            )
-        return
+def _check_new_directory(out: Path, force: bool) -> None:
+    """Refuse, before anything is written, an ``out`` that a new run cannot use."""
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
+    if not out.is_dir():
+        return
+    entries = sorted(e.name for e in out.iterdir())
+    if not entries:
+        return
+    if not force:
+        raise RunDirectoryError(
+            f"{out}: directory is not empty (use --resume to continue it or --force to "
+            "replace a hyperet run directory)"
+        )
+    if not (out / MARKER_FILE).is_file() or foreign_entries(out):
+        clear_run_directory(out)  # raises, naming what it would have deleted
+
+
+def prepare_run_directory(
+    out: Path, config: RunConfig, tokenizer: Tokenizer, *, resume: bool, force: bool
+) -> None:
+    """With the lock held: clean temporaries, then check (resume) or create the run directory.
+
+    A new directory gets its marker first (the digests of config and tokenizer), then
+    ``config.json`` and ``tokenizer.json``; resuming verifies all three (and writes whichever
+    of the two a kill kept from being written). ``--force`` clears a run directory first
+    (:func:`~hyperet.checkpoint.clear_run_directory`).
+    """
+    for directory in (out, out / CHECKPOINTS):
+        _io.check_inside(directory, out, error=RunDirectoryError)
+        _io.clean_temporaries(directory)
+    text = tokenizer.to_json() + "\n"
+    if resume:
+        if not (out / MARKER_FILE).is_file():
+            raise RunDirectoryError(f"{out}: nothing to resume (no {MARKER_FILE})")
+        marker = read_marker(out)
+        if marker["config_sha256"] != config_sha256(config):
+            stored = load_config(out / CONFIG_FILE, root=out)
+            diff = config_differences(stored, config)
             raise RunDirectoryError(
-                f"{out}: directory is not empty (use --resume to continue it or --force to "
-                "overwrite it)"
+                f"{out}: the run was started with a different config (fields: "
+                f"{', '.join(diff) or 'none; config.json does not match ' + MARKER_FILE})"
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        if marker["tokenizer_sha256"] != _io.sha256_bytes(text.encode("utf-8")):
+            raise RunDirectoryError(f"{out}: the run used a different tokenizer")
+        if (out / CONFIG_FILE).exists() or (out / CONFIG_FILE).is_symlink():
+            if config_sha256(load_config(out / CONFIG_FILE, root=out)) != marker["config_sha256"]:
+                raise RunDirectoryError(f"{out / CONFIG_FILE}: does not match {MARKER_FILE}")
+        else:
+            write_json(out / CONFIG_FILE, config.to_dict())
+        if (out / TOKENIZER_FILE).exists() or (out / TOKENIZER_FILE).is_symlink():
+            read_tokenizer_text(out, marker)
+        else:
+            _io.atomic_write_bytes(out / TOKENIZER_FILE, text.encode("utf-8"))
+        return
+    if force:
+        clear_run_directory(out)
+    elif any(e.name != LOCK_FILE for e in out.iterdir()):  # filled since the first check
+        raise RunDirectoryError(f"{out}: directory is not empty")
+    write_marker(out, config, text)
     write_json(out / CONFIG_FILE, config.to_dict())
+    _io.atomic_write_bytes(out / TOKENIZER_FILE, text.encode("utf-8"))
 
 
 def run_stage_names(config: RunConfig) -> list[str]:
@@ -635,13 +731,48 @@ def run_stage_names(config: RunConfig) -> list[str]:
     return [name for name, _ in STAGE_RECIPE if name != ITC_STAGE or itc]
 
 
-def _latest_checkpoint(out: Path, order: list[str]) -> Any:
-    latest = None
+def stage_config(config: RunConfig, name: str) -> StageConfig:
+    """The budget of stage ``name`` (``itc`` included)."""
+    return config.train.itc if name == ITC_STAGE else config.train.stages[name]
+
+
+def load_stage_checkpoints(out: Path, config: RunConfig) -> dict[str, Checkpoint]:
+    """The run's existing stage checkpoints, in order, verified (identity, config, sequence).
+
+    Every stage before the last checkpointed one must be complete; each checkpoint must be its
+    own stage's and carry ``config``.
+    """
+    found: dict[str, Checkpoint] = {}
+    order = run_stage_names(config)
     for name in order:
-        directory = out / "checkpoints" / name
-        if directory.exists():
-            latest = load_checkpoint(directory)
-    return latest
+        directory = out / CHECKPOINTS / name
+        if not (directory.exists() or directory.is_symlink()):
+            continue
+        ckpt = load_checkpoint(directory, root=out)
+        check_stage_identity(ckpt, name, stage_config(config, name).steps)
+        if ckpt.config != config:
+            raise CheckpointError(f"{ckpt.path}: checkpoint config differs from the run's")
+        found[name] = ckpt
+    if found:
+        last = order.index(list(found)[-1])
+        for name in order[:last]:
+            if name not in found or not found[name].complete:
+                raise CheckpointError(
+                    f"{out / CHECKPOINTS / name}: missing or incomplete, but a later stage "
+                    "has a checkpoint"
+                )
+    return found
+
+
+def check_metrics_file(path: Path, root: Path) -> dict[str, Any]:
+    """Read a run's ``metrics.json`` and check its shape: ``{"stages": {name: {...}}, ...}``."""
+    data = read_json(path, root=root)
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
+        raise CheckpointError(f"{path}: expected a JSON object with a 'stages' object")
+    for name, stage in data["stages"].items():
+        if not isinstance(stage, dict):
+            raise CheckpointError(f"{path}: stages.{name} is not a JSON object")
+    return data
 
 
 def train(
@@ -654,45 +785,57 @@ def train(
 ) -> dict[str, Any]:
     """Run the whole recipe into ``out``; returns the metrics written to ``metrics.json``.
 
-    Raises :class:`RunDirectoryError` / :class:`~hyperet.checkpoint.CheckpointError` on unusable
+    The run holds ``out``'s lock throughout (:func:`~hyperet.checkpoint.run_lock`). Raises
+    :class:`RunDirectoryError` / :class:`~hyperet.checkpoint.CheckpointError` on unusable
     directories, :class:`NonFiniteLossError` when a loss or gradient becomes non-finite.
     """
     emit: EventHandler = on_event if on_event is not None else (lambda event: None)
     out = Path(out)
-    prepare_run_directory(out, config, resume=resume, force=force)
+    if resume:
+        if not out.is_dir():
+            raise RunDirectoryError(f"{out}: nothing to resume (directory not found)")
+    else:
+        _check_new_directory(out, force)
+    out.mkdir(parents=True, exist_ok=True)
     tokenizer = Tokenizer.build()
-    if resume and (out / TOKENIZER_FILE).is_file():
-        stored = Tokenizer.from_json((out / TOKENIZER_FILE).read_text())
-        if stored != tokenizer:
-            raise RunDirectoryError(f"{out}: the run used a different tokenizer")
-    (out / TOKENIZER_FILE).write_text(tokenizer.to_json() + "\n")
+    with run_lock(out):
+        prepare_run_directory(out, config, tokenizer, resume=resume, force=force)
+        return _train_locked(config, out, tokenizer, resume, emit)
+
+
+def _train_locked(
+    config: RunConfig, out: Path, tokenizer: Tokenizer, resume: bool, emit: EventHandler
+) -> dict[str, Any]:
     data = build_training_data(config, tokenizer)
     model = build_model(config, tokenizer)
     ctx = Context(config=config, data=data, model=model)
 
     order = run_stage_names(config)
-    latest = _latest_checkpoint(out, order) if resume else None
-    done_stages: set[str] = set()
-    if latest is not None:
-        if latest.config.to_dict() != config.to_dict():
-            raise CheckpointError(f"{latest.path}: checkpoint config differs from the run's")
-        if latest.meta.get("hyperet_applied"):
-            ctx.hyperet_params = apply_hyperet_to(model, config)
-        load_model_state(model, latest.model, source=latest.path)
-        index = order.index(latest.meta["stage"])
-        done_stages = set(order[:index])
-        if latest.complete:
-            done_stages.add(latest.meta["stage"])
-
+    found = load_stage_checkpoints(out, config) if resume else {}
     metrics_path = out / METRICS_FILE
+    if resume and (metrics_path.exists() or metrics_path.is_symlink()):
+        check_metrics_file(metrics_path, out)
     metrics: dict[str, Any] = {
         "package_version": __version__,
         "seed": config.seed,
         "config": config.to_dict(),
         "stages": {},
     }
-    if resume and metrics_path.is_file():
-        metrics["stages"] = read_json(metrics_path).get("stages", {})
+    latest = found[list(found)[-1]] if found else None
+    done_stages = [name for name, ckpt in found.items() if ckpt.complete]
+    if latest is not None:
+        if latest.meta.get("hyperet_applied"):
+            ctx.hyperet_params = apply_hyperet_to(model, config)
+        load_model_state(model, latest.model, source=latest.path)
+        for name in done_stages:  # the stage metrics landed with the stage's checkpoint
+            metrics["stages"][name] = found[name].metrics
+        if latest.complete:  # the next stage starts where this one ended
+            torch.set_rng_state(
+                _state_field(
+                    latest, "torch_rng_state", torch.uint8, (torch.get_rng_state().numel(),)
+                )
+            )
+
     for name, stage_fn in STAGE_RECIPE:
         if name not in order:
             continue
