@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -186,7 +187,12 @@ class RunConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise ``ValueError`` (message starts with the field path) on an invalid config."""
+        """Raise ``ValueError`` (message starts with the field path) on an invalid config.
+
+        Every field must have its declared type (an ``int`` field refuses ``1.5`` and ``True``, a
+        ``float`` field refuses ``inf`` and ``NaN``) and stay within :data:`SIZE_LIMITS`.
+        """
+        _check_types(self, "")
         _positive(self, "data.train_scenes", "data.val_scenes", "data.test_scenes")
         _positive(self, "data.image_size", "data.min_objects", "data.max_objects")
         if self.data.max_objects < self.data.min_objects:
@@ -337,6 +343,60 @@ class RunConfig:
         except json.JSONDecodeError as err:
             raise ValueError(f"config: not valid JSON ({err})") from None
         return cls.from_dict(data)
+
+
+#: Upper bounds of integer fields (by field name), so that a typo cannot ask for a model or a
+#: data set that exhausts memory or runs for days; other integer fields (steps, intervals, ...)
+#: are bounded by ``MAX_COUNT`` and ``seed`` by ``2**63``.
+SIZE_LIMITS: dict[str, int] = {
+    "train_scenes": 10**6,
+    "val_scenes": 10**6,
+    "test_scenes": 10**6,
+    "image_size": 1024,
+    "min_objects": 64,
+    "max_objects": 64,
+    "patch_size": 1024,
+    "width": 8192,
+    "embed_dim": 8192,
+    "hidden": 8192,
+    "layers": 256,
+    "heads": 256,
+    "mlp_ratio": 64,
+    "shuffle": 64,
+    "max_text_len": 8192,
+    "batch_size": 65536,
+    "block_size": 8192,
+    "bandwidth": 8192,
+}
+MAX_COUNT = 10**9
+
+
+def _check_types(obj: Any, where: str) -> None:
+    """Check every field of a config dataclass against its declared type (recursively)."""
+    for f in fields(obj):
+        value, path = getattr(obj, f.name), f"{where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_types(value, path + ".")
+        elif f.type == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{path}: must be an integer, got {value!r}")
+            limit = 2**63 if f.name == "seed" else SIZE_LIMITS.get(f.name, MAX_COUNT)
+            if value > limit:
+                raise ValueError(f"{path}: {value} exceeds the limit {limit}")
+        elif f.type == "float":
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"{path}: must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{path}: must be finite, got {value!r}")
+        elif f.type == "str" and not isinstance(value, str):
+            raise ValueError(f"{path}: must be a string, got {value!r}")
+        elif f.type == "dict[str, StageConfig]":
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, StageConfig) for k, v in value.items()
+            ):
+                raise ValueError(f"{path}: must map stage names to stage configs")
+            for name, stage in value.items():
+                _check_types(stage, f"{path}.{name}.")
 
 
 def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:

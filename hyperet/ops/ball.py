@@ -34,6 +34,7 @@ from hyperet.ops._numerics import (
     sum_sq_dd,
     tanh_ratio,
 )
+from hyperet.ops._validate import check_args, check_matrix, check_scalar
 from hyperet.ops.policy import output_ceiling
 
 # ----------------------------------------------------------------------------- cores
@@ -108,6 +109,7 @@ def _squeeze(t: Tensor) -> Tensor:
 
 def conformal_factor(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """Conformal factor :math:`\\lambda_x = 2 / (1 - c|x|^2)`, shape ``x.shape[:-1]``."""
+    check_args(c, x=x)
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_points(x=x)
@@ -120,6 +122,7 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None)
 
     Exact mode returns ``y`` bitwise when ``x = 0`` and ``x`` bitwise when ``y = 0``.
     """
+    check_args(c, x=x, y=y)
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
@@ -153,6 +156,8 @@ def mobius_scalar_mul(
     ``r`` is a float or a tensor broadcasting against ``x.shape[:-1]``; ``r = 0, 1, -1`` give
     ``0``, ``x``, ``-x`` bitwise.
     """
+    check_args(c, x=x)
+    check_scalar("r", r, x)
     num = setup(c, policy, x, *([r] if isinstance(r, Tensor) else []))
     x = num.cast(x)
     r_t = (
@@ -172,6 +177,8 @@ def mobius_scalar_mul(
 def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """Möbius matrix-vector product :math:`M \\otimes x` for a dense ``m`` of shape ``(..., n, d)``
     (see :func:`matvec_core`); result shape ``(..., n)``."""
+    check_args(c, x=x)
+    check_matrix("m", m, x)
     num = setup(c, policy, m, x)
     m, x = num.cast(m), num.cast(x)
     num.check_points(x=x)
@@ -189,6 +196,7 @@ def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     No clamp: :math:`T(s) \\to 1` as :math:`s \\to 0` (Jacobian I at 0) and :math:`T(s) = 1/s`
     once tanh rounds to 1; a result that rounds onto the boundary is kept inside (policy).
     """
+    check_args(c, u=u)
     num = setup(c, policy, u)
     u = num.cast(u)
     num.check_finite(u=u)
@@ -220,6 +228,7 @@ def _expmap0_train(num: Numerics, u: Tensor) -> Tensor:
 def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """Logarithmic map at the origin,
     :math:`\\log_0(x) = \\operatorname{artanh}(z)\\,x/(\\sqrt c|x|) = R(z)x`."""
+    check_args(c, x=x)
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_points(x=x)
@@ -326,6 +335,7 @@ def expmap(x: Tensor, u: Tensor, *, c: Curvature, policy: str | None = None) -> 
     back at the origin, which float32 cannot resolve); train mode then rounds the result once to
     the input's dtype within the output ceiling.
     """
+    check_args(c, x=x, u=u)
     num = setup(c, policy, x, u)
     x, u = num.cast(x), num.cast(u)
     num.check_points(x=x)
@@ -342,6 +352,7 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> 
     :math:`v` comes from the cancellation-free addition (so :math:`y - x` is formed exactly for
     nearby points) and its co-norm from the identity :math:`w(v) = w(x) w(y) / D`.
     """
+    check_args(c, x=x, y=y)
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
@@ -375,6 +386,7 @@ def dist(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Te
         d(x, y) = \\frac{1}{\\sqrt c}
             \\operatorname{arcosh}\\Big(1 + \\frac{2c|x - y|^2}{w(x) w(y)}\\Big)
     """
+    check_args(c, x=x, y=y)
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
@@ -386,6 +398,7 @@ def dist(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Te
 def dist0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """Distance to the origin (the hyperbolic radius)
     :math:`\\mathrm{Rad}(x) = \\frac{2}{\\sqrt c}\\operatorname{artanh}(\\sqrt c|x|) = 2|x|R(z)`."""
+    check_args(c, x=x)
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_points(x=x)
@@ -421,6 +434,7 @@ def gyration(a: Tensor, b: Tensor, z: Tensor, *, c: Curvature, policy: str | Non
     """Gyration
     :math:`\\operatorname{gyr}[a, b]z = -(a \\oplus b) \\oplus (a \\oplus (b \\oplus z))`,
     a linear isometry applied to the vector ``z`` (see :func:`gyration_core`)."""
+    check_args(c, a=a, b=b, z=z)
     num = setup(c, policy, a, b, z)
     a, b, z = num.cast(a), num.cast(b), num.cast(z)
     num.check_points(a=a, b=b)
@@ -436,6 +450,7 @@ def transport(
     """Parallel transport of ``v`` from :math:`T_x` to :math:`T_y`:
     :math:`P_{x \\to y}(v) = \\operatorname{gyr}[y, -x]\\,v\\;\\lambda_x/\\lambda_y`,
     with :math:`\\lambda_x/\\lambda_y = w(y)/w(x)`."""
+    check_args(c, x=x, y=y, v=v)
     num = setup(c, policy, x, y, v)
     x, y, v = num.cast(x), num.cast(y), num.cast(v)
     num.check_points(x=x, y=y)
@@ -453,6 +468,7 @@ def project(x: Tensor, *, c: Curvature, eps: float, policy: str | None = None) -
     maps points on or outside it to the nearest interior point in their direction)."""
     if not 0 <= eps < 1:
         raise ValueError(f"eps: must satisfy 0 <= eps < 1, got {eps}")
+    check_args(c, x=x)
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_finite(x=x)

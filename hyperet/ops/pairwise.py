@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from hyperet.ops._numerics import Curvature, setup
+from hyperet.ops._validate import check_args, check_tensors
 from hyperet.ops.ball import dist_core
 
 #: Elements of one ``(chunk, M, D)`` difference block in the accurate path.
@@ -51,6 +52,8 @@ def pairwise_dist(
     Returns ``(..., N, M)``. ``accurate=False`` (default): one matrix product (see the module
     docstring for its accuracy); ``accurate=True``: explicit differences in chunks.
     """
+    check_args(c)
+    check_tensors(x=x, y=y)
     if x.dim() < 2 or y.dim() < 2 or x.shape[-1] != y.shape[-1]:
         raise ValueError(
             f"x: expected (..., N, D) and y (..., M, D) with equal D, got {tuple(x.shape)}"

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from hyperet.ops import _fused
 from hyperet.ops._numerics import Curvature, setup
+from hyperet.ops._validate import check_args, check_tensors
 from hyperet.ops.ball import matvec_core
 
 # ----------------------------------------------------------------------------- plain products
@@ -93,6 +94,8 @@ def _check_layout(name: str, param: Tensor, x: Tensor, kind: str) -> None:
 
 def diagonal_matvec(w: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """:math:`\\operatorname{diag}(w) \\otimes x`; ``w`` ``(..., d)`` broadcasts with ``x``."""
+    check_args(c, x=x)
+    check_tensors(w=w)
     _check_layout("w", w, x, "diagonal")
     num = setup(c, policy, w, x)
     w, x = num.cast(w), num.cast(x)
@@ -108,6 +111,8 @@ def block_diagonal_matvec(
     blocks: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None
 ) -> Tensor:
     """:math:`\\operatorname{blockdiag}(\\mathrm{blocks}) \\otimes x` with global norms."""
+    check_args(c, x=x)
+    check_tensors(blocks=blocks)
     _check_layout("blocks", blocks, x, "block")
     num = setup(c, policy, blocks, x)
     blocks, x = num.cast(blocks), num.cast(x)
@@ -122,6 +127,8 @@ def block_diagonal_matvec(
 def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """Banded :math:`M \\otimes x`; ``bands`` ``(2k+1, d)``,
     :math:`M_{i,i+j-k} = \\mathrm{bands}[j,i]`."""
+    check_args(c, x=x)
+    check_tensors(bands=bands)
     _check_layout("bands", bands, x, "banded")
     num = setup(c, policy, bands, x)
     bands, x = num.cast(bands), num.cast(x)
