@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from hyperet.cli.console import EXIT_CHECK_FAILED, console, emit_json, fail, json_option
+from hyperet.cli.console import (
+    EXIT_CHECK_FAILED,
+    console,
+    emit_json,
+    fail,
+    json_option,
+    os_error_message,
+)
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
@@ -86,8 +93,11 @@ def export(directory: Path, ops: tuple[str, ...]) -> None:
     from hyperet.oracle.contract import OPS
     from hyperet.oracle.golden import export_golden
 
-    with console.status("computing golden vectors"):
-        written = export_golden(directory, ops=ops or OPS)
+    try:
+        with console.status("computing golden vectors"):
+            written = export_golden(directory, ops=ops or OPS)
+    except OSError as error:
+        fail(os_error_message(error, directory))
     console.print(f"wrote {len(written)} golden files under {directory}")
 
 
@@ -105,6 +115,8 @@ def grade(directory: Path, results: Path, require_all: bool, as_json: bool) -> N
         report = grade_results(directory, results, require_all=require_all)
     except OracleInputError as error:
         fail(str(error))
+    except OSError as error:
+        fail(os_error_message(error, directory))
     render_grades(f"{results} vs golden vectors in {directory}", report.grades)
     if report.not_graded:
         console.print(f"not graded (no results): {', '.join(report.not_graded)}")
@@ -141,6 +153,8 @@ def results(directory: Path, output: Path, library: str, dtype: str, policy: str
         ops = write_results(directory, output, library=library, dtype=dtype, policy=policy)
     except OracleInputError as error:
         fail(str(error))
+    except OSError as error:
+        fail(os_error_message(error, directory))
     console.print(f"wrote {library} {dtype} results for {len(ops)} ops to {output}")
 
 

@@ -363,17 +363,23 @@ def content_digest(header: Mapping[str, Any], data: bytes | memoryview) -> str:
 
 
 def _split_file(blob: bytes, where: str, error: type[ValueError]) -> tuple[dict[str, Any], int]:
+    def bad(reason: str) -> ValueError:
+        return error(f"{where}: not a readable safetensors file ({reason})")
+
     if len(blob) < 8:
-        raise error(f"{where}: corrupt safetensors file (shorter than 8 bytes)")
+        raise bad("shorter than 8 bytes")
     (n,) = struct.unpack("<Q", blob[:8])
     if n > min(MAX_HEADER_BYTES, len(blob) - 8):
-        raise error(f"{where}: corrupt safetensors file (header length {n} is out of range)")
-    header = parse_json(blob[8 : 8 + n], f"{where} (header)", max_depth=4, error=error)
+        raise bad(f"header length {n} is out of range")
+    try:
+        header = parse_json(blob[8 : 8 + n], "header", max_depth=4)
+    except FileCheckError as err:
+        raise bad(str(err)) from None
     if not isinstance(header, dict):
-        raise error(f"{where}: safetensors header is not a JSON object")
+        raise bad("the header is not a JSON object")
     meta = header.get("__metadata__", {})
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise error(f"{where}: safetensors metadata must map strings to strings")
+        raise bad("metadata must map strings to strings")
     return header, 8 + n
 
 
@@ -428,7 +434,7 @@ def read_safetensors(
             from safetensors.numpy import load
         tensors: dict[str, Any] = load(blob)
     except Exception as err:  # safetensors raises several types for damaged files
-        raise error(f"{path}: corrupt safetensors file ({_one_line(err)})") from None
+        raise error(f"{path}: not a readable safetensors file ({_one_line(err)})") from None
     if finite:
         for name in sorted(tensors):
             if header[name]["dtype"] in FLOAT_CODES and not _all_finite(tensors[name]):

@@ -12,7 +12,8 @@ A file holds one tensor per adapter parameter under ``"<host path>.<role>.<param
 Loading is strict: every adapter of the model must be in the file with the same structure,
 width, curvature and shapes, and the file must hold nothing else. Every problem raises
 :class:`AdapterCheckpointError` (a ``ValueError``) naming what is wrong. Writes are atomic
-(temporary file in the same directory, then ``os.replace``).
+and record a SHA-256 of the content (metadata ``sha256``), verified on loading
+(:mod:`hyperet._io`).
 """
 
 from __future__ import annotations
@@ -20,22 +21,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from hyperet import __version__
+from hyperet import __version__, _io
 from hyperet.nn.hra import HyperbolicRadiusAdjustment
 from hyperet.nn.inject import MERGED_ATTR, AdapterSite, adapter_sites
 from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix
 
 FORMAT = "hyperet-adapters"
 FORMAT_VERSION = "1"
+#: dtypes an adapter file may hold (safetensors codes); loading never casts.
+ADAPTER_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 
 
 class AdapterCheckpointError(ValueError):
@@ -104,15 +104,7 @@ def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         "learn_curvature": _summary([i["learn_curvature"] for i in info]),
         "adapters": json.dumps(described, sort_keys=True),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    _io.atomic_write_bytes(path, _io.encode_safetensors(tensors, metadata))
     return path
 
 
@@ -123,14 +115,12 @@ def read_adapter_file(
     path = Path(path)
     if not path.is_file():
         raise AdapterCheckpointError(f"path: no adapter file at {str(path)!r}")
+    # digest verified when present (files of hyperet <= 0.1.0 have none); nothing is cast
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # safetensors raises several types for damaged files
-        raise AdapterCheckpointError(
-            f"path: {str(path)!r} is not a readable safetensors file ({error})"
-        ) from error
+        tensors, metadata = _io.read_safetensors(path, dtypes=ADAPTER_DTYPES, require_digest=False)
+    except _io.FileCheckError as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        raise AdapterCheckpointError(f"path: {str(path)!r}: {reason}") from None
     if metadata.get("format") != FORMAT:
         raise AdapterCheckpointError(f"path: {str(path)!r} is not a hyperet adapter file")
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -139,9 +129,13 @@ def read_adapter_file(
             f"(this hyperet reads {FORMAT_VERSION!r})"
         )
     try:
-        json.loads(metadata["adapters"])
-    except (KeyError, json.JSONDecodeError) as error:
+        described = _io.parse_json(metadata["adapters"].encode(), "adapters", max_depth=3)
+    except (KeyError, ValueError) as error:
         raise AdapterCheckpointError(f"path: {str(path)!r} has damaged metadata") from error
+    if not isinstance(described, dict) or not all(isinstance(v, dict) for v in described.values()):
+        raise AdapterCheckpointError(
+            f"path: {str(path)!r} metadata 'adapters' must map adapter keys to JSON objects"
+        )
     return tensors, metadata
 
 
@@ -187,7 +181,11 @@ def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, s
     if unexpected:
         problems.append(f"unexpected keys: {', '.join(unexpected)}")
     for key in sorted(set(expected) & set(tensors)):
-        if tensors[key].shape != expected[key].shape:
+        if tensors[key].dtype != expected[key].dtype:  # never cast silently
+            problems.append(
+                f"{key}: dtype {tensors[key].dtype} in the file, {expected[key].dtype} in the model"
+            )
+        elif tensors[key].shape != expected[key].shape:
             problems.append(
                 f"{key}: shape {tuple(tensors[key].shape)} in the file, "
                 f"{tuple(expected[key].shape)} in the model"

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from hyperet import __version__, reference
+from hyperet import __version__, _io, reference
 from hyperet.oracle import contract, families
 
 FORMAT_NAME = "hyperet-golden"
@@ -93,13 +93,7 @@ def write_safetensors(
         offset += len(data)
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        handle.write(struct.pack("<Q", len(text)))
-        handle.write(text)
-        for data in chunks:
-            handle.write(data)
-    tmp.replace(path)
+    _io.atomic_write_bytes(path, b"".join([struct.pack("<Q", len(text)), text, *chunks]))
 
 
 @dataclass(frozen=True)
@@ -141,14 +135,13 @@ class GoldenFile:
 
 def read_golden_file(path: Path) -> GoldenFile:
     """Load and check one golden file; :class:`OracleInputError` if it is not one."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise OracleInputError(f"{path}: not a readable safetensors file ({error})") from None
+    tensors, metadata = _io.read_safetensors(
+        Path(path),
+        dtypes=frozenset(_DTYPE_CODES.values()),
+        require_digest=False,
+        framework="numpy",
+        error=OracleInputError,
+    )
     if metadata.get("format") != FORMAT_NAME:
         raise OracleInputError(f"{path}: not a hyperet golden file (metadata 'format' missing)")
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -171,7 +164,27 @@ def read_golden_file(path: Path) -> GoldenFile:
         )
     except (KeyError, ValueError) as error:
         raise OracleInputError(f"{path}: incomplete golden file (missing {error})") from None
+    _check_golden(golden, path)
     return golden
+
+
+def _check_golden(golden: GoldenFile, path: Path) -> None:
+    """The graded tensors must be what the format says: float64 finite ``expected`` and
+    ``allowance >= 1``, integer ``family`` ids, one entry per case."""
+    n = golden.expected.shape[0] if golden.expected.ndim else -1
+    checks = [
+        ("expected", golden.expected.dtype == np.float64, "must be float64"),
+        ("expected", bool(np.isfinite(golden.expected).all()), "holds NaN or inf"),
+        ("allowance", golden.allowance.dtype == np.float64, "must be float64"),
+        ("allowance", bool((golden.allowance >= 1).all()), "must be >= 1 (and finite)"),
+        ("allowance", bool(np.isfinite(golden.allowance).all()), "holds NaN or inf"),
+        ("family", golden.family.dtype.kind == "i", "must hold integers"),
+        ("family", golden.family.shape == (n,), f"must have shape ({n},)"),
+        ("allowance", golden.allowance.shape == (n,), f"must have shape ({n},)"),
+    ]
+    for name, ok, problem in checks:
+        if not ok:
+            raise OracleInputError(f"{path}: tensor {name!r} {problem}")
 
 
 def find_golden_files(directory: Path, *, tier: str | None = None) -> dict[str, Path]:

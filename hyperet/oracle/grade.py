@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hyperet import _io
 from hyperet.oracle import contract
 from hyperet.oracle.golden import (
     GoldenFile,
@@ -101,16 +102,13 @@ def _finite_or_none(value: Any) -> Any:
 def read_results(path: Path) -> dict[str, Result]:
     """Read a results file; :class:`OracleInputError` when it is not a usable one."""
     import torch
-    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise OracleInputError(f"{path}: results file does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise OracleInputError(f"{path}: not a readable safetensors file ({error})") from None
+    tensors, _ = _io.read_safetensors(
+        path, dtypes=frozenset(RESULT_DTYPES), require_digest=False, error=OracleInputError
+    )
     names = {torch.float64: "float64", torch.float32: "float32", torch.float16: "float16"}
     names[torch.bfloat16] = "bfloat16"
     results: dict[str, Result] = {}

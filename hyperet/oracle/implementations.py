@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from hyperet import reference
+from hyperet import _io, reference
 from hyperet.oracle.golden import SPECS, OracleInputError, find_golden_files, read_golden_file
 
 LIBRARIES: tuple[str, ...] = ("reference", "ops", "geoopt")
@@ -234,8 +234,11 @@ def write_results(
     float32 (the best any float32 implementation can do). Returns the ops written.
     """
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise OracleInputError(f"{output}: directory {output.parent} does not exist")
     if not library_available(library):
         raise OracleInputError(f"library {library!r} is not installed (pip install hyperet[bench])")
     files = find_golden_files(Path(golden_dir), tier=dtype)
@@ -250,5 +253,8 @@ def write_results(
         tensors[op] = torch.from_numpy(values).to(getattr(torch, dtype)).contiguous()
     if not tensors:
         raise OracleInputError(f"{golden_dir}: no golden op that {library} implements")
-    save_file(tensors, str(output))
+    try:
+        _io.atomic_write_bytes(output, save(tensors))
+    except OSError as err:
+        raise OracleInputError(f"{output}: cannot write ({err.strerror or err})") from None
     return sorted(tensors)
