@@ -152,7 +152,7 @@ def test_corrupt_missing_and_foreign_files(tmp_path: Path) -> None:
         load_adapters(model, corrupt)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)
-    with pytest.raises(AdapterCheckpointError, match=r"^path: .* is not a readable safetensors"):
+    with pytest.raises(AdapterCheckpointError, match=r"^path: .* not a readable safetensors"):
         load_adapters(model, garbage)
 
     foreign = tmp_path / "foreign.safetensors"
