@@ -411,6 +411,15 @@ def foreign_entries(run_dir: Path) -> list[str]:
     return foreign
 
 
+def content_entries(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` other than the lock file and temporaries (what makes it non-empty)."""
+    return sorted(
+        e.name
+        for e in Path(run_dir).iterdir()
+        if e.name != LOCK_FILE and not _io.is_temporary(e.name)
+    )
+
+
 def clear_run_directory(run_dir: Path) -> list[str]:
     """``--force``: delete a hyperet run directory's entries (the lock file aside).
 
@@ -420,7 +429,7 @@ def clear_run_directory(run_dir: Path) -> list[str]:
     """
     run_dir = Path(run_dir)
     entries = sorted(e.name for e in run_dir.iterdir() if e.name != LOCK_FILE)
-    if not entries:
+    if not content_entries(run_dir):
         return []
     shown = _short(entries, 8)
     if not (run_dir / MARKER_FILE).is_file() or (run_dir / MARKER_FILE).is_symlink():

@@ -53,7 +53,6 @@ from hyperet.batching import (
 from hyperet.checkpoint import (
     CHECKPOINTS,
     CONFIG_FILE,
-    LOCK_FILE,
     MARKER_FILE,
     METRICS_FILE,
     TOKENIZER_FILE,
@@ -63,6 +62,7 @@ from hyperet.checkpoint import (
     clear_run_directory,
     config_differences,
     config_sha256,
+    content_entries,
     foreign_entries,
     load_checkpoint,
     load_config,
@@ -667,8 +667,7 @@ def _check_new_directory(out: Path, force: bool) -> None:
         raise RunDirectoryError(f"{out}: exists and is not a directory")
     if not out.is_dir():
         return
-    entries = sorted(e.name for e in out.iterdir())
-    if not entries:
+    if not content_entries(out):  # a killed start leaves only temporaries
         return
     if not force:
         raise RunDirectoryError(
@@ -718,7 +717,7 @@ def prepare_run_directory(
         return
     if force:
         clear_run_directory(out)
-    elif any(e.name != LOCK_FILE for e in out.iterdir()):  # filled since the first check
+    elif content_entries(out):  # filled since the first check
         raise RunDirectoryError(f"{out}: directory is not empty")
     write_marker(out, config, text)
     write_json(out / CONFIG_FILE, config.to_dict())
