@@ -573,9 +573,14 @@ def restore_progress(
         raise CheckpointError(f"{ckpt.path}: unexpected state tensors {unexpected}")
     losses = _state_field(ckpt, "losses", torch.float64, (step,))
     rng = _state_field(ckpt, "torch_rng_state", torch.uint8, tuple(torch.get_rng_state().shape))
-    optimizer_from_tensors(optimizer, ckpt.state, rest)
-    for key, sampler in task.samplers.items():
-        sampler.restore(samplers[key], ckpt.state[f"sampler.{key}.order"])
+    try:
+        optimizer_from_tensors(optimizer, ckpt.state, rest)
+        for key, sampler in task.samplers.items():
+            sampler.restore(
+                samplers[key], _state_field(ckpt, f"sampler.{key}.order", torch.int64, (sampler.n,))
+            )
+    except CheckpointError as err:
+        raise CheckpointError(f"{ckpt.path}: {err}") from None
     torch.set_rng_state(rng)
     return step, float(wall), losses.tolist()
 

@@ -43,9 +43,11 @@ def _outcome(out: Path) -> dict[str, Any]:
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["losses"] == b["losses"] and all(
-        torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"]
-    ) and set(a["weights"]) == set(b["weights"])
+    return (
+        a["losses"] == b["losses"]
+        and all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
+        and set(a["weights"]) == set(b["weights"])
+    )
 
 
 def _temporaries(out: Path) -> list[str]:
