@@ -810,15 +810,14 @@ def train(
 def _train_locked(
     config: RunConfig, out: Path, tokenizer: Tokenizer, resume: bool, emit: EventHandler
 ) -> dict[str, Any]:
-    data = build_training_data(config, tokenizer)
-    model = build_model(config, tokenizer)
-    ctx = Context(config=config, data=data, model=model)
-
     order = run_stage_names(config)
-    found = load_stage_checkpoints(out, config) if resume else {}
+    found = load_stage_checkpoints(out, config) if resume else {}  # verified before any work
     metrics_path = out / METRICS_FILE
     if resume and (metrics_path.exists() or metrics_path.is_symlink()):
         check_metrics_file(metrics_path, out)
+    data = build_training_data(config, tokenizer)
+    model = build_model(config, tokenizer)
+    ctx = Context(config=config, data=data, model=model)
     metrics: dict[str, Any] = {
         "package_version": __version__,
         "seed": config.seed,
