@@ -28,6 +28,10 @@ _CURVATURE_MESSAGE = "c: curvature must be positive and finite"
 
 def check_curvature(c: object) -> None:
     """Refuse a curvature that is not a positive finite real number or 0-d float tensor."""
+    if type(c) is float:  # the common case first: no ABC check
+        if not (math.isfinite(c) and c > 0):
+            raise ValueError(f"{_CURVATURE_MESSAGE}, got {c}")
+        return
     if isinstance(c, Tensor):
         if not c.dtype.is_floating_point:
             raise TypeError(f"c: expected a floating-point tensor, got {c.dtype}")
@@ -81,8 +85,11 @@ def check_same_space(**vectors: Tensor) -> None:
                 f"{name}: vector axis of length {vectors[name].shape[-1]}, but {names[0]} has "
                 f"{first.shape[-1]} (shapes {tuple(vectors[name].shape)} and {tuple(first.shape)})"
             )
+    leading = [v.shape[:-1] for v in vectors.values()]
+    if all(shape == leading[0] for shape in leading):
+        return
     try:
-        torch.broadcast_shapes(*(v.shape[:-1] for v in vectors.values()))
+        torch.broadcast_shapes(*leading)
     except RuntimeError:
         shapes = ", ".join(f"{n} {tuple(v.shape)}" for n, v in vectors.items())
         raise ValueError(f"{names[1]}: leading axes do not broadcast ({shapes})") from None
@@ -99,7 +106,8 @@ def check_matrix(name: str, m: object, x: Tensor) -> None:
             f"{name}: has {m.shape[-1]} columns, x has vectors of length {x.shape[-1]}"
         )
     try:
-        torch.broadcast_shapes(m.shape[:-2], x.shape[:-1])
+        if m.dim() > 2:
+            torch.broadcast_shapes(m.shape[:-2], x.shape[:-1])
     except RuntimeError:
         raise ValueError(
             f"{name}: leading axes {tuple(m.shape[:-2])} do not broadcast with x's "
