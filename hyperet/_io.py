@@ -429,10 +429,13 @@ def read_safetensors(
         raise error(f"{path}: content digest mismatch (the file was modified or is corrupt)")
     try:
         if framework == "pt":
-            from safetensors.torch import load
+            from safetensors.torch import load as load_pt
+
+            tensors: dict[str, Any] = dict(load_pt(blob))
         else:
-            from safetensors.numpy import load
-        tensors: dict[str, Any] = load(blob)
+            from safetensors.numpy import load as load_np
+
+            tensors = dict(load_np(blob))
     except Exception as err:  # safetensors raises several types for damaged files
         raise error(f"{path}: not a readable safetensors file ({_one_line(err)})") from None
     if finite:

@@ -104,7 +104,7 @@ def test_bad_run_directories_raise_checkpoint_errors(nano_run: Path, tmp_path: P
     shutil.rmtree(broken)
     shutil.copytree(nano_run, broken)
     (broken / "config.json").write_text(with_overrides(NANO, seed=5).to_json())
-    with pytest.raises(CheckpointError, match="does not match hyperet-run.json"):
+    with pytest.raises(CheckpointError, match=r"does not match hyperet-run\.json"):
         evaluate(broken)
     with pytest.raises(ValueError, match=r"^split"):
         evaluate(nano_run, split="dev")

@@ -47,7 +47,8 @@ def check_curvature(c: object) -> None:
         return
     if isinstance(c, bool) or not isinstance(c, numbers.Real):
         raise TypeError(f"c: expected a float or a 0-d tensor, got {type(c).__name__} {c!r}")
-    if not (math.isfinite(c) and c > 0):
+    value = float(c)
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{_CURVATURE_MESSAGE}, got {c}")
 
 
