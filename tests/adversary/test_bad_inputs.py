@@ -165,9 +165,11 @@ def _config_edit(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (_config_edit("seed", 1.5), "seed"),
         (_config_edit("vision.width", 10**12), "vision.width"),
         (_config_edit("train.stages.lm.lr", float("inf")), "not a finite number"),
-        (_config_edit("hyperet.c", float("inf")), "not a finite number"),
+        pytest.param(
+            _config_edit("hyperet.c", float("inf")), "not a finite number", marks=pytest.mark.slow
+        ),
         (_config_edit("data.test_scenes", 10**9), "data.test_scenes"),
-        (_config_edit("preset", ["nano"]), "preset"),
+        pytest.param(_config_edit("preset", ["nano"]), "preset", marks=pytest.mark.slow),
     ],
 )
 def test_bad_config_values_are_refused(
@@ -242,7 +244,10 @@ def test_non_finite_weights_are_refused(finished_run: Path, copy_of: CopyOf) -> 
     _resume_and_eval_refused(run, "NaN or inf")
 
 
-@pytest.mark.parametrize("step", [-4, 10**9, "6"])
+@pytest.mark.parametrize(
+    "step",
+    [-4, pytest.param(10**9, marks=pytest.mark.slow), pytest.param("6", marks=pytest.mark.slow)],
+)
 def test_a_step_out_of_range_is_refused(step: Any, finished_run: Path, copy_of: CopyOf) -> None:
     run = copy_of(finished_run)
     edit_meta(run / "checkpoints" / "instruct", lambda meta: meta.update(step=step))
@@ -279,7 +284,22 @@ MALFORMED_META = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(MALFORMED_META))
+#: run in the default suite; the others are ``slow`` (each case costs a resume)
+QUICK = {
+    "step-past-losses",
+    "sampler-rng",
+    "weight-decay",
+    "wall-negative",
+    "losses-short",
+    "unexpected",
+}
+
+
+def _cases(table: dict[str, Any]) -> list[Any]:
+    return [c if c in QUICK else pytest.param(c, marks=pytest.mark.slow) for c in sorted(table)]
+
+
+@pytest.mark.parametrize("case", _cases(MALFORMED_META))
 def test_malformed_state_fields_are_refused_on_resume(
     case: str, interrupted_run: Path, copy_of: CopyOf
 ) -> None:
@@ -302,7 +322,7 @@ MALFORMED_STATE = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(MALFORMED_STATE))
+@pytest.mark.parametrize("case", _cases(MALFORMED_STATE))
 def test_malformed_state_tensors_are_refused_on_resume(
     case: str, interrupted_run: Path, copy_of: CopyOf
 ) -> None:
