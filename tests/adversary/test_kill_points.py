@@ -109,7 +109,7 @@ def test_kill_at_each_commit_then_resume_is_bitwise_identical(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n", range(0, 40, 3))
+@pytest.mark.parametrize("n", range(0, 3 + 5 * 4 + 1, 3))  # 24 commits: itc is a 5th stage
 def test_kill_twice_then_resume_with_hyperet_and_itc(
     n: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
