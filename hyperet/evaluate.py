@@ -85,8 +85,9 @@ class LoadedRun:
         marker = read_marker(run_dir)
         if config_sha256(self.config) != marker["config_sha256"]:
             raise CheckpointError(f"{run_dir / CONFIG_FILE}: does not match {MARKER_FILE}")
+        text = read_tokenizer_text(run_dir, marker)
         try:
-            self.tokenizer = Tokenizer.from_json(read_tokenizer_text(run_dir, marker))
+            self.tokenizer = Tokenizer.from_json(text)
         except ValueError as err:
             raise CheckpointError(f"{run_dir / TOKENIZER_FILE}: {err}") from None
         order = run_stage_names(self.config)

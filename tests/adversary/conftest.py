@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections.abc import Callable
@@ -33,6 +34,8 @@ def assert_refused(result: Result, *needles: str) -> str:
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, err
     assert err.rstrip().splitlines()[-1] == errors[0], err
+    parts = errors[0].split(": ")
+    assert all(a != b for a, b in itertools.pairwise(parts)), errors[0]  # no "P: P:"
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
