@@ -28,12 +28,15 @@ Both return ``nan`` where they are undefined (a constant input; a single class).
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from hyperet import _io
 
 KS = (1, 5, 10)
 
@@ -192,6 +195,8 @@ def plot_radius_histograms(
     ax.set_title(title)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(Path(path), dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    _io.atomic_write_bytes(Path(path), buffer.getvalue())
     plt.close(fig)
     return True
