@@ -1,0 +1,197 @@
+"""Every backend of the train-policy structured Möbius matvec (hyperet.ops.backend) against the
+float64 reference (values, float32 contract), against float64 autograd through the eager path
+(gradients), against each other, and the backend switch itself.
+
+The Triton kernels run the same checks under Triton's interpreter in tests/ops/test_ops_triton.py
+(``nox -s triton``) and on a GPU in the CUDA-marked tests there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+import hyperet.ops as ops
+import hyperet.reference as ref
+from hyperet.ops import _native, backend
+from hyperet.ops.backend import use_backend
+
+F64 = torch.float64
+EPS32 = torch.finfo(torch.float32).eps
+
+FNS: dict[str, Callable[..., Tensor]] = {
+    "diagonal": ops.diagonal_matvec,
+    "block": ops.block_diagonal_matvec,
+    "banded": ops.banded_matvec,
+}
+REF: dict[str, Callable[..., np.ndarray]] = {
+    "diagonal": ref.diagonal_matvec,
+    "block": ref.block_diagonal_matvec,
+    "banded": ref.banded_matvec,
+}
+
+BACKENDS = ["eager", pytest.param("native", marks=pytest.mark.skipif(
+    not _native.available(), reason=f"native backend: {_native.status()}"))]  # fmt: skip
+
+
+def params(kind: str, d: int, seed: int, scale: float = 1.0, block: int = 4) -> Tensor:
+    """float32-representable parameters near ``scale`` times the identity."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "diagonal":
+        p = scale + 0.3 * torch.randn(d, generator=g, dtype=F64)
+    elif kind == "block":
+        p = torch.eye(block, dtype=F64).repeat(d // block, 1, 1) * scale
+        p = p + 0.3 * torch.randn(d // block, block, block, generator=g, dtype=F64)
+    else:
+        p = torch.zeros(5, d, dtype=F64).index_fill_(0, torch.tensor([2]), scale)
+        p = p + 0.3 * torch.randn(5, d, generator=g, dtype=F64)
+    return p.float().double()
+
+
+def points(d: int, seed: int, radii: list[float], c: float = 1.0) -> Tensor:
+    """float32-representable points with the given sqrt(c)|x|."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(len(radii), d, generator=g, dtype=F64)
+    x = v / v.norm(dim=-1, keepdim=True) * torch.tensor(radii, dtype=F64)[:, None] / c**0.5
+    return x.float().double()
+
+
+INSIDE = [0.0, 1e-6, 0.01, 0.3, 0.7, 0.9, 0.99, 0.999, 1 - 1e-5]
+
+
+def _normwise(got: Tensor, want: Tensor) -> Tensor:
+    scale = want.norm(dim=-1).clamp_min(1e-300)
+    return (got - want).norm(dim=-1) / scale
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("kind", sorted(FNS))
+@pytest.mark.parametrize("d", [36, 1024])
+def test_float32_values_meet_the_contract_against_the_reference(
+    name: str, kind: str, d: int
+) -> None:
+    p, x = params(kind, d, 1), points(d, 2, INSIDE, c=0.7)
+    with use_backend(name):
+        got = FNS[kind](p.float(), x.float(), c=0.7).double()
+    want = torch.from_numpy(REF[kind](p.numpy(), x.numpy(), c=0.7))
+    # one rounding of the float64 coefficient and float32 products of at most 5 terms
+    assert float(_normwise(got, want).max()) <= 8 * EPS32
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("kind", sorted(FNS))
+@pytest.mark.parametrize("scale", [1.0, 40.0])  # 40: most rows saturate at the output ceiling
+def test_float32_gradients_match_float64_autograd(name: str, kind: str, scale: float) -> None:
+    d = 36
+    # inside only: float32 and float64 project points beyond the boundary onto different floors
+    # (input_conorm_floor), so those rows are compared between backends in the next test
+    radii = [0.0, 1e-6, 0.3, 0.9, 0.99, 1 - 1e-5]
+    p0, x0 = params(kind, d, 3, scale), points(d, 4, radii)
+    cot = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5), dtype=F64)
+    results = {}
+    for label, dtype in (("float32", torch.float32), ("float64", F64)):
+        with use_backend(name if dtype == torch.float32 else "eager"):
+            p = p0.to(dtype).requires_grad_()
+            x = x0.to(dtype).requires_grad_()
+            out = FNS[kind](p, x, c=1.0, policy="train")
+            gp, gx = torch.autograd.grad(out, (p, x), cot.to(dtype))
+        results[label] = (out.detach().double(), gp.double(), gx.double())
+    (o32, p32, x32), (o64, p64, x64) = results["float32"], results["float64"]
+    assert float(_normwise(o32, o64).max()) <= 8 * EPS32
+    # gradients: float32 rounding amplified by at most the conditioning of these rows
+    assert float((x32 - x64).norm() / x64.norm()) <= 1e-4
+    assert float((p32 - p64).norm() / p64.norm()) <= 1e-4
+
+
+@pytest.mark.parametrize("kind", sorted(FNS))
+@pytest.mark.parametrize("block", [2, 4, 8])
+def test_native_agrees_with_eager_in_float32(kind: str, block: int) -> None:
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    d = 48
+    p0, x0 = params(kind, d, 6, block=block), points(d, 7, [*INSIDE, 1.0, 2.0])
+    cot = torch.randn(x0.shape, generator=torch.Generator().manual_seed(8))
+    got = {}
+    for name in ("eager", "native"):
+        with use_backend(name):
+            p = p0.float().requires_grad_()
+            x = x0.float().requires_grad_()
+            out = FNS[kind](p, x, c=1.3)
+            got[name] = (out.detach(), *torch.autograd.grad(out, (p, x), cot))
+    for a, b in zip(got["native"], got["eager"], strict=True):
+        torch.testing.assert_close(a, b, rtol=4 * EPS32, atol=1e-6 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_parameter_gradient_does_not_depend_on_threads_beyond_rounding(
+    threads: int,
+) -> None:
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    d = 64
+    p0, x0 = params("banded", d, 9), points(d, 10, INSIDE * 4)
+    cot = torch.randn(x0.shape, generator=torch.Generator().manual_seed(11))
+    before = torch.get_num_threads()
+    try:
+        out = {}
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            with use_backend("native"):
+                p = p0.float().requires_grad_()
+                x = x0.float().requires_grad_()
+                y = ops.banded_matvec(p, x, c=1.0)
+                out[n] = (y.detach(), *torch.autograd.grad(y, (p, x), cot))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(out[threads], out[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=4 * EPS32, atol=1e-6 * float(b.abs().max()))
+
+
+def test_native_structured_equals_dense_product() -> None:
+    d = 40
+    blocks = params("block", d, 12)
+    x = points(d, 13, INSIDE).float()
+    with use_backend("native" if _native.available() else "eager"):
+        got = ops.block_diagonal_matvec(blocks.float(), x, c=1.0)
+    with use_backend("eager"):
+        dense = ops.mobius_matvec(ops.block_diagonal_to_dense(blocks).float(), x, c=1.0)
+    torch.testing.assert_close(got, dense, rtol=8 * EPS32, atol=1e-7)
+
+
+def test_backend_switch_validates_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"^backend: expected one of"):
+        backend.set_backend("cuda")
+    monkeypatch.setenv(backend.ENV, "nope")
+    with pytest.raises(ValueError, match=r"^HYPERET_BACKEND: expected one of"):
+        backend.get_backend()
+    monkeypatch.setenv(backend.ENV, "eager")
+    assert backend.get_backend() == "eager"
+    with use_backend("native"):
+        assert backend.get_backend() == "native"
+    assert backend.get_backend() == "eager"
+    x = torch.zeros(2, 8)
+    assert backend.resolve("matvec:diagonal", x, torch.ones(8)) == "eager"
+
+
+def test_forced_backend_that_cannot_load_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native, "_library", lambda: (None, "no C compiler (test)"))
+    x = torch.zeros(2, 8)
+    with use_backend("native"), pytest.raises(RuntimeError, match="no C compiler"):
+        ops.diagonal_matvec(torch.ones(8), x, c=1.0)
+    with use_backend("auto"):  # auto falls back to eager
+        assert backend.resolve("matvec:diagonal", x, torch.ones(8)) == "eager"
+        torch.testing.assert_close(ops.diagonal_matvec(torch.ones(8), x, c=1.0), x)
+
+
+def test_auto_picks_native_for_float32_cpu_structured_only() -> None:
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    x32, p32 = torch.zeros(2, 8), torch.ones(8)
+    with use_backend("auto"):
+        assert backend.resolve("matvec:diagonal", x32, p32) == "native"
+        assert backend.resolve("matvec:dense", x32, torch.eye(8)) == "eager"
+        assert backend.resolve("matvec:diagonal", x32.double(), p32.double()) == "eager"
