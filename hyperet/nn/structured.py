@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from hyperet.ops.structured import banded_apply, block_diagonal_apply
+from hyperet.ops.structured import banded_apply, block_diagonal_apply, diagonal_apply
 
 Structure = Literal["diagonal", "block", "banded"]
 STRUCTURES: tuple[str, ...] = ("diagonal", "block", "banded")
@@ -79,7 +79,7 @@ class DiagonalMatrix(StructuredMatrix):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_width(x)
-        return x * self.w  # (..., d)
+        return diagonal_apply(self.w, x)  # (..., d)
 
     def dense(self) -> Tensor:
         return torch.diag(self.w)

@@ -89,6 +89,14 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
             ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f64p, _f64p,
             _f32p, _f32p, _dbl, _dbl, _dbl, ctypes.c_int,
         ]  # fmt: skip
+        lib.hyperet_linear_forward.restype = None
+        lib.hyperet_linear_forward.argtypes = [
+            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, ctypes.c_int,
+        ]  # fmt: skip
+        lib.hyperet_linear_backward.restype = None
+        lib.hyperet_linear_backward.argtypes = [
+            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f32p, _f32p, ctypes.c_int,
+        ]  # fmt: skip
         return lib, "built"
     return None, f"build failed: {'; '.join(errors)}"
 
@@ -103,10 +111,14 @@ def available() -> bool:
     return _library()[0] is not None
 
 
-def serves(kind: str, param: Tensor, x: Tensor) -> bool:
-    """Whether this call fits the kernel: a structured kind, float32 CPU tensors."""
+def serves(kind: str, x: Tensor, param: Tensor) -> bool:
+    """Whether this call fits the kernel: a structured kind with unbatched parameters, float32
+    CPU tensors."""
     return (
         kind in KIND_CODES
+        and param.dim() == (1 if kind == "diagonal" else 3 if kind == "block" else 2)
+        and x.dim() >= 1
+        and x.shape[-1] == (param.shape[-1] if kind != "block" else param.shape[0] * param.shape[1])
         and x.device.type == "cpu"
         and param.device.type == "cpu"
         and x.dtype == torch.float32
@@ -157,3 +169,41 @@ class NativeMatvec(torch.autograd.Function):
         )  # fmt: skip
         need_p, need_x = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         return None, grad_p if need_p else None, grad_x if need_x else None, None, None, None
+
+
+class NativeLinear(torch.autograd.Function):
+    """The plain structured product :math:`Mx` along the last axis of ``x`` ``(..., d)``
+    (float32 CPU): one pass forward, one pass backward (``grad_x`` only when needed)."""
+
+    @staticmethod
+    def forward(ctx: Any, kind: str, param: Tensor, x: Tensor) -> Tensor:
+        lib = _library()[0]
+        assert lib is not None
+        param, x = param.detach().contiguous(), x.detach().contiguous()
+        d = x.shape[-1]
+        rows = x.numel() // d if d else 0
+        y = torch.empty_like(x)
+        lib.hyperet_linear_forward(
+            KIND_CODES[kind], rows, d, param.data_ptr(), _width(kind, param), x.data_ptr(),
+            y.data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+        ctx.kind = kind
+        ctx.save_for_backward(param, x)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        lib = _library()[0]
+        assert lib is not None
+        param, x = ctx.saved_tensors
+        g = g.contiguous()
+        d = x.shape[-1]
+        rows = x.numel() // d if d else 0
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[2] else None
+        grad_p = torch.zeros_like(param)
+        lib.hyperet_linear_backward(
+            KIND_CODES[ctx.kind], rows, d, param.data_ptr(), _width(ctx.kind, param),
+            g.data_ptr(), x.data_ptr(), None if grad_x is None else grad_x.data_ptr(),
+            grad_p.data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+        return None, grad_p if ctx.needs_input_grad[1] else None, grad_x

@@ -103,10 +103,30 @@ static void product(int kind, const float *restrict p, int64_t width, int64_t d,
     }
 }
 
-/* out = M^T g + beta x ; grad_p += (g x^T restricted to the structure) */
+/* grad_p += (g x^T restricted to the structure) */
+static void grad_only(int kind, int64_t width, int64_t d, const float *restrict g,
+                      const float *restrict x, float *restrict grad_p) {
+    if (kind == 1) {
+        for (int64_t i = 0; i < d; ++i) grad_p[i] += g[i] * x[i];
+        return;
+    }
+    int64_t k = (width - 1) / 2;
+    for (int64_t j = 0; j < width; ++j) {
+        int64_t off = j - k;
+        int64_t lo = off < 0 ? -off : 0, hi = off > 0 ? d - off : d;
+        float *gj = grad_p + j * d;
+        for (int64_t i = lo; i < hi; ++i) gj[i] += g[i] * x[i + off];
+    }
+}
+
+/* out = M^T g + beta x ; grad_p += (g x^T restricted to the structure); out may be NULL */
 static void transposed_and_grad(int kind, const float *restrict p, int64_t width, int64_t d,
                                 const float *restrict g, const float *restrict x, float beta,
                                 float *restrict out, float *restrict grad_p) {
+    if (out == NULL) {
+        grad_only(kind, width, d, g, x, grad_p);
+        return;
+    }
     for (int64_t i = 0; i < d; ++i) out[i] = beta * x[i];
     if (kind == 1) {
         for (int64_t i = 0; i < d; ++i) {
@@ -177,10 +197,10 @@ void hyperet_matvec_forward(int kind, int64_t rows, int64_t d, const float *p, i
 
 /* Backward: grad_x (rows, d) and grad_p (zeroed by the caller) from g and x; Mx is recomputed
  * per row (cheaper than reading the saved y back from memory). */
-void hyperet_matvec_backward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
-                             const float *g, const float *x, const double *n_in,
-                             const double *m_in, float *grad_x, float *grad_p, double c,
-                             double w_min, double t_max, int threads) {
+static void backward(int linear, int kind, int64_t rows, int64_t d, const float *p,
+                     int64_t width, const float *g, const float *x, const double *n_in,
+                     const double *m_in, float *grad_x, float *grad_p, double c, double w_min,
+                     double t_max, int threads) {
     int64_t block = kind == 2 ? width : 0;
     float *bands = kind == 2 ? blocks_to_bands(p, width, d) : NULL;
     if (bands) {
@@ -204,6 +224,11 @@ void hyperet_matvec_backward(int kind, int64_t rows, int64_t d, const float *p, 
         int64_t lo = rows * tid / nt, hi = rows * (tid + 1) / nt;
         for (int64_t row = lo; row < hi; ++row) {
             const float *gr = g + row * d, *xr = x + row * d;
+            float *gxr = grad_x ? grad_x + row * d : NULL;
+            if (linear) { /* plain product: grad_x = M^T g */
+                transposed_and_grad(kind, p, width, d, gr, xr, 0.0f, gxr, acc);
+                continue;
+            }
             double n = n_in[row], m = m_in[row];
             Scalars s = scalars(n, m, c, w_min, t_max);
             product(kind, p, width, d, xr, mx); /* recomputed from the row in L1: y is not read */
@@ -214,7 +239,7 @@ void hyperet_matvec_backward(int kind, int64_t rows, int64_t d, const float *p, 
             double beta = s.k * a * (s.below ? -rho / (n * n) : rho * c * psi(s.z, s.w, s.r));
             float k32 = (float)s.k, alpha_k32 = (float)(alpha * s.k); /* alpha acts on y = k Mx */
             for (int64_t i = 0; i < d; ++i) gm[i] = gr[i] * k32 + mx[i] * alpha_k32;
-            transposed_and_grad(kind, p, width, d, gm, xr, (float)beta, grad_x + row * d, acc);
+            transposed_and_grad(kind, p, width, d, gm, xr, (float)beta, gxr, acc);
         }
         /* fixed-order reduction of the per-thread parameter gradients */
         for (int t = 0; t < nt; ++t) {
@@ -229,4 +254,34 @@ void hyperet_matvec_backward(int kind, int64_t rows, int64_t d, const float *p, 
     if (bands) bands_grad_to_blocks(gbands, block, d, grad_p);
     free(gbands);
     free(bands);
+}
+
+void hyperet_matvec_backward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
+                             const float *g, const float *x, const double *n_in,
+                             const double *m_in, float *grad_x, float *grad_p, double c,
+                             double w_min, double t_max, int threads) {
+    backward(0, kind, rows, d, p, width, g, x, n_in, m_in, grad_x, grad_p, c, w_min, t_max,
+             threads);
+}
+
+/* The plain structured product y = M x per row (HRA's fast mode). */
+void hyperet_linear_forward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
+                            const float *x, float *y, int threads) {
+    float *bands = kind == 2 ? blocks_to_bands(p, width, d) : NULL;
+    if (bands) {
+        p = bands;
+        width = 2 * width - 1;
+        kind = 3;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t row = 0; row < rows; ++row) product(kind, p, width, d, x + row * d, y + row * d);
+    free(bands);
+}
+
+/* Its backward: grad_x = M^T g (skipped when grad_x is NULL), grad_p += sum_rows g x^T. */
+void hyperet_linear_backward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
+                             const float *g, const float *x, float *grad_x, float *grad_p,
+                             int threads) {
+    backward(1, kind, rows, d, p, width, g, x, NULL, NULL, grad_x, grad_p, 1.0, 0.0, 0.0,
+             threads);
 }

@@ -70,8 +70,17 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def _native_serves(op: str, tensors: tuple[Tensor, ...]) -> bool:
+    from hyperet.ops import _native
+
+    family, _, kind = op.partition(":")
+    return family in ("matvec", "linear") and _native.serves(kind, *tensors)
+
+
 def resolve(op: str, *tensors: Tensor) -> str:
-    """The backend that runs ``op`` (``"matvec:<kind>"`` or an op name) on these tensors."""
+    """The backend that runs ``op`` on these tensors: ``"matvec:<kind>"`` (train-policy Möbius
+    matvec, ``tensors = (x, param)``), ``"linear:<kind>"`` (plain structured product) or the
+    name of a Poincaré op."""
     chosen = get_backend()
     if chosen == "eager":
         return "eager"
@@ -81,14 +90,13 @@ def resolve(op: str, *tensors: Tensor) -> str:
     if chosen == "auto":
         if on_cuda:
             return "triton" if _triton.available() and _triton.serves(op, *tensors) else "eager"
-        if op.startswith("matvec:") and _native.serves(op[7:], *tensors) and _native.available():
+        if _native_serves(op, tensors) and _native.available():
             return "native"
         return "eager"
     if chosen == "native":
         if not _native.available():
             raise RuntimeError(f"backend: 'native' is unavailable here: {_native.status()}")
-        serves = op.startswith("matvec:") and _native.serves(op[7:], *tensors)
-        return "native" if serves else "eager"
+        return "native" if _native_serves(op, tensors) else "eager"
     # triton
     if not _triton.available():
         raise RuntimeError(f"backend: 'triton' is unavailable here: {_triton.status()}")
