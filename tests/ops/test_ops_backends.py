@@ -10,62 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 import torch
+from backend_cases import EPS32, F64, FNS, INSIDE, REF, normwise, params, points
 from torch import Tensor
 
 import hyperet.ops as ops
-import hyperet.reference as ref
 from hyperet.ops import _native, backend
 from hyperet.ops.backend import use_backend
 
-F64 = torch.float64
-EPS32 = torch.finfo(torch.float32).eps
-
-FNS: dict[str, Callable[..., Tensor]] = {
-    "diagonal": ops.diagonal_matvec,
-    "block": ops.block_diagonal_matvec,
-    "banded": ops.banded_matvec,
-}
-REF: dict[str, Callable[..., np.ndarray]] = {
-    "diagonal": ref.diagonal_matvec,
-    "block": ref.block_diagonal_matvec,
-    "banded": ref.banded_matvec,
-}
-
 BACKENDS = ["eager", pytest.param("native", marks=pytest.mark.skipif(
     not _native.available(), reason=f"native backend: {_native.status()}"))]  # fmt: skip
-
-
-def params(kind: str, d: int, seed: int, scale: float = 1.0, block: int = 4) -> Tensor:
-    """float32-representable parameters near ``scale`` times the identity."""
-    g = torch.Generator().manual_seed(seed)
-    if kind == "diagonal":
-        p = scale + 0.3 * torch.randn(d, generator=g, dtype=F64)
-    elif kind == "block":
-        p = torch.eye(block, dtype=F64).repeat(d // block, 1, 1) * scale
-        p = p + 0.3 * torch.randn(d // block, block, block, generator=g, dtype=F64)
-    else:
-        p = torch.zeros(5, d, dtype=F64).index_fill_(0, torch.tensor([2]), scale)
-        p = p + 0.3 * torch.randn(5, d, generator=g, dtype=F64)
-    return p.float().double()
-
-
-def points(d: int, seed: int, radii: list[float], c: float = 1.0) -> Tensor:
-    """float32-representable points with the given sqrt(c)|x|."""
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(len(radii), d, generator=g, dtype=F64)
-    x = v / v.norm(dim=-1, keepdim=True) * torch.tensor(radii, dtype=F64)[:, None] / c**0.5
-    return x.float().double()
-
-
-INSIDE = [0.0, 1e-6, 0.01, 0.3, 0.7, 0.9, 0.99, 0.999, 1 - 1e-5]
-
-
-def _normwise(got: Tensor, want: Tensor) -> Tensor:
-    scale = want.norm(dim=-1).clamp_min(1e-300)
-    return (got - want).norm(dim=-1) / scale
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -79,7 +34,7 @@ def test_float32_values_meet_the_contract_against_the_reference(
         got = FNS[kind](p.float(), x.float(), c=0.7).double()
     want = torch.from_numpy(REF[kind](p.numpy(), x.numpy(), c=0.7))
     # one rounding of the float64 coefficient and float32 products of at most 5 terms
-    assert float(_normwise(got, want).max()) <= 8 * EPS32
+    assert float(normwise(got, want).max()) <= 8 * EPS32
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -101,7 +56,7 @@ def test_float32_gradients_match_float64_autograd(name: str, kind: str, scale: f
             gp, gx = torch.autograd.grad(out, (p, x), cot.to(dtype))
         results[label] = (out.detach().double(), gp.double(), gx.double())
     (o32, p32, x32), (o64, p64, x64) = results["float32"], results["float64"]
-    assert float(_normwise(o32, o64).max()) <= 8 * EPS32
+    assert float(normwise(o32, o64).max()) <= 8 * EPS32
     # gradients: float32 rounding amplified by at most the conditioning of these rows
     assert float((x32 - x64).norm() / x64.norm()) <= 1e-4
     assert float((p32 - p64).norm() / p64.norm()) <= 1e-4
