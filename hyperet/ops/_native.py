@@ -31,7 +31,7 @@ from torch import Tensor
 SOURCE = Path(__file__).with_name("_native_matvec.c")
 #: kind name -> the C code of that structure
 KIND_CODES: dict[str, int] = {"diagonal": 1, "block": 2, "banded": 3}
-_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c99")
+_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=gnu99")
 
 _i64, _f32p, _f64p, _dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_double
 
