@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperet.ops.structured import banded_apply, block_diagonal_apply, diagonal_apply
@@ -52,6 +53,11 @@ class StructuredMatrix(nn.Module):
         """Number of stored scalars (``>= num_free_parameters``)."""
         return sum(p.numel() for p in self.parameters())
 
+    def apply_transposed(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``M^T x`` along the last axis (``x @ M``): HRA on weight rows, ``W' = W M^T``, gives
+        ``W' x = W (M^T x)``, so tokens can take ``M^T`` instead of the weight (O(tokens d))."""
+        raise NotImplementedError
+
     def apply_to_columns(self, weight: Tensor) -> Tensor:
         """``M @ weight`` for ``weight`` of shape ``(d, n)``: ``M`` acts on each column."""
         return self(weight.transpose(-1, -2)).transpose(-1, -2)
@@ -80,6 +86,10 @@ class DiagonalMatrix(StructuredMatrix):
     def forward(self, x: Tensor) -> Tensor:
         self._check_width(x)
         return diagonal_apply(self.w, x)  # (..., d)
+
+    def apply_transposed(self, x: Tensor) -> Tensor:
+        self._check_width(x)
+        return diagonal_apply(self.w, x)  # symmetric
 
     def dense(self) -> Tensor:
         return torch.diag(self.w)
@@ -121,6 +131,10 @@ class BlockDiagonalMatrix(StructuredMatrix):
         self._check_width(x)
         # one batched (d/b, b, b) @ (d/b, b, N) product, no d x d matrix
         return block_diagonal_apply(self.blocks, x)
+
+    def apply_transposed(self, x: Tensor) -> Tensor:
+        self._check_width(x)
+        return block_diagonal_apply(self.blocks.mT, x)  # blockdiag(B)^T = blockdiag(B^T)
 
     def dense(self) -> Tensor:
         return torch.block_diag(*self.blocks.unbind(0))
@@ -164,6 +178,15 @@ class BandedMatrix(StructuredMatrix):
     def forward(self, x: Tensor) -> Tensor:
         self._check_width(x)
         return banded_apply(self.bands, x)  # (..., d): 2k + 1 fused multiply-adds
+
+    def apply_transposed(self, x: Tensor) -> Tensor:
+        r"""``M^T x``: banded too, :math:`M^T_{i, i+j-k} = M_{i+j-k, i}`, i.e.
+        ``bands_T[j, i] = bands[2k - j, i + j - k]`` (0 outside the matrix)."""
+        self._check_width(x)
+        k, d = self.bandwidth, self.d
+        padded = F.pad(self.bands, (k, k))  # (2k+1, d + 2k): padded[j, i + k] = bands[j, i]
+        rows = [padded[2 * k - j, j : j + d] for j in range(2 * k + 1)]
+        return banded_apply(torch.stack(rows), x)
 
     def dense(self) -> Tensor:
         k, d = self.bandwidth, self.d
