@@ -139,7 +139,7 @@ def _training_step_rows(d: int, repeats: int) -> list[Row]:
             for w in weights:
                 w.clone()
 
-        fns = {"ours": ours, "theirs": theirs, "copies": copies}
+        fns: dict[str, Callable[[], object]] = {"ours": ours, "theirs": theirs, "copies": copies}
         for t in TOKENS:  # M^T on the tokens instead of M on the weight rows
             x, g_x = tokens[t]
 
