@@ -22,10 +22,14 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hyperet.ops.structured import banded_apply, block_diagonal_apply, diagonal_apply
+from hyperet.ops.structured import (
+    banded_apply,
+    banded_apply_transposed,
+    block_diagonal_apply,
+    diagonal_apply,
+)
 
 Structure = Literal["diagonal", "block", "banded"]
 STRUCTURES: tuple[str, ...] = ("diagonal", "block", "banded")
@@ -180,13 +184,8 @@ class BandedMatrix(StructuredMatrix):
         return banded_apply(self.bands, x)  # (..., d): 2k + 1 fused multiply-adds
 
     def apply_transposed(self, x: Tensor) -> Tensor:
-        r"""``M^T x``: banded too, :math:`M^T_{i, i+j-k} = M_{i+j-k, i}`, i.e.
-        ``bands_T[j, i] = bands[2k - j, i + j - k]`` (0 outside the matrix)."""
         self._check_width(x)
-        k, d = self.bandwidth, self.d
-        padded = F.pad(self.bands, (k, k))  # (2k+1, d + 2k): padded[j, i + k] = bands[j, i]
-        rows = [padded[2 * k - j, j : j + d] for j in range(2 * k + 1)]
-        return banded_apply(torch.stack(rows), x)
+        return banded_apply_transposed(self.bands, x)  # M^T is banded too
 
     def dense(self) -> Tensor:
         k, d = self.bandwidth, self.d

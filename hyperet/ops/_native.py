@@ -94,8 +94,11 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
             ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, ctypes.c_int,
         ]  # fmt: skip
         lib.hyperet_linear_backward.restype = None
+        lib.hyperet_linear_transposed_forward.restype = None
+        lib.hyperet_linear_transposed_forward.argtypes = lib.hyperet_linear_forward.argtypes
         lib.hyperet_linear_backward.argtypes = [
             ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f32p, _f32p, ctypes.c_int,
+            ctypes.c_int,
         ]  # fmt: skip
         return lib, "built"
     return None, f"build failed: {'; '.join(errors)}"
@@ -172,22 +175,25 @@ class NativeMatvec(torch.autograd.Function):
 
 
 class NativeLinear(torch.autograd.Function):
-    """The plain structured product :math:`Mx` along the last axis of ``x`` ``(..., d)``
-    (float32 CPU): one pass forward, one pass backward (``grad_x`` only when needed)."""
+    """The plain structured product :math:`Mx` (or :math:`M^T x` with ``transposed``; diagonal
+    and banded) along the last axis of ``x`` ``(..., d)`` (float32 CPU): one pass forward, one
+    pass backward (``grad_x`` only when needed)."""
 
     @staticmethod
-    def forward(ctx: Any, kind: str, param: Tensor, x: Tensor) -> Tensor:
+    def forward(ctx: Any, kind: str, param: Tensor, x: Tensor, transposed: bool = False) -> Tensor:
         lib = _library()[0]
         assert lib is not None
         param, x = param.detach().contiguous(), x.detach().contiguous()
         d = x.shape[-1]
         rows = x.numel() // d if d else 0
         y = torch.empty_like(x)
-        lib.hyperet_linear_forward(
+        assert not (transposed and kind == "block")  # blocks: transpose the blocks instead
+        launch = lib.hyperet_linear_transposed_forward if transposed else lib.hyperet_linear_forward
+        launch(
             KIND_CODES[kind], rows, d, param.data_ptr(), _width(kind, param), x.data_ptr(),
             y.data_ptr(), torch.get_num_threads(),
         )  # fmt: skip
-        ctx.kind = kind
+        ctx.kind, ctx.transposed = kind, transposed
         ctx.save_for_backward(param, x)
         return y
 
@@ -204,6 +210,6 @@ class NativeLinear(torch.autograd.Function):
         lib.hyperet_linear_backward(
             KIND_CODES[ctx.kind], rows, d, param.data_ptr(), _width(ctx.kind, param),
             g.data_ptr(), x.data_ptr(), None if grad_x is None else grad_x.data_ptr(),
-            grad_p.data_ptr(), torch.get_num_threads(),
+            grad_p.data_ptr(), int(ctx.transposed), torch.get_num_threads(),
         )  # fmt: skip
-        return None, grad_p if ctx.needs_input_grad[1] else None, grad_x
+        return None, grad_p if ctx.needs_input_grad[1] else None, grad_x, None

@@ -247,8 +247,13 @@ static void backward(int linear, int kind, int64_t rows, int64_t d, const float 
         for (int64_t row = lo; row < hi; ++row) {
             const float *gr = g + row * d, *xr = x + row * d;
             float *gxr = grad_x ? grad_x + row * d : NULL;
-            if (linear) { /* plain product: grad_x = M^T g */
+            if (linear == 1) { /* plain product y = M x: grad_x = M^T g */
                 transposed_and_grad(kind, p, width, d, gr, xr, 0.0f, gxr, acc);
+                continue;
+            }
+            if (linear == 2) { /* transposed product y = M^T x: grad_x = M g */
+                if (gxr) product(kind, p, width, d, gr, gxr);
+                grad_only(kind, width, d, xr, gr, acc); /* d y_l / d p[j, i] = x_i, l = i+j-k */
                 continue;
             }
             double n = n_in[row], m = m_in[row];
@@ -300,10 +305,23 @@ void hyperet_linear_forward(int kind, int64_t rows, int64_t d, const float *p, i
     free(bands);
 }
 
-/* Its backward: grad_x = M^T g (skipped when grad_x is NULL), grad_p += sum_rows g x^T. */
+/* y = M^T x per row (banded or diagonal: HRA's weight-row map applied to tokens). */
+void hyperet_linear_transposed_forward(int kind, int64_t rows, int64_t d, const float *p,
+                                       int64_t width, const float *x, float *y, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+        if (kind == 1)
+            product(kind, p, width, d, x + row * d, y + row * d);
+        else
+            band_sum(p, x + row * d, width, d, -1, (width - 1) / 2, 1, 0.0f, NULL, y + row * d);
+    }
+}
+
+/* Backward of either: grad_x = M^T g (M g when transposed; skipped when grad_x is NULL) and
+ * grad_p (zeroed by the caller). */
 void hyperet_linear_backward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
                              const float *g, const float *x, float *grad_x, float *grad_p,
-                             int threads) {
-    backward(1, kind, rows, d, p, width, g, x, NULL, NULL, grad_x, grad_p, 1.0, 0.0, 0.0,
-             threads);
+                             int transposed, int threads) {
+    backward(transposed ? 2 : 1, kind, rows, d, p, width, g, x, NULL, NULL, grad_x, grad_p,
+             1.0, 0.0, 0.0, threads);
 }

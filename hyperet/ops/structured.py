@@ -88,6 +88,19 @@ def banded_apply(bands: Tensor, x: Tensor) -> Tensor:
     return out
 
 
+def banded_apply_transposed(bands: Tensor, x: Tensor) -> Tensor:
+    """:math:`M^T x` for the banded ``M`` of ``bands`` (``x @ M``), ``O(d (2k+1))``: banded
+    too, :math:`M^T_{i, i+j-k} = M_{i+j-k, i}`, i.e. ``bands_T[j, i] = bands[2k-j, i+j-k]``
+    (0 outside the matrix)."""
+    if backend.resolve("linear:banded", x, bands) == "native":
+        out: Tensor = _native.NativeLinear.apply("banded", bands, x, True)
+        return out
+    width, d = bands.shape
+    k = (width - 1) // 2
+    padded = F.pad(bands, (k, k))  # (2k+1, d + 2k): padded[j, i + k] = bands[j, i]
+    return banded_apply(torch.stack([padded[2 * k - j, j : j + d] for j in range(width)]), x)
+
+
 # ----------------------------------------------------------------------------- Möbius products
 
 

@@ -29,7 +29,10 @@ def test_apply_transposed_is_the_dense_transpose(structure: str, backend: str) -
     torch.testing.assert_close(token_side, weight_side, rtol=1e-4, atol=1e-4)
     # gradients reach the parameters through the transposed product as through the dense one
     cot = torch.randn(x.shape, generator=g)
-    grads = torch.autograd.grad((m.apply_transposed(x) * cot).sum(), list(m.parameters()))
-    dense_grads = torch.autograd.grad((x @ m.dense() * cot).sum(), list(m.parameters()))
+    x.requires_grad_()
+    leaves = [*m.parameters(), x]
+    with use_backend(backend):
+        grads = torch.autograd.grad((m.apply_transposed(x) * cot).sum(), leaves)
+    dense_grads = torch.autograd.grad((x @ m.dense() * cot).sum(), leaves)
     for a, b in zip(grads, dense_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
