@@ -356,8 +356,9 @@ def apply_hyperet(
     learn_curvature: bool = False,
     policy: str | None = None,
     modules: Sequence[str] | None = None,
+    freeze_base: bool = True,
 ) -> list[nn.Parameter]:
-    """Add one HRA per targeted attention projection and freeze those projections.
+    """Add one HRA per targeted attention projection; freeze the base model (PEFT-style).
 
     Parameters
     ----------
@@ -372,6 +373,12 @@ def apply_hyperet(
         Adapt the rows of the frozen weight (released code) or the projected features.
     modules : sequence of str, optional
         Qualified names of the modules to adapt instead of the automatic matching rule.
+    freeze_base : bool
+        True (default, as PEFT's ``get_peft_model``): every parameter of ``model`` that is not
+        an adapter parameter gets ``requires_grad=False``, so the trainable parameters are
+        exactly the returned ones. False: only the adapted projections are frozen and the
+        rest of the model keeps its ``requires_grad`` flags (a recipe that sets trainability
+        per stage, e.g. ``hyperet train``).
 
     Returns
     -------
@@ -457,7 +464,22 @@ def apply_hyperet(
                 )
         for adapter in adapters.values():
             params.extend(adapter.parameters())
+    if freeze_base:
+        adapter_ids = {id(p) for p in params}
+        for p in model.parameters():
+            if id(p) not in adapter_ids:
+                p.requires_grad_(False)
     return params
+
+
+def adapted_module_names(model: nn.Module) -> list[str]:
+    """Qualified names of the modules that host adapters (what the matching rule selected).
+
+    Passing them as ``apply_hyperet(..., modules=names)`` to a fresh copy of the model adapts
+    exactly the same modules.
+    """
+    hosts = {site.key.rpartition(".")[0] for site in adapter_sites(model)}
+    return sorted(hosts)
 
 
 # ---------------------------------------------------------------------------- merge / unmerge
