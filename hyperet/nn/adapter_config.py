@@ -49,6 +49,7 @@ class HyperETConfig:
     learn_curvature: bool = False
     policy: str | None = None
     modules: tuple[str, ...] | None = None
+    within: str | None = None
     freeze_base: bool = True
 
     def apply(self, model: nn.Module) -> list[nn.Parameter]:
@@ -65,6 +66,7 @@ class HyperETConfig:
             learn_curvature=self.learn_curvature,
             policy=self.policy,
             modules=self.modules,
+            within=self.within,
             freeze_base=self.freeze_base,
         )
 
