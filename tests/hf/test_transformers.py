@@ -33,15 +33,19 @@ from hyperet.nn import (  # noqa: E402  (after the importorskip)
 WIDTH, LAYERS, IMAGE, PATCH = 64, 3, 32, 8
 
 
+#: A tiny vision tower: the same sizes for CLIP and SigLIP.
+TOWER = {
+    "hidden_size": WIDTH,
+    "intermediate_size": 2 * WIDTH,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": 4,
+    "image_size": IMAGE,
+    "patch_size": PATCH,
+}
+
+
 def _clip_vision_config() -> object:
-    return transformers.CLIPVisionConfig(
-        hidden_size=WIDTH,
-        intermediate_size=2 * WIDTH,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        image_size=IMAGE,
-        patch_size=PATCH,
-    )
+    return transformers.CLIPVisionConfig(**TOWER)
 
 
 def _clip() -> nn.Module:
@@ -51,15 +55,7 @@ def _clip() -> nn.Module:
 
 def _siglip() -> nn.Module:
     torch.manual_seed(0)
-    config = transformers.SiglipVisionConfig(
-        hidden_size=WIDTH,
-        intermediate_size=2 * WIDTH,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        image_size=IMAGE,
-        patch_size=PATCH,
-    )
-    return transformers.SiglipVisionModel(config).eval()
+    return transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**TOWER)).eval()
 
 
 IMAGE_TOKEN = 99
