@@ -43,24 +43,6 @@ from torch import Tensor, nn
 T = TypeVar("T")
 #: How long a collective may wait for the other ranks before the run fails.
 TIMEOUT = datetime.timedelta(minutes=10)
-#: ``--device`` choices: ``auto`` is CUDA when available, else the CPU.
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` / ``"cpu"`` / ``"cuda"`` -> a device (under torchrun: this rank's GPU).
-
-    Raises ``ValueError`` for ``"cuda"`` without a CUDA device and for an unknown name.
-    """
-    if name not in DEVICES:
-        raise ValueError(f"device: expected one of {DEVICES}, got {name!r}")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' requested but torch sees no CUDA device")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def launched_by_torchrun() -> bool:
@@ -159,6 +141,8 @@ def gather_rows(x: Tensor) -> Tensor:
     """
     if not is_active():
         return x
+    if dist.get_backend() == "nccl" and x.device.type != "cuda":  # NCCL gathers GPU tensors only
+        x = x.to(torch.device("cuda", torch.cuda.current_device()))
     out: Tensor = _GatherRows.apply(x)
     return out
 
@@ -191,13 +175,14 @@ def on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     if is_main():
         try:
             box[0] = (fn(*args, **kwargs), None)
-        except Exception as error:  # re-raised on every rank below
-            box[0] = (None, error)
+        except Exception as caught:  # re-raised on every rank below
+            box[0] = (None, caught)
     dist.broadcast_object_list(box, src=0)
-    result, error = box[0]
-    if error is not None:
-        raise error
-    return result  # type: ignore[no-any-return]
+    result, failure = box[0]
+    if failure is not None:
+        raise failure
+    out: T = result
+    return out
 
 
 class _Step(nn.Module):

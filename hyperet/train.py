@@ -68,6 +68,7 @@ from hyperet.checkpoint import (
 )
 from hyperet.config import ITC_STAGE, STAGES, RunConfig, StageConfig
 from hyperet.data import Split, Tokenizer, build_split
+from hyperet.device import place
 from hyperet.model import IGNORE, MLLM
 
 #: Caption level used by projector alignment (states colour, shape, size and position).
@@ -660,8 +661,12 @@ def train(
     resume: bool = False,
     force: bool = False,
     on_event: EventHandler | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Run the whole recipe into ``out``; returns the metrics written to ``metrics.json``.
+
+    ``device``: where the model computes (:mod:`hyperet.device`). Under torchrun (a process group
+    initialised by the caller) the ranks train together (:mod:`hyperet.distributed`).
 
     Raises :class:`RunDirectoryError` / :class:`~hyperet.checkpoint.CheckpointError` on unusable
     directories, :class:`NonFiniteLossError` when a loss or gradient becomes non-finite.
@@ -675,6 +680,7 @@ def train(
     distributed.on_main(_prepare, out, config, tokenizer, resume=resume, force=force)
     data = build_training_data(config, tokenizer)
     model = build_model(config, tokenizer)
+    place(model, torch.device(device))
     ctx = Context(config=config, data=data, model=model)
 
     order = run_stage_names(config)

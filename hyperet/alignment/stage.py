@@ -153,7 +153,7 @@ def itc_stage(ctx: Context) -> StageTask:
         level = rng.integers(0, len(captions.levels), size=len(idx))  # (B,)
         ids = collate([captions.encoded[lv][i] for lv, i in zip(level, idx, strict=True)])
         keys = torch.from_numpy(captions.string_id[level, idx])  # (B,)
-        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        gen = torch.Generator(features.device).manual_seed(int(rng.integers(0, 2**62)))
         rows = distributed.shard_slice(len(idx))  # data parallel: this process's images
         out = aligner(
             features[torch.from_numpy(idx[rows])],
