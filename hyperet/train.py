@@ -404,7 +404,10 @@ def _required(loss: Tensor | None) -> Tensor:
 
 
 def _token_mean_share(loss: Tensor, labels: Tensor) -> Tensor:
-    """Data parallel: this rank's share of the per-token mean over the global batch."""
+    """Data parallel: this rank's share of the per-token mean over the global batch.
+
+    Every example has at least one supervised token, so no rank's own mean is empty.
+    """
     return distributed.weighted_share(loss, float((labels[:, 1:] != IGNORE).sum()))
 
 

@@ -77,6 +77,11 @@ def read_adapter_dir(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str
         config = json.loads(config_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"path: {str(config_path)!r} is not valid JSON ({error})") from error
+    if isinstance(config, dict) and "peft_type" in config:  # e.g. PEFT's HRA (Householder)
+        raise ValueError(
+            f"path: {str(config_path)!r} is a PEFT adapter config (peft_type "
+            f"{config['peft_type']!r}), not a HyperET one"
+        )
     if not isinstance(config, dict) or config.get("method") != METHOD:
         raise ValueError(
             f"path: {str(config_path)!r} is not a HyperET adapter config (method "

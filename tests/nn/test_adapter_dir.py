@@ -106,6 +106,11 @@ def test_mismatches_and_damaged_directories_raise_clear_errors(tmp_path: Path) -
         load_adapters(target, out)
     with pytest.raises(ValueError, match="not a HyperET adapter config"):
         HyperETConfig.from_pretrained(out)
+    (out / CONFIG_NAME).write_text(json.dumps({"peft_type": "HRA", "r": 8}))
+    with pytest.raises(
+        AdapterCheckpointError, match=r"is a PEFT adapter config \(peft_type 'HRA'\)"
+    ):
+        load_adapters(target, out)
     (out / CONFIG_NAME).write_text(json.dumps({**config, "format_version": "9"}))
     with pytest.raises(AdapterCheckpointError, match=r"format version '9' is not supported"):
         load_adapters(target, out)
