@@ -11,6 +11,7 @@ from torch import nn
 from hyperet.nn import (
     HRAMultiheadAttention,
     HyperbolicRadiusAdjustment,
+    adapted_module_names,
     adapter_sites,
     apply_hyperet,
     count_parameters,
@@ -225,6 +226,19 @@ def test_nothing_matched_raises() -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
     with pytest.raises(ValueError, match=r"^model: no attention projection matched"):
         apply_hyperet(model, structure="diagonal")
+
+
+def test_within_restricts_the_rule_and_still_freezes_everything() -> None:
+    # a "vision tower" and a "language model" that both have q_proj / v_proj
+    model = nn.ModuleDict({"tower": SeparateProjections(), "lm": SeparateProjections()})
+    params = apply_hyperet(model, structure="diagonal", within="tower")
+    assert adapted_module_names(model) == ["tower.q_proj", "tower.v_proj"]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) == len(params) == 2 and all(n.startswith("tower.") for n in trainable)
+    with pytest.raises(ValueError, match=r"^within: no submodule named 'vision'"):
+        apply_hyperet(
+            nn.ModuleDict({"lm": SeparateProjections()}), structure="diagonal", within="vision"
+        )
 
 
 def test_explicit_module_names() -> None:
