@@ -53,6 +53,7 @@ from hyperet.checkpoint import (
 )
 from hyperet.config import STAGES, RunConfig
 from hyperet.data import Split, Tokenizer, build_split, parse_answer
+from hyperet.device import place
 from hyperet.model import MLLM
 from hyperet.train import (
     apply_hyperet_to,
@@ -76,7 +77,7 @@ class LoadedRun:
     stored in the checkpoints.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, device: torch.device | str = "cpu") -> None:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"{run_dir}: run directory not found")
@@ -111,6 +112,9 @@ class LoadedRun:
             self.identity = [p.detach().clone() for p in self.hyperet_params]  # fresh = identity
         load_model_state(self.model, ckpt.model, source=final)
         self.model.eval()
+        aligner = getattr(self.model, "aligner", None)  # ITC runs: analysed through its parts
+        entry = list(aligner.children()) if isinstance(aligner, nn.Module) else []
+        place(self.model, torch.device(device), outputs_to_cpu=True, entry=entry)
         self.metrics: dict[str, Any] = {"stages": {n: c.metrics for n, c in found.items()}}
         path = run_dir / METRICS_FILE
         if path.exists() or path.is_symlink():
@@ -431,14 +435,18 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 256,
     on_progress: ProgressHandler | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """Evaluate the run in ``run_dir``; returns a JSON-serialisable dict of every measurement."""
+    """Evaluate the run in ``run_dir``; returns a JSON-serialisable dict of every measurement.
+
+    ``device``: where the networks run (:mod:`hyperet.device`); the metrics are the same.
+    """
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not one of {SPLITS}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit: must be >= 1, got {limit}")
     progress: ProgressHandler = on_progress or (lambda task, done, total: None)
-    run = LoadedRun(Path(run_dir))
+    run = LoadedRun(Path(run_dir), device=device)
     cfg = run.config
     n_scenes = {
         "train": cfg.data.train_scenes,

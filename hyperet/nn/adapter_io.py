@@ -1,7 +1,13 @@
-"""Adapter checkpoints: only the HRA weights, as safetensors with string metadata.
+"""Adapter checkpoints: only the HRA weights, as an adapter directory or a single file.
 
-A file holds one tensor per adapter parameter under ``"<host path>.<role>.<parameter>"``, e.g.
-``"blocks.0.attn.q.matrix.w"`` (keys do not change when the model is merged), and metadata::
+``save_adapters(model, DIR)`` writes PEFT's layout, ``DIR/adapter_config.json`` +
+``DIR/adapter_model.safetensors`` (:mod:`hyperet.nn.adapter_dir`); a path ending in
+``.safetensors`` writes the single-file format below (format version 1), which
+``load_adapters`` keeps reading. Both hold the same tensor keys and the same per-adapter
+descriptions, checked by the same strict loader.
+
+A single file holds one tensor per adapter parameter under ``"<host path>.<role>.<parameter>"``,
+e.g. ``"blocks.0.attn.q.matrix.w"`` (keys do not change when the model is merged), and metadata::
 
     format          "hyperet-adapters"
     format_version  "1"
@@ -28,6 +34,8 @@ import torch
 from torch import nn
 
 from hyperet import __version__, _io
+from hyperet.nn.adapter_config import HyperETConfig
+from hyperet.nn.adapter_dir import read_adapter_dir, write_adapter_dir
 from hyperet.nn.hra import HyperbolicRadiusAdjustment
 from hyperet.nn.inject import MERGED_ATTR, AdapterSite, adapter_sites
 from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix
@@ -73,10 +81,11 @@ def _summary(values: list[Any]) -> str:
 
 
 def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write the HRA adapters of ``model`` to ``path`` (safetensors), atomically.
+    """Write the HRA adapters of ``model`` to the adapter directory ``path``, atomically.
 
-    Returns the path written. Raises :class:`AdapterCheckpointError` when the model has no
-    adapters or an adapter holds non-finite values.
+    ``path`` ending in ``.safetensors``: the single-file format instead. Returns the path
+    written. Raises :class:`AdapterCheckpointError` when the model has no adapters or an
+    adapter holds non-finite values.
     """
     path = Path(path)
     sites = adapter_sites(model)
@@ -90,6 +99,14 @@ def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             if not bool(torch.isfinite(value).all()):
                 raise AdapterCheckpointError(f"model: adapter {site.key}.{name} is not finite")
             tensors[f"{site.key}.{name}"] = value.detach().to("cpu").contiguous()
+    if path.suffix != ".safetensors":
+        try:
+            config = HyperETConfig.from_model(model).to_dict()
+            config.update(format=FORMAT, package_version=__version__, adapters=described)
+            write_adapter_dir(path, tensors, config)
+        except ValueError as error:
+            raise AdapterCheckpointError(str(error)) from error
+        return path
     info = list(described.values())
     metadata = {
         "format": FORMAT,
@@ -140,14 +157,25 @@ def read_adapter_file(
 
 
 @torch.no_grad()
-def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, str]:
+def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load adapter weights saved by :func:`save_adapters` into ``model`` (strict).
 
-    ``model`` must already carry adapters of the same structure, width and curvature
-    (``apply_hyperet`` with the same arguments) and must not be merged. Returns the metadata.
+    ``path``: an adapter directory or a single file. ``model`` must already carry adapters of
+    the same structure, width and curvature (``apply_hyperet`` with the same arguments, or
+    ``HyperETConfig.from_pretrained(path).apply(model)``) and must not be merged. Returns the
+    metadata (a directory: the content of ``adapter_config.json``).
     """
-    tensors, metadata = read_adapter_file(path)
-    described: dict[str, dict[str, Any]] = json.loads(metadata["adapters"])
+    described: dict[str, dict[str, Any]]
+    metadata: dict[str, Any]
+    if Path(path).is_dir():
+        try:
+            tensors, metadata = read_adapter_dir(Path(path))
+        except ValueError as error:
+            raise AdapterCheckpointError(str(error)) from error
+        described = metadata["adapters"]
+    else:
+        tensors, metadata = read_adapter_file(path)
+        described = json.loads(metadata["adapters"])
     sites = adapter_sites(model)
     if not sites:
         raise AdapterCheckpointError("model: carries no HRA adapters (call apply_hyperet first)")
