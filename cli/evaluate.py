@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_option
+from hyperet.cli.console import (
+    EXIT_BAD_INPUT,
+    console,
+    emit_json,
+    fail,
+    json_option,
+    log_every_option,
+    plain_line,
+)
 
 
 @click.command(name="eval")
@@ -16,8 +24,11 @@ from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_o
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N scenes.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@log_every_option(10, "batches of each task")
 @json_option
-def command(run_dir: Path, split: str, limit: int | None, batch_size: int, as_json: bool) -> None:
+def command(
+    run_dir: Path, split: str, limit: int | None, batch_size: int, log_every: int, as_json: bool
+) -> None:
     """Evaluate RUN_DIR: VQA, baselines, multiple choice, retrieval, radius probe, parameters.
 
     Exit codes: 0 done, 2 missing/corrupt/incompatible run directory or bad options.
@@ -41,8 +52,15 @@ def command(run_dir: Path, split: str, limit: int | None, batch_size: int, as_js
             tasks[task] = progress.add_task(task, total=total)
         progress.update(tasks[task], completed=done)
 
+    display: Any = progress
+    if not console.is_terminal:  # a log file: plain lines instead of bars
+        from contextlib import nullcontext
+
+        from hyperet.progress_log import EvalLog
+
+        on_progress, display = EvalLog(plain_line, log_every), nullcontext()  # type: ignore[assignment]
     try:
-        with progress:
+        with display:
             results = evaluate(
                 run_dir, split=split, limit=limit, batch_size=batch_size, on_progress=on_progress
             )
@@ -92,6 +110,8 @@ def render(r: dict[str, Any]) -> None:
         _pct(r["majority_baseline"]["overall"]),
     )
     console.print(vqa)
+
+    _render_confusion(r["vqa"]["confusion"])
 
     mc = r["multiple_choice"]
     table = Table(
@@ -151,6 +171,23 @@ def render(r: dict[str, Any]) -> None:
         f"stage, HyperET {p['hyperet']:,} ({p['hyperet_percent']:.3f} %)",
         highlight=False,
     )
+
+
+def _render_confusion(confusion: dict[str, dict[str, dict[str, int]]], top: int = 3) -> None:
+    """The ``top`` most frequent wrong answers of each question type (JSON has the full table)."""
+    from rich.table import Table
+
+    table = Table(
+        title="VQA: most frequent errors (true -> predicted: count)", title_justify="left"
+    )
+    table.add_column("type", justify="left")
+    table.add_column("errors", justify="left")
+    for qtype, rows in confusion.items():
+        errors = [(n, t, p) for t, c in rows.items() for p, n in c.items() if p != t]
+        errors.sort(key=lambda e: (-e[0], e[1], e[2]))
+        text = ", ".join(f"{t} -> {p or '(empty)'}: {n}" for n, t, p in errors[:top])
+        table.add_row(qtype, text or "none")
+    console.print(table)
 
 
 def _num(x: float | None) -> str:

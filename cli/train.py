@@ -14,10 +14,12 @@ from hyperet.cli.console import (
     emit_json,
     fail,
     json_option,
+    log_every_option,
+    plain_line,
 )
 
 from hyperet.config import HYPERET_STAGES, HYPERET_STRUCTURES, OBJECTIVES, PRESETS, STAGES
-from hyperet.data.captions import LEVELS
+from hyperet.data.mixture import VISION_LEVELS
 
 
 @click.command(name="train")
@@ -48,10 +50,11 @@ from hyperet.data.captions import LEVELS
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--vision-level",
-    type=click.Choice(LEVELS),
+    type=click.Choice(VISION_LEVELS),
     default="count",
     show_default=True,
-    help="Caption level of CLIP-style vision pretraining (stage 0a).",
+    help="Caption level of CLIP-style vision pretraining (stage 0a); 'mixture' draws each "
+    "pair's level from the coarse-skewed mixture of docs/mllm.md.",
 )
 @click.option(
     "--objective",
@@ -71,6 +74,15 @@ from hyperet.data.captions import LEVELS
     metavar="STAGE=N",
     help="Steps of a stage (repeatable).",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Set any config.json field by its dotted path, e.g. projector.shuffle=1 or "
+    "train.stages.instruct.lr=1e-3 (repeatable; applied after the other options).",
+)
+@log_every_option(100, "steps")
 @click.option(
     "--checkpoint-every", type=click.IntRange(min=1), help="Mid-stage checkpoint interval (steps)."
 )
@@ -119,6 +131,10 @@ def command(ctx: click.Context, **opts: Any) -> None:
         config = with_overrides(
             base, steps=steps, checkpoint_every=opts["checkpoint_every"], **overrides
         )
+        if opts["settings"]:
+            from hyperet.overrides import apply_settings
+
+            config = apply_settings(config, opts["settings"])
     except (ValueError, CheckpointError) as err:
         fail(str(err), EXIT_BAD_INPUT)
 
@@ -131,10 +147,18 @@ def command(ctx: click.Context, **opts: Any) -> None:
     )
     console.print("generating data and building the model ...", style="dim")
     renderer = _ProgressRenderer()
+    on_event: Any = renderer
+    display: Any = renderer.progress
+    if not console.is_terminal:  # a log file: plain lines instead of bars
+        from contextlib import nullcontext
+
+        from hyperet.progress_log import TrainLog
+
+        on_event, display = TrainLog(plain_line, opts["log_every"]), nullcontext()
     try:
-        with renderer.progress:
+        with display:
             metrics = train(
-                config, out, resume=opts["resume"], force=opts["force"], on_event=renderer
+                config, out, resume=opts["resume"], force=opts["force"], on_event=on_event
             )
     except NonFiniteLossError as err:
         fail(str(err), EXIT_NONFINITE)

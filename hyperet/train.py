@@ -67,7 +67,9 @@ from hyperet.checkpoint import (
     write_json,
 )
 from hyperet.config import ITC_STAGE, STAGES, RunConfig, StageConfig
+from hyperet.curves import CURVE_STAGES, ValidationCurve
 from hyperet.data import Split, Tokenizer, build_split
+from hyperet.data.mixture import CaptionMixture
 from hyperet.model import MLLM
 
 #: Caption level used by projector alignment (states colour, shape, size and position).
@@ -199,8 +201,9 @@ class TrainingData:
     split: Split
     tokenizer: Tokenizer
     images: Tensor  # (N, 3, H, W) uint8
-    vision_captions: list[Encoded]
-    vision_caption_ids: np.ndarray  # (N,) id of each image's caption string (duplicates share)
+    vision_mixture: CaptionMixture
+    vision_captions: list[Encoded]  # (L * N,): row k * N + i = image i at mixture level k
+    vision_caption_ids: np.ndarray  # (L * N,) id of each caption string (duplicates share)
     lm_texts: list[Encoded]
     align: list[Encoded]
     vqa: list[tuple[int, Encoded]]
@@ -218,10 +221,9 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
         min_objects=d.min_objects,
         max_objects=d.max_objects,
     )
-    level = config.train.vision_level
-    if level not in split.captions:
-        raise ValueError(f"train.vision_level: {level!r} is not one of {tuple(split.captions)}")
-    vision_texts = split.captions[level]
+    mixture = CaptionMixture.named(config.train.vision_level)
+    # vision pool: row ``k * N + i`` is image i's caption at mixture level k
+    vision_texts = [c for level in mixture.levels for c in split.captions[level]]
     unique = {text: i for i, text in enumerate(sorted(set(vision_texts)))}
     lm_texts = [encode_text(tokenizer, c) for texts in split.captions.values() for c in texts]
     lm_texts += [encode_text(tokenizer, f"{qa.question} {qa.answer}") for _, qa in split.qa]
@@ -240,6 +242,7 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
         split=split,
         tokenizer=tokenizer,
         images=torch.from_numpy(np.ascontiguousarray(split.images)),
+        vision_mixture=mixture,
         vision_captions=[encode_text(tokenizer, c) for c in vision_texts],
         vision_caption_ids=np.asarray([unique[t] for t in vision_texts], dtype=np.int64),
         lm_texts=lm_texts,
@@ -349,17 +352,25 @@ def _seed(config: RunConfig, stage: str, stream: int = 0) -> list[int]:
 
 
 def vision_stage(ctx: Context) -> StageTask:
-    """0a: CLIP-style pretraining of the ViT (and text tower) on one caption level."""
+    """0a: CLIP-style pretraining of the ViT (and text tower) on a caption-level mixture.
+
+    Each pair's caption level is drawn from ``train.vision_level`` (one level, or the coarse-
+    skewed :data:`~hyperet.data.mixture.CAPTION_MIXTURE`); identical caption texts are positives.
+    """
     m, data = ctx.model, ctx.data
     _set_trainable(m, [m.vision, m.text, m.clip_head], [])
     sampler = Sampler(len(data.images), _seed(ctx.config, "vision"))
 
+    n_images = len(data.images)
+    level_seed = _seed(ctx.config, "vision", 1)
+
     def loss(step: int, batch_size: int) -> Tensor:
         idx = sampler.take(batch_size)
-        text = collate([data.vision_captions[i] for i in idx])
+        rows = idx + n_images * data.vision_mixture.draw(level_seed, step, len(idx))
+        text = collate([data.vision_captions[i] for i in rows])
         image_emb = m.vision.embed(m.vision(data.images[idx]))
         text_emb = m.text(text.input_ids, text.lengths)
-        return m.clip_head(image_emb, text_emb, torch.from_numpy(data.vision_caption_ids[idx]))
+        return m.clip_head(image_emb, text_emb, torch.from_numpy(data.vision_caption_ids[rows]))
 
     return StageTask(_trainable(m), _no_decay(m, []), {"main": sampler}, loss)
 
@@ -523,13 +534,19 @@ def run_stage(
     out: Path,
     on_event: EventHandler,
     resume_from: Any = None,
+    curve: Any = None,
 ) -> dict[str, Any]:
-    """Train one stage to its step budget, checkpointing every ``checkpoint_every`` steps."""
+    """Train one stage to its step budget, checkpointing every ``checkpoint_every`` steps.
+
+    ``curve`` (a :class:`hyperet.curves.ValidationCurve`) measures validation points on its
+    schedule; they are stored in the checkpoints and in the metrics as ``val_curve``.
+    """
     config = ctx.config
     stage = config.train.itc if name == ITC_STAGE else config.train.stages[name]
     ckpt_dir = out / "checkpoints" / name
     optimizer = _optimizer(task, stage)
     losses: list[float] = []
+    points: list[dict[str, Any]] = []
     start, wall_before = 0, 0.0
     if resume_from is not None:
         optimizer_from_tensors(optimizer, resume_from.state, resume_from.meta["optimizer"])
@@ -539,6 +556,7 @@ def run_stage(
             )
         torch.set_rng_state(resume_from.state["torch_rng_state"])
         losses = resume_from.state["losses"].tolist()
+        points = list(resume_from.meta.get("val_curve", []))
         start, wall_before = int(resume_from.meta["step"]), float(resume_from.meta["wall_time_s"])
     on_event(StageStarted(name, stage.steps, start, task.cached_features, task.hyperet_active))
     applied = bool(ctx.hyperet_params)
@@ -548,6 +566,7 @@ def run_stage(
         wall = wall_before + time.perf_counter() - t0
         tensors, rest = optimizer_to_tensors(optimizer)
         meta, extra = _progress_meta(name, step, complete, task, losses, wall, applied, rest)
+        meta["val_curve"] = points
         save_checkpoint(
             ckpt_dir,
             config=config,
@@ -575,6 +594,10 @@ def run_stage(
         losses.append(value)
         on_event(StepDone(name, step + 1, stage.steps, value, lr))
         done = step + 1
+        if curve is not None and curve.due(done, stage.steps):
+            since = points[-1]["step"] if points else 0
+            frozen = not task.hyperet_active
+            points.append(curve.point(done, losses, since=since, frozen_vision=frozen))
         if done % config.train.checkpoint_every == 0 and done < stage.steps:
             save(done, complete=False)
     wall = wall_before + time.perf_counter() - t0
@@ -596,6 +619,7 @@ def run_stage(
         "hyperet_parameters": sum(p.numel() for p in ctx.hyperet_params),
         "cached_features": task.cached_features,
         "torch_threads": torch.get_num_threads(),
+        "val_curve": points,
     }
     if name == ITC_STAGE:
         metrics["alignment"] = itc_metrics(ctx.model, task)
@@ -705,7 +729,10 @@ def train(
         from_ckpt = None
         if latest is not None and latest.meta["stage"] == name and not latest.complete:
             from_ckpt = latest
-        metrics["stages"][name] = run_stage(ctx, name, task, out, emit, from_ckpt)
+        curve = None
+        if name in CURVE_STAGES and config.train.val_every:
+            curve = ValidationCurve(name, config, tokenizer, model, config.train.val_every)
+        metrics["stages"][name] = run_stage(ctx, name, task, out, emit, from_ckpt, curve)
         write_json(metrics_path, metrics)
     write_json(metrics_path, metrics)
     return metrics

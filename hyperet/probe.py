@@ -1,0 +1,264 @@
+"""Linear probes of the frozen vision encoder: what do its features carry?
+
+The MLLM can only answer what the frozen ViT's tokens encode, so before tuning the recipe we
+measure it. A *linear probe* is a ridge-regression classifier fitted on frozen features of
+training scenes and scored on the evaluated split (:func:`probe_run`):
+
+=============  ==========================================  =====================================
+target         features                                    label
+=============  ==========================================  =====================================
+``color``      mean of the tokens of the patches an        the object's colour (6 classes)
+``shape``      object covers (:func:`object_features`),    shape (4)
+``size``       one row per object                          size (2)
+``position``                                               quadrant, ``"top left"`` ... (4)
+``count``      mean of all patch tokens (what the CLIP     number of objects (1-4)
+               head pools), one row per scene
+=============  ==========================================  =====================================
+
+Position is read from an object's own tokens: it measures whether the ViT tokens still carry
+their patch position (the LM sees visual tokens without position embeddings of its own).
+
+The classifier (:func:`fit_ridge`) standardises each feature with the training mean and standard
+deviation, appends a constant 1 and solves the ridge normal equations in closed form,
+
+.. math:: W = (\\tilde X^\\top \\tilde X + \\lambda I)^{-1} \\tilde X^\\top Y,
+
+with :math:`Y` the one-hot training labels (the bias column is penalised too: with
+standardised features this only shrinks it towards the class frequencies); the predicted class
+is the argmax of :math:`\\tilde x W`. Exact and deterministic: the tests check it against a
+brute-force solve and the accuracy against a loop.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hyperet.data.scenes import Scene, horizontal_side, shape_mask, vertical_side
+
+#: Probe targets, in report order.
+PROBE_TARGETS: tuple[str, ...] = ("color", "shape", "size", "position", "count")
+#: Ridge penalty on standardised features.
+RIDGE_LAMBDA = 1.0
+#: Training scenes the probes are fitted on (the first ones of the run's training split).
+PROBE_TRAIN_SCENES = 4000
+
+
+def patch_coverage(scene: Scene, obj_index: int, patch_size: int) -> np.ndarray:
+    """Boolean ``(g * g,)``: which patches (row-major) contain a pixel of object ``obj_index``."""
+    size = scene.image_size
+    if size % patch_size:
+        raise ValueError(f"patch_size: {patch_size} does not divide the image size {size}")
+    g = size // patch_size
+    mask = shape_mask(scene.objects[obj_index], size)  # (S, S)
+    return mask.reshape(g, patch_size, g, patch_size).any(axis=(1, 3)).reshape(-1)
+
+
+def object_position(scene: Scene, obj_index: int) -> str:
+    """``"top left"``, ``"bottom right"``, ... (the words of the ``detailed`` captions)."""
+    obj = scene.objects[obj_index]
+    return f"{vertical_side(obj, scene.image_size)} {horizontal_side(obj, scene.image_size)}"
+
+
+def object_features(
+    tokens: np.ndarray, scenes: Sequence[Scene], patch_size: int
+) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Per-object features and labels.
+
+    Parameters
+    ----------
+    tokens : ndarray, shape (N, g * g, D)
+        Frozen ViT tokens of the ``N`` scenes' images (row-major patches).
+    scenes : sequence of Scene
+        The ``N`` scenes.
+    patch_size : int
+        Pixels per patch side.
+
+    Returns
+    -------
+    features : ndarray, shape (M, D)
+        For each of the ``M`` objects (scene by scene, left to right), the mean of the tokens of
+        the patches it covers.
+    labels : dict
+        ``color``, ``shape``, ``size``, ``position`` labels, ``M`` each.
+    """
+    if len(tokens) != len(scenes):
+        raise ValueError(f"tokens: {len(tokens)} images for {len(scenes)} scenes")
+    rows: list[np.ndarray] = []
+    labels: dict[str, list[str]] = {"color": [], "shape": [], "size": [], "position": []}
+    for t, scene in zip(tokens, scenes, strict=True):
+        for k, obj in enumerate(scene.objects):
+            rows.append(t[patch_coverage(scene, k, patch_size)].mean(axis=0))
+            labels["color"].append(obj.color)
+            labels["shape"].append(obj.shape)
+            labels["size"].append(obj.size)
+            labels["position"].append(object_position(scene, k))
+    return np.stack(rows), labels
+
+
+def scene_features(
+    tokens: np.ndarray, scenes: Sequence[Scene]
+) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Mean-pooled tokens ``(N, D)`` and the ``count`` label (number of objects) per scene."""
+    return tokens.mean(axis=1), {"count": [str(len(s.objects)) for s in scenes]}
+
+
+@dataclass(frozen=True)
+class RidgeProbe:
+    """A fitted ridge classifier: standardisation, weights ``(D + 1, C)`` and class names."""
+
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+    weights: np.ndarray  # (D + 1, C)
+    classes: tuple[str, ...]
+
+    def design(self, x: np.ndarray) -> np.ndarray:
+        """Standardised features with a trailing constant column, ``(M, D + 1)``."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        return np.concatenate([z, np.ones((len(z), 1))], axis=1)
+
+    def predict(self, x: np.ndarray) -> list[str]:
+        """The class of each row of ``x`` (argmax of the ridge scores; ties: first class)."""
+        scores = self.design(x) @ self.weights  # (M, C)
+        return [self.classes[i] for i in scores.argmax(axis=1)]
+
+
+def fit_ridge(x: np.ndarray, labels: Sequence[str], lam: float = RIDGE_LAMBDA) -> RidgeProbe:
+    """Fit the ridge classifier of the module docstring on ``x`` ``(M, D)`` and ``labels``."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(labels) or len(x) == 0:
+        raise ValueError(f"x: need a non-empty (M, D) array with M = {len(labels)} labels")
+    if not lam > 0:
+        raise ValueError(f"lam: ridge penalty must be > 0, got {lam}")
+    classes = tuple(sorted(set(labels)))
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)  # constant features stay 0 after centring
+    probe = RidgeProbe(mean, scale, np.zeros((x.shape[1] + 1, len(classes))), classes)
+    a = probe.design(x)  # (M, D + 1)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(x), len(classes)))
+    y[np.arange(len(x)), [index[c] for c in labels]] = 1.0
+    weights = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ y)
+    return RidgeProbe(mean, scale, weights, classes)
+
+
+def accuracy(predicted: Sequence[str], truth: Sequence[str]) -> float:
+    """Fraction of equal entries."""
+    if len(predicted) != len(truth) or not truth:
+        raise ValueError("predicted: need as many (>= 1) predictions as labels")
+    return float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
+
+
+def probe_scores(
+    train: tuple[np.ndarray, dict[str, list[str]]],
+    test: tuple[np.ndarray, dict[str, list[str]]],
+    lam: float = RIDGE_LAMBDA,
+) -> dict[str, dict[str, Any]]:
+    """Fit one probe per label on ``train`` and score it on ``test``.
+
+    Each entry: ``accuracy`` (test), ``train_accuracy``, ``majority`` (accuracy of always
+    predicting the most frequent training label), ``classes``, ``n_train``, ``n_test``.
+    """
+    (x_train, y_train), (x_test, y_test) = train, test
+    out: dict[str, dict[str, Any]] = {}
+    for target, labels in y_train.items():
+        probe = fit_ridge(x_train, labels, lam)
+        top = min(Counter(labels).items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        out[target] = {
+            "accuracy": accuracy(probe.predict(x_test), y_test[target]),
+            "train_accuracy": accuracy(probe.predict(x_train), labels),
+            "majority": accuracy([top] * len(y_test[target]), y_test[target]),
+            "classes": len(probe.classes),
+            "n_train": len(labels),
+            "n_test": len(y_test[target]),
+        }
+    return out
+
+
+def probe_features(
+    train_tokens: np.ndarray,
+    train_scenes: Sequence[Scene],
+    test_tokens: np.ndarray,
+    test_scenes: Sequence[Scene],
+    patch_size: int,
+    lam: float = RIDGE_LAMBDA,
+) -> dict[str, dict[str, Any]]:
+    """Every probe of :data:`PROBE_TARGETS` from frozen tokens ``(N, g * g, D)``."""
+    objects = probe_scores(
+        object_features(train_tokens, train_scenes, patch_size),
+        object_features(test_tokens, test_scenes, patch_size),
+        lam,
+    )
+    scenes = probe_scores(
+        scene_features(train_tokens, train_scenes), scene_features(test_tokens, test_scenes), lam
+    )
+    merged = {**objects, **scenes}
+    return {t: merged[t] for t in PROBE_TARGETS}
+
+
+def probe_run(
+    run_dir: Path | str,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    train_scenes: int = PROBE_TRAIN_SCENES,
+    batch: int = 256,
+) -> dict[str, Any]:
+    """Linear probes of a trained run's frozen ViT (HRA as trained), fitted on the first
+    ``train_scenes`` training scenes and scored on ``split`` (first ``limit`` scenes)."""
+    from hyperet.evaluate import LoadedRun, load_split
+
+    run = LoadedRun(Path(run_dir))
+    return probe_loaded(run, load_split(run, split, limit), train_scenes=train_scenes, batch=batch)
+
+
+def probe_loaded(run: Any, test_split: Any, *, train_scenes: int, batch: int) -> dict[str, Any]:
+    """:func:`probe_run` on an already loaded run (``LoadedRun``) and split."""
+    from hyperet.data import build_split
+    from hyperet.evaluate import _features
+
+    if train_scenes < 1:
+        raise ValueError(f"train_scenes: must be >= 1, got {train_scenes}")
+    d = run.config.data
+    # the first scenes of the run's training split (scenes and images do not depend on n_scenes)
+    train_split = build_split(
+        "train",
+        n_scenes=min(train_scenes, d.train_scenes),
+        seed=run.config.seed,
+        image_size=d.image_size,
+        min_objects=d.min_objects,
+        max_objects=d.max_objects,
+    )
+    patch = run.config.vision.patch_size
+    train_tokens = _features(run.model, train_split.images, batch).numpy()
+    test_tokens = _features(run.model, test_split.images, batch).numpy()
+    return {
+        "lambda": RIDGE_LAMBDA,
+        "train_scenes": len(train_split.scenes),
+        "test_split": test_split.name,
+        "test_scenes": len(test_split.scenes),
+        "vision_level": run.config.train.vision_level,
+        "targets": probe_features(
+            train_tokens, train_split.scenes, test_tokens, test_split.scenes, patch
+        ),
+    }
+
+
+__all__ = [
+    "PROBE_TARGETS",
+    "RidgeProbe",
+    "accuracy",
+    "fit_ridge",
+    "object_features",
+    "patch_coverage",
+    "probe_features",
+    "probe_run",
+    "probe_scores",
+    "scene_features",
+]
