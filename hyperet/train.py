@@ -716,7 +716,10 @@ def train(
         "stages": {},
     }
     if resume and metrics_path.is_file():
-        metrics["stages"] = read_json(metrics_path).get("stages", {})
+        stored = read_json(metrics_path)
+        metrics["stages"] = stored.get("stages", {})
+        if "branched_from" in stored:  # provenance of a run started by hyperet.branch
+            metrics["branched_from"] = stored["branched_from"]
     for name, stage_fn in STAGE_RECIPE:
         if name not in order:
             continue

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 from hyperet.cli.main import main
 
@@ -70,16 +69,11 @@ def test_bad_settings_name_the_problem(item: str, match: str) -> None:
 
 
 def test_cli_set_reaches_the_stored_config(tmp_path: Path) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = tmp_path / "run"
-        args = ["train", "--preset", "nano", "--out", str(out), "--steps", "instruct=2"]
-        result = CliRunner().invoke(main, [*args, "--set", "train.mc_fraction=0.5"])
-        assert result.exit_code == 0, result.stderr
-        stored = json.loads((out / "config.json").read_text())
-        assert stored["train"]["mc_fraction"] == 0.5
-        bad = CliRunner().invoke(main, [*args, "--force", "--set", "language.depth=2"])
-        assert bad.exit_code == 2 and "no field 'depth'" in bad.stderr
-    finally:
-        torch.set_num_threads(threads)
+    out = tmp_path / "run"
+    args = ["train", "--preset", "nano", "--out", str(out), "--steps", "instruct=2"]
+    result = CliRunner().invoke(main, [*args, "--set", "train.mc_fraction=0.5"])
+    assert result.exit_code == 0, result.stderr
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["train"]["mc_fraction"] == 0.5
+    bad = CliRunner().invoke(main, [*args, "--force", "--set", "language.depth=2"])
+    assert bad.exit_code == 2 and "no field 'depth'" in bad.stderr

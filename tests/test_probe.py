@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from hyperet.config import preset
@@ -128,11 +127,8 @@ def test_bad_probe_input_is_refused() -> None:
 
 @pytest.fixture(scope="module")
 def nano_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("probe") / "run"
-    train(preset("nano"), out)
-    torch.set_num_threads(threads)
+    train(preset("nano"), out)  # one torch thread: the root conftest
     return out
 
 

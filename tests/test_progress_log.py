@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 from hyperet.cli import console as console_module
 from hyperet.cli.main import main
@@ -89,12 +88,7 @@ def test_step_log_refuses_a_bad_interval() -> None:
 
 
 def _cli(*args: str) -> tuple[int, str]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    finally:
-        torch.set_num_threads(threads)
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     return result.exit_code, result.stderr
 
 
