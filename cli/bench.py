@@ -25,7 +25,7 @@ from hyperet.cli.console import console, emit_json, fail, json_option
 def command(suites: tuple[str, ...], quick: bool, threads: int, as_json: bool) -> None:
     """Benchmark torch ops, structured products and HRA (ratios measured in one run).
 
-    SUITES: any of structured, geoopt, pairwise, hra (default: all).
+    SUITES: any of structured, geoopt, pairwise, hra, recipe (default: all).
     """
     from rich.table import Table
 

@@ -8,6 +8,8 @@ from typing import Any
 import click
 from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_option
 
+from hyperet.config import ITC_STAGE, STAGES
+
 
 @click.command(name="probe")
 @click.argument("run_dir", type=click.Path(path_type=Path))
@@ -19,6 +21,12 @@ from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_o
     help="Split the probes are scored on (regenerated from the run's seed).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Score on the first N scenes only.")
+@click.option(
+    "--stage",
+    type=click.Choice([*STAGES, ITC_STAGE, "untrained"]),
+    help="Probe the model saved at the end of this stage (default: the latest complete one; "
+    "the ViT is frozen after vision); 'untrained': the freshly initialised ViT, a control.",
+)
 @click.option(
     "--train-scenes",
     type=click.IntRange(min=1),
@@ -35,7 +43,13 @@ from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_o
 )
 @json_option
 def command(
-    run_dir: Path, split: str, limit: int | None, train_scenes: int, batch_size: int, as_json: bool
+    run_dir: Path,
+    split: str,
+    limit: int | None,
+    stage: str | None,
+    train_scenes: int,
+    batch_size: int,
+    as_json: bool,
 ) -> None:
     """Linear probes (ridge) of RUN_DIR's frozen ViT: colour, shape, size, position, count.
 
@@ -47,7 +61,12 @@ def command(
 
     try:
         results = probe_run(
-            run_dir, split=split, limit=limit, train_scenes=train_scenes, batch=batch_size
+            run_dir,
+            stage=stage,
+            split=split,
+            limit=limit,
+            train_scenes=train_scenes,
+            batch=batch_size,
         )
     except (CheckpointError, ValueError) as err:
         fail(str(err), EXIT_BAD_INPUT)
@@ -61,7 +80,8 @@ def render(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"linear probes of the frozen ViT (vision level {r['vision_level']}), fitted on "
+        title=f"linear probes of the ViT after stage {r['stage']} (vision level "
+        f"{r['vision_level']}), fitted on "
         f"{r['train_scenes']} train scenes, scored on {r['test_scenes']} {r['test_split']} scenes",
         title_justify="left",
     )

@@ -202,48 +202,99 @@ def probe_features(
     return {t: merged[t] for t in PROBE_TARGETS}
 
 
+#: ``stage`` value of :func:`probe_run` that probes the freshly initialised ViT (a control).
+UNTRAINED = "untrained"
+
+
+def load_vision(run_dir: Path, stage: str | None = None) -> tuple[Any, Any, str]:
+    """``(config, model, stage)``: the run's model as saved at the end of ``stage``.
+
+    ``stage=None`` takes the latest complete stage checkpoint (the ViT is frozen after stage
+    0a, so every later checkpoint holds the same ViT unless HRA trained); ``"untrained"`` the
+    freshly initialised model of the run's config (what a linear probe reads from random
+    features). HRA is applied when the checkpoint was saved with it.
+    """
+    from hyperet.checkpoint import (
+        CONFIG_FILE,
+        CheckpointError,
+        load_checkpoint,
+        load_config,
+        load_model_state,
+    )
+    from hyperet.data import Tokenizer
+    from hyperet.train import apply_hyperet_to, build_model, run_stage_names
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: run directory not found")
+    config = load_config(run_dir / CONFIG_FILE)
+    model = build_model(config, Tokenizer.build())
+    if stage == UNTRAINED:
+        return config, model.eval(), stage
+    order = run_stage_names(config)
+    if stage is not None and stage not in order:
+        raise ValueError(f"stage: {stage!r} is not one of {(*order, UNTRAINED)}")
+    candidates = [stage] if stage is not None else order[::-1]
+    for name in candidates:
+        directory = run_dir / "checkpoints" / name
+        if directory.is_dir():
+            ckpt = load_checkpoint(directory)
+            if ckpt.complete:
+                if ckpt.meta.get("hyperet_applied"):
+                    apply_hyperet_to(model, config)
+                load_model_state(model, ckpt.model, source=directory)
+                return config, model.eval(), name
+    raise CheckpointError(
+        f"{run_dir}: no complete checkpoint of stage {stage or 'any'} (train it first)"
+    )
+
+
 def probe_run(
     run_dir: Path | str,
     *,
+    stage: str | None = None,
     split: str = "test",
     limit: int | None = None,
     train_scenes: int = PROBE_TRAIN_SCENES,
     batch: int = 256,
 ) -> dict[str, Any]:
-    """Linear probes of a trained run's frozen ViT (HRA as trained), fitted on the first
-    ``train_scenes`` training scenes and scored on ``split`` (first ``limit`` scenes)."""
-    from hyperet.evaluate import LoadedRun, load_split
-
-    run = LoadedRun(Path(run_dir))
-    return probe_loaded(run, load_split(run, split, limit), train_scenes=train_scenes, batch=batch)
-
-
-def probe_loaded(run: Any, test_split: Any, *, train_scenes: int, batch: int) -> dict[str, Any]:
-    """:func:`probe_run` on an already loaded run (``LoadedRun``) and split."""
+    """Linear probes of a run's frozen ViT (at the end of ``stage``, see :func:`load_vision`),
+    fitted on the first ``train_scenes`` training scenes and scored on ``split`` (its first
+    ``limit`` scenes)."""
     from hyperet.data import build_split
-    from hyperet.evaluate import _features
+    from hyperet.evaluate import SPLITS, _features, _limit
 
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {SPLITS}")
     if train_scenes < 1:
         raise ValueError(f"train_scenes: must be >= 1, got {train_scenes}")
-    d = run.config.data
-    # the first scenes of the run's training split (scenes and images do not depend on n_scenes)
-    train_split = build_split(
-        "train",
-        n_scenes=min(train_scenes, d.train_scenes),
-        seed=run.config.seed,
-        image_size=d.image_size,
-        min_objects=d.min_objects,
-        max_objects=d.max_objects,
-    )
-    patch = run.config.vision.patch_size
-    train_tokens = _features(run.model, train_split.images, batch).numpy()
-    test_tokens = _features(run.model, test_split.images, batch).numpy()
+    config, model, loaded = load_vision(Path(run_dir), stage)
+    d = config.data
+    n_scenes = {"train": d.train_scenes, "val": d.val_scenes, "test": d.test_scenes}
+
+    def make(name: str, n: int) -> Any:
+        return build_split(
+            name,
+            n_scenes=n,
+            seed=config.seed,
+            image_size=d.image_size,
+            min_objects=d.min_objects,
+            max_objects=d.max_objects,
+        )
+
+    test_split = _limit(make(split, n_scenes[split]), limit)
+    # the first scenes of the training split (scenes and images do not depend on n_scenes)
+    train_split = make("train", min(train_scenes, d.train_scenes))
+    patch = config.vision.patch_size
+    train_tokens = _features(model, train_split.images, batch).numpy()
+    test_tokens = _features(model, test_split.images, batch).numpy()
     return {
+        "stage": loaded,
         "lambda": RIDGE_LAMBDA,
         "train_scenes": len(train_split.scenes),
         "test_split": test_split.name,
         "test_scenes": len(test_split.scenes),
-        "vision_level": run.config.train.vision_level,
+        "vision_level": config.train.vision_level,
         "targets": probe_features(
             train_tokens, train_split.scenes, test_tokens, test_split.scenes, patch
         ),
@@ -255,6 +306,7 @@ __all__ = [
     "RidgeProbe",
     "accuracy",
     "fit_ridge",
+    "load_vision",
     "object_features",
     "patch_coverage",
     "probe_features",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from hyperet.checkpoint import CheckpointError
 from hyperet.config import preset
 from hyperet.data import build_split
 from hyperet.data.scenes import shape_mask
@@ -147,5 +148,31 @@ def test_probe_run_and_cli(nano_run: Path) -> None:
     payload = json.loads(result.stdout)
     assert payload["targets"] == r["targets"]
     assert "linear probes" in result.stderr
+    control = CliRunner().invoke(
+        main, ["probe", str(nano_run), "--stage", "untrained", "--limit", "20", "--json"]
+    )
+    assert control.exit_code == 0 and json.loads(control.stdout)["stage"] == "untrained"
+    assert json.loads(control.stdout)["targets"] != payload["targets"]
     bad = CliRunner().invoke(main, ["probe", str(nano_run / "missing")])
     assert bad.exit_code == 2 and "not found" in bad.stderr
+
+
+def test_probe_picks_the_stage_checkpoint(nano_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    assert probe_run(nano_run, limit=8, train_scenes=50)["stage"] == "instruct"
+    # the ViT is frozen after vision: every later checkpoint probes the same
+    by_stage = [
+        probe_run(nano_run, stage=s, limit=8, train_scenes=50)["targets"]
+        for s in ("vision", "align")
+    ]
+    assert by_stage[0] == by_stage[1]
+    partial = tmp_path / "partial"
+    shutil.copytree(nano_run, partial)
+    shutil.rmtree(partial / "checkpoints" / "instruct")
+    shutil.rmtree(partial / "checkpoints" / "align")
+    assert probe_run(partial, limit=8, train_scenes=50)["stage"] == "lm"
+    with pytest.raises(CheckpointError, match="no complete checkpoint of stage align"):
+        probe_run(partial, stage="align", limit=8, train_scenes=50)
+    with pytest.raises(ValueError, match="is not one of"):
+        probe_run(partial, stage="warp", limit=8, train_scenes=50)
