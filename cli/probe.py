@@ -28,6 +28,12 @@ from hyperet.config import ITC_STAGE, STAGES
     "the ViT is frozen after vision); 'untrained': the freshly initialised ViT, a control.",
 )
 @click.option(
+    "--layer",
+    type=click.IntRange(min=0),
+    help="Probe the tokens after this many ViT blocks (0: patch + position embedding) instead "
+    "of the ViT's output, which the projector reads.",
+)
+@click.option(
     "--train-scenes",
     type=click.IntRange(min=1),
     default=4000,
@@ -47,6 +53,7 @@ def command(
     split: str,
     limit: int | None,
     stage: str | None,
+    layer: int | None,
     train_scenes: int,
     batch_size: int,
     as_json: bool,
@@ -67,6 +74,7 @@ def command(
             limit=limit,
             train_scenes=train_scenes,
             batch=batch_size,
+            layer=layer,
         )
     except (CheckpointError, ValueError) as err:
         fail(str(err), EXIT_BAD_INPUT)
@@ -80,7 +88,7 @@ def render(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"linear probes of the ViT after stage {r['stage']} (vision level "
+        title=f"linear probes of the ViT ({r['layer']}) after stage {r['stage']} (vision level "
         f"{r['vision_level']}), fitted on "
         f"{r['train_scenes']} train scenes, scored on {r['test_scenes']} {r['test_split']} scenes",
         title_justify="left",

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from hyperet.data.scenes import Scene, horizontal_side, shape_mask, vertical_side
 
@@ -202,6 +204,25 @@ def probe_features(
     return {t: merged[t] for t in PROBE_TARGETS}
 
 
+@torch.no_grad()
+def block_tokens(vision: Any, images: np.ndarray, layer: int, batch: int) -> np.ndarray:
+    """Tokens ``(N, g * g, D)`` after ``layer`` blocks of ``vision`` (0: after ``ln_pre``),
+    captured by a forward hook (the encoder's own forward runs unchanged)."""
+    n_blocks = len(vision.blocks)
+    if not 0 <= layer <= n_blocks:
+        raise ValueError(f"layer: must be in [0, {n_blocks}], got {layer}")
+    module = vision.ln_pre if layer == 0 else vision.blocks[layer - 1]
+    captured: list[Tensor] = []
+    handle = module.register_forward_hook(lambda mod, args, out: captured.append(out))
+    try:
+        imgs = torch.from_numpy(np.ascontiguousarray(images))
+        for start in range(0, len(imgs), batch):
+            vision(imgs[start : start + batch])
+    finally:
+        handle.remove()
+    return torch.cat(captured).numpy()
+
+
 #: ``stage`` value of :func:`probe_run` that probes the freshly initialised ViT (a control).
 UNTRAINED = "untrained"
 
@@ -257,10 +278,13 @@ def probe_run(
     limit: int | None = None,
     train_scenes: int = PROBE_TRAIN_SCENES,
     batch: int = 256,
+    layer: int | None = None,
 ) -> dict[str, Any]:
     """Linear probes of a run's frozen ViT (at the end of ``stage``, see :func:`load_vision`),
     fitted on the first ``train_scenes`` training scenes and scored on ``split`` (its first
-    ``limit`` scenes)."""
+    ``limit`` scenes). ``layer`` probes the tokens after that many blocks (0: the patch
+    embedding plus position embedding after ``ln_pre``) instead of the ViT's output (what the
+    projector reads: all blocks then ``ln_post``)."""
     from hyperet.data import build_split
     from hyperet.evaluate import SPLITS, _features, _limit
 
@@ -286,10 +310,15 @@ def probe_run(
     # the first scenes of the training split (scenes and images do not depend on n_scenes)
     train_split = make("train", min(train_scenes, d.train_scenes))
     patch = config.vision.patch_size
-    train_tokens = _features(model, train_split.images, batch).numpy()
-    test_tokens = _features(model, test_split.images, batch).numpy()
+    if layer is None:
+        train_tokens = _features(model, train_split.images, batch).numpy()
+        test_tokens = _features(model, test_split.images, batch).numpy()
+    else:
+        train_tokens = block_tokens(model.vision, train_split.images, layer, batch)
+        test_tokens = block_tokens(model.vision, test_split.images, layer, batch)
     return {
         "stage": loaded,
+        "layer": "output" if layer is None else layer,
         "lambda": RIDGE_LAMBDA,
         "train_scenes": len(train_split.scenes),
         "test_split": test_split.name,
@@ -305,6 +334,7 @@ __all__ = [
     "PROBE_TARGETS",
     "RidgeProbe",
     "accuracy",
+    "block_tokens",
     "fit_ridge",
     "load_vision",
     "object_features",

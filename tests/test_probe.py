@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from hyperet.checkpoint import CheckpointError
@@ -176,3 +177,28 @@ def test_probe_picks_the_stage_checkpoint(nano_run: Path, tmp_path: Path) -> Non
         probe_run(partial, stage="align", limit=8, train_scenes=50)
     with pytest.raises(ValueError, match="is not one of"):
         probe_run(partial, stage="warp", limit=8, train_scenes=50)
+
+
+def test_block_tokens_are_the_encoders_intermediate_tokens() -> None:
+    from hyperet.data import Tokenizer
+    from hyperet.probe import block_tokens
+    from hyperet.train import build_model
+
+    config = preset("nano")
+    vision = build_model(config, Tokenizer.build()).vision.eval()
+    images = build_split("val", n_scenes=5, seed=0).images
+    imgs = torch.from_numpy(images)
+    with torch.no_grad():
+        x = imgs.float() / 127.5 - 1.0
+        x = vision.conv1(x).flatten(2).transpose(1, 2)
+        expected = [vision.ln_pre(x + vision.positional_embedding)]  # layer 0
+        for block in vision.blocks:
+            expected.append(block(expected[-1]))
+        output = vision(imgs)
+    for layer, want in enumerate(expected):
+        got = block_tokens(vision, images, layer, batch=2)
+        torch.testing.assert_close(torch.from_numpy(got), want)
+    last = torch.from_numpy(block_tokens(vision, images, len(vision.blocks), batch=3))
+    torch.testing.assert_close(vision.ln_post(last), output)
+    with pytest.raises(ValueError, match="layer"):
+        block_tokens(vision, images, len(vision.blocks) + 1, batch=2)
