@@ -160,6 +160,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
     mc_fraction: float = 0.2
+    #: LM pretraining on length-bucketed batches: sort pools of N batches by length (0: off)
+    lm_bucket_batches: int = 0
     #: validation points (learning curves) every N steps of align and instruct (0: none)
     val_every: int = 250
     #: budget of the ITC stage (run after ``vision`` only when ``objective`` is an ITC one)
@@ -263,6 +265,8 @@ class RunConfig:
             raise ValueError(f"train.grad_clip: must be > 0, got {t.grad_clip}")
         if t.checkpoint_every < 1:
             raise ValueError(f"train.checkpoint_every: must be >= 1, got {t.checkpoint_every}")
+        if t.lm_bucket_batches < 0:
+            raise ValueError(f"train.lm_bucket_batches: must be >= 0, got {t.lm_bucket_batches}")
         if t.val_every < 0:
             raise ValueError(f"train.val_every: must be >= 0, got {t.val_every}")
         if not 0 <= t.mc_fraction <= 1:

@@ -51,6 +51,7 @@ from hyperet.batching import (
     encode_text,
     encode_vqa,
 )
+from hyperet.bucketing import BucketedSampler
 from hyperet.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -318,7 +319,7 @@ class StageTask:
 
     params: list[nn.Parameter]
     no_decay: set[int]  # ids of parameters without weight decay
-    samplers: dict[str, Sampler]
+    samplers: dict[str, Any]  # Sampler or BucketedSampler: take(k), state(), restore()
     loss: Callable[[int, int], Tensor]  # (step, batch_size) -> loss
     cached_features: bool = False
     hyperet_active: bool = False
@@ -379,7 +380,11 @@ def lm_stage(ctx: Context) -> StageTask:
     """0b: language-model pretraining on the dataset's text."""
     m, data = ctx.model, ctx.data
     _set_trainable(m, [m.lm], [])
-    sampler = Sampler(len(data.lm_texts), _seed(ctx.config, "lm"))
+    sampler: Any = Sampler(len(data.lm_texts), _seed(ctx.config, "lm"))
+    pool = ctx.config.train.lm_bucket_batches
+    if pool:  # batches of similar length (hyperet.bucketing)
+        lengths = np.asarray([len(e.ids) for e in data.lm_texts])
+        sampler = BucketedSampler(sampler, lengths, pool, _seed(ctx.config, "lm", 1))
 
     def loss(step: int, batch_size: int) -> Tensor:
         batch = collate([data.lm_texts[i] for i in sampler.take(batch_size)])

@@ -7,19 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import resume_helpers
 import torch
 
 from hyperet.config import preset
 from hyperet.curves import ValidationCurve, exact_and_token_hits
 from hyperet.data import Tokenizer
 from hyperet.model import IGNORE
-from hyperet.train import StepDone, build_model, train
+from hyperet.train import build_model, train
 
 NANO = preset("nano")
-
-
-class Interrupt(Exception):
-    pass
 
 
 def test_exact_and_token_hits_against_a_loop() -> None:
@@ -75,15 +72,7 @@ def test_points_every_n_steps_and_at_the_end(tmp_path: Path) -> None:
 
 def test_resumed_run_keeps_its_curve(tmp_path: Path) -> None:
     config = _curve_config(2)
-    reference = train(config, tmp_path / "ref")
-
-    def interrupt(event: object) -> None:
-        if isinstance(event, StepDone) and event.stage == "instruct" and event.step == 5:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(config, tmp_path / "run", on_event=interrupt)
-    resumed = train(config, tmp_path / "run", resume=True)
+    resumed, reference = resume_helpers.interrupted_and_reference(config, tmp_path, "instruct", 5)
     for stage in ("align", "instruct"):
         assert _without_seconds(resumed["stages"][stage]["val_curve"]) == _without_seconds(
             reference["stages"][stage]["val_curve"]

@@ -7,7 +7,7 @@ Rows (``ratio = theirs / ours``, > 1: *ours* is cheaper), each a full optimiser 
    tokens (captions, questions, multiple-choice prompts); a random batch pads every row to its
    longest text (about 74 % padding on the small preset), a bucketed batch holds texts of similar
    length (64 consecutive texts of a length-sorted pool of 16 batches). The recipe uses random
-   batches; this row measures what bucketing would save.
+   batches unless ``train.lm_bucket_batches`` is set; this row measures what that saves.
 2. ``instruct step: cached features vs live ViT`` - stage 2 without HRA reads the frozen ViT's
    features from a cache (the recipe's default); with HRA the ViT runs forward and backward
    every step.
