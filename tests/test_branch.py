@@ -39,8 +39,12 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [
         ("align", ["train.stages.instruct.steps=9", "train.mc_fraction=0.5"]),
         ("align", ["hyperet.structure=diagonal", "hyperet.stage=finetune"]),
-        ("lm", ["train.stages.align.lr=1e-3", "train.stages.instruct.warmup_steps=1"]),
-        ("vision", ["train.stages.lm.steps=4"]),
+        pytest.param(
+            "lm",
+            ["train.stages.align.lr=1e-3", "train.stages.instruct.warmup_steps=1"],
+            marks=pytest.mark.slow,
+        ),
+        pytest.param("vision", ["train.stages.lm.steps=4"], marks=pytest.mark.slow),
     ],
 )
 def test_branch_then_resume_equals_training_from_scratch(

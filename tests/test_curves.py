@@ -70,6 +70,7 @@ def test_points_every_n_steps_and_at_the_end(tmp_path: Path) -> None:
     assert off["stages"]["instruct"]["losses"] == losses
 
 
+@pytest.mark.slow
 def test_resumed_run_keeps_its_curve(tmp_path: Path) -> None:
     config = _curve_config(2)
     resumed, reference = resume_helpers.interrupted_and_reference(config, tmp_path, "instruct", 5)
