@@ -9,6 +9,7 @@ import click
 from hyperet.cli.console import (
     EXIT_BAD_INPUT,
     console,
+    device_option,
     emit_json,
     fail,
     json_option,
@@ -23,11 +24,24 @@ from hyperet.cli.console import (
     "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N scenes.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Images or prompts per forward pass.",
+)
 @log_every_option(10, "batches of each task")
+@device_option
 @json_option
 def command(
-    run_dir: Path, split: str, limit: int | None, batch_size: int, log_every: int, as_json: bool
+    run_dir: Path,
+    split: str,
+    limit: int | None,
+    batch_size: int,
+    log_every: int,
+    device: str,
+    as_json: bool,
 ) -> None:
     """Evaluate RUN_DIR: VQA, baselines, multiple choice, retrieval, radius probe, parameters.
 
@@ -36,6 +50,7 @@ def command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from hyperet.checkpoint import CheckpointError
+    from hyperet.device import resolve_device
     from hyperet.evaluate import evaluate
 
     progress = Progress(
@@ -62,7 +77,12 @@ def command(
     try:
         with display:
             results = evaluate(
-                run_dir, split=split, limit=limit, batch_size=batch_size, on_progress=on_progress
+                run_dir,
+                split=split,
+                limit=limit,
+                batch_size=batch_size,
+                on_progress=on_progress,
+                device=resolve_device(device),
             )
     except (CheckpointError, ValueError) as err:
         fail(str(err), EXIT_BAD_INPUT)

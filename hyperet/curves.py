@@ -108,7 +108,8 @@ class ValidationCurve:
                 batch = collate([e for _, e in chunk])
                 idx = torch.tensor([i for i, _ in chunk])
                 logits, _ = self.model(batch.input_ids, features=self.features[idx])
-                ok, n_right, n_total = exact_and_token_hits(logits, batch.labels)
+                labels = batch.labels.to(logits.device)  # the model may sit on a GPU
+                ok, n_right, n_total = exact_and_token_hits(logits, labels)
                 hits.extend(ok.tolist())
                 tokens[0] += int(n_right.sum())
                 tokens[1] += int(n_total.sum())
