@@ -95,14 +95,44 @@ def export(directory: Path, ops: tuple[str, ...]) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option("--require-all", is_flag=True, help="Fail (exit 2) when an op has no results.")
+@_op_option("Grade only this op; the results must hold it")
+@click.option(
+    "--family",
+    "families",
+    multiple=True,
+    metavar="F",
+    help="Grade only the cases of this input family: A ... K, random, hra-identity (repeatable).",
+)
+@click.option(
+    "--bound",
+    "bound_ulp",
+    type=click.FloatRange(min=0.0),
+    metavar="ULP",
+    help="Replace the contract's bound (ulps of the result's format, before the allowance).",
+)
 @json_option
-def grade(directory: Path, results: Path, require_all: bool, as_json: bool) -> None:
+def grade(
+    directory: Path,
+    results: Path,
+    require_all: bool,
+    ops: tuple[str, ...],
+    families: tuple[str, ...],
+    bound_ulp: float | None,
+    as_json: bool,
+) -> None:
     """Grade RESULTS (one tensor per op) against the golden vectors in DIRECTORY."""
     from hyperet.oracle.golden import OracleInputError
     from hyperet.oracle.grade import grade_results
 
     try:
-        report = grade_results(directory, results, require_all=require_all)
+        report = grade_results(
+            directory,
+            results,
+            require_all=require_all,
+            ops=ops or None,
+            families=families or None,
+            bound_ulp=bound_ulp,
+        )
     except OracleInputError as error:
         fail(str(error))
     render_grades(f"{results} vs golden vectors in {directory}", report.grades)

@@ -65,6 +65,27 @@ def test_perturbing_one_op_exits_1_and_names_only_it(
     assert "out of tolerance: dist0" in result.stderr
 
 
+def test_grade_filters_by_op_and_family_and_takes_a_bound(
+    golden: Path, ours: Path, tmp_path: Path
+) -> None:
+    tensors = load_file(str(ours))
+    values = tensors["dist0"].numpy()
+    for _ in range(10):  # 10 ulps: out of the contract (4 + 4), within --bound 7 (+ 4)
+        values = np.nextafter(values, np.inf)
+    tensors["dist0"] = torch.from_numpy(values)
+    path = tmp_path / "ten.safetensors"
+    save_file(tensors, str(path))
+    assert _run("grade", str(golden), str(path), "--op", "mobius_scalar_mul").exit_code == 0
+    assert _run("grade", str(golden), str(path), "--op", "dist0").exit_code == 1
+    assert _run("grade", str(golden), str(path), "--bound", "7").exit_code == 0
+    result = _run("grade", str(golden), str(path), "--op", "dist0", "--family", "A", "--json")
+    assert result.exit_code == 1
+    (op,) = json.loads(result.stdout)["ops"]
+    assert set(op["families"]) == {"A"} and op["cases"] == op["families"]["A"]["cases"]
+    result = _run("grade", str(golden), str(path), "--family", "nope")
+    assert result.exit_code == 2 and "no such input family" in result.stderr
+
+
 @pytest.mark.parametrize("case", ["not-safetensors", "unknown-key", "wrong-shape", "wrong-dtype"])
 def test_malformed_results_exit_2(golden: Path, tmp_path: Path, case: str) -> None:
     path = tmp_path / f"{case}.safetensors"
