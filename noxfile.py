@@ -77,3 +77,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: structured vs dense, ops vs geoopt, pairwise distance, HRA step."""
     _install(session, "bench")
     session.run("hyperet", "bench", *session.posargs)
+
+
+@nox.session
+def golden(session: nox.Session) -> None:
+    """Regenerate the shipped golden vectors and their SHA-256 manifest under golden/."""
+    _install(session)
+    session.run("hyperet", "oracle", "export", "golden")
