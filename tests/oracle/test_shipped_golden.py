@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from hyperet.oracle import contract
 from hyperet.oracle.golden import (
     MANIFEST,
+    SPECS,
     TIERS,
     export_golden,
     manifest_lines,
@@ -162,3 +163,17 @@ def test_numpy_grader_command_line_exit_codes(ops_results: dict[str, Path], tmp_
     broken = run(SHIPPED, junk)
     assert broken.returncode == 2 and broken.stderr.startswith("error:")
     assert "Traceback" not in broken.stderr
+
+
+def test_the_per_op_input_table_of_docs_oracle_matches_the_files() -> None:
+    """docs/oracle.md's table: every op, its inputs in call order, their per-case shapes."""
+    rows = {}
+    for line in (ROOT / "docs" / "oracle.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        if len(cells) == 4 and cells[0].strip("`") in SPECS:
+            rows[cells[0].strip("`")] = (cells[1], cells[2])
+    assert set(rows) == set(contract.OPS)
+    for op, spec in SPECS.items():
+        shapes = {name: str(shape) if shape else "()" for name, shape in spec.shapes.items()}
+        inputs = ", ".join(f"`{name}` {shapes[name]}" for name in spec.inputs)
+        assert rows[op] == (inputs, f"`{shapes['expected']}`"), op
