@@ -66,10 +66,20 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the docs with mkdocs --strict and run the doctests embedded in them."""
+    """Build the docs with mkdocs --strict (maths by arithmatex) and run their doctests."""
     _install(session, "dev", "docs")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
-    session.run("pytest", "-p", "no:cacheprovider", "tests/test_docs.py")
+    session.run(
+        "pytest", "-p", "no:cacheprovider", "tests/test_docs.py", "tests/test_docs_build.py"
+    )
+
+
+@nox.session
+def figures(session: nox.Session) -> None:
+    """Redraw the tutorial's figures into docs/figures/ (commit the PNGs) and test the generator."""
+    _install(session, "dev", "plot")
+    session.run("python", "-m", "hyperet.figures", "docs/figures")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/test_figures.py")
 
 
 @nox.session
