@@ -61,7 +61,7 @@ class Bound:
         Bound on the normwise forward error against the exact value, in ulps of the format,
         before the per-case conditioning allowance multiplies it.
     basis:
-        Where the number comes from (shown in docs/oracle.md and ``--json``).
+        Where the number comes from (docs/oracle.md; ``grade --json`` key ``bounds``).
     """
 
     ulp: float

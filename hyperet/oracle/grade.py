@@ -202,11 +202,24 @@ class GradeReport:
 
     grades: list[OpGrade]
     not_graded: list[str]
+    #: the ``--bound`` that replaced the contract's, if any
+    bound_ulp: float | None = None
 
     @property
     def passed(self) -> bool:
         """Whether every graded op is within the contract."""
         return all(g.passed for g in self.grades)
+
+    def bounds(self) -> dict[str, dict[str, Any]]:
+        """Per graded op: the bound applied (ulps, before the allowance) and where it comes from."""
+        out: dict[str, dict[str, Any]] = {}
+        for g in self.grades:
+            published = contract.bound(g.op, g.dtype)
+            if self.bound_ulp is not None:
+                out[g.op] = {"dtype": g.dtype, "ulp": self.bound_ulp, "basis": "--bound"}
+            elif published is not None:
+                out[g.op] = {"dtype": g.dtype, "ulp": published.ulp, "basis": published.basis}
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
@@ -214,6 +227,7 @@ class GradeReport:
             "passed": self.passed,
             "ops": [g.to_json() for g in self.grades],
             "not_graded": self.not_graded,
+            "bounds": self.bounds(),
         }
 
 
@@ -307,4 +321,4 @@ def grade_results(
                 f"--family {unknown_families[0]}: no such input family in the graded ops; "
                 f"known: {', '.join(sorted(known_families))}"
             )
-    return GradeReport(grades=grades, not_graded=missing)
+    return GradeReport(grades=grades, not_graded=missing, bound_ulp=bound_ulp)

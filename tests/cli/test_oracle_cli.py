@@ -82,6 +82,11 @@ def test_grade_filters_by_op_and_family_and_takes_a_bound(
     assert result.exit_code == 1
     (op,) = json.loads(result.stdout)["ops"]
     assert set(op["families"]) == {"A"} and op["cases"] == op["families"]["A"]["cases"]
+    bounds = json.loads(_run("grade", str(golden), str(path), "--json").stdout)["bounds"]
+    assert bounds["dist0"]["ulp"] == 4 and "reference's contract" in bounds["dist0"]["basis"]
+    custom = _run("grade", str(golden), str(path), "--bound", "7", "--json").stdout
+    expected = {"dtype": "float64", "ulp": 7, "basis": "--bound"}
+    assert json.loads(custom)["bounds"]["dist0"] == expected
     result = _run("grade", str(golden), str(path), "--family", "nope")
     assert result.exit_code == 2 and "no such input family" in result.stderr
 

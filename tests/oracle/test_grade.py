@@ -102,8 +102,10 @@ def test_half_formats_have_a_bound_a_half_kernel_can_fail(
     expected = read_golden_file(golden / "float32" / "dist.safetensors").expected
     good = _rounded(expected, dtype)
     path = _save(tmp_path / "good.safetensors", dist=good)
-    grade = grade_results(golden, path).grades[0]
+    report = grade_results(golden, path)
+    grade = report.grades[0]
     assert grade.threshold_ulp is not None and 1.0 <= grade.threshold_ulp < 1.001
+    assert "measured" in report.to_json()["bounds"]["dist"]["basis"]
     assert grade.passed and grade.normwise_max_ulp <= 0.5
     worse = good.clone()
     for _ in range(3):  # three half ulps away from zero
