@@ -207,10 +207,10 @@ def grade(
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["float64", "float32"]),
+    type=click.Choice(["float64", "float32", "float16", "bfloat16"]),
     default="float64",
     show_default=True,
-    help="Compute dtype; float32 runs on the float32 tier's inputs.",
+    help="Compute dtype; the others run on the float32 tier's inputs (reference: rounded output).",
 )
 @click.option(
     "--policy",
@@ -221,14 +221,15 @@ def grade(
 def results(directory: Path, output: Path, library: str, dtype: str, policy: str | None) -> None:
     """Run LIBRARY on the golden inputs in DIRECTORY and write a results file to OUTPUT.
 
-    The golden tier matching --dtype is used (DIRECTORY/float32 for float32). Grade the
-    output with `hyperet oracle grade`.
+    The golden tier matching --dtype is used (DIRECTORY/float32 for float32, float16 and
+    bfloat16). Grade the output with `hyperet oracle grade`.
 
     \b
     Examples:
       hyperet oracle results golden ref.safetensors
       hyperet oracle results golden ops32.safetensors --library ops --dtype float32 --policy exact
       hyperet oracle results golden geoopt.safetensors --library geoopt
+      hyperet oracle results golden half.safetensors --library ops --dtype float16
 
     \b
     Exit codes: 0 written; 2 bad input (missing golden files, library not installed).

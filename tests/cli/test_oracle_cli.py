@@ -91,6 +91,25 @@ def test_grade_filters_by_op_and_family_and_takes_a_bound(
     assert result.exit_code == 2 and "no such input family" in result.stderr
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_results_rounded_pass_and_native_ops_fail(
+    golden: Path, tmp_path: Path, dtype: str
+) -> None:
+    """The reference rounded to a half format meets its 1-ulp bound; hyperet.ops computing
+    natively in that format (inputs rounded to it) does not, near the boundary."""
+    rounded, native = tmp_path / "rounded.safetensors", tmp_path / "native.safetensors"
+    assert _run("results", str(golden), str(rounded), "--dtype", dtype).exit_code == 0
+    made = _run("results", str(golden), str(native), "--library", "ops", "--dtype", dtype)
+    assert made.exit_code == 0, made.output
+    good = _run("grade", str(golden), str(rounded), "--json")
+    assert good.exit_code == 0, good.stderr
+    assert all(op["dtype"] == dtype for op in json.loads(good.stdout)["ops"])
+    bad = _run("grade", str(golden), str(native), "--json")
+    assert bad.exit_code == 1
+    report = json.loads(bad.stdout)
+    assert not any(op["passed"] for op in report["ops"])  # dist0 and mobius_scalar_mul
+
+
 @pytest.mark.parametrize("case", ["not-safetensors", "unknown-key", "wrong-shape", "wrong-dtype"])
 def test_malformed_results_exit_2(golden: Path, tmp_path: Path, case: str) -> None:
     path = tmp_path / f"{case}.safetensors"
