@@ -88,3 +88,21 @@ def test_a_long_error_inside_a_command_is_one_line_too() -> None:
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: steps: expected STAGE=N"), lines
+
+
+def test_no_help_imports_torch() -> None:
+    """--help of every command stays fast: torch is imported inside command bodies only."""
+    code = (
+        "import sys\n"
+        "from hyperet.cli.main import main\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        main([*path.split()[1:], '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, *COMMAND_PATHS], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
