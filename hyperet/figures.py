@@ -170,7 +170,7 @@ def figure_scalar(fig: Any) -> None:
     ax2.plot(rs, rad, color=_BLUE, label=r"Rad$(r \otimes x)$")
     ax2.plot(rs, np.linalg.norm(points, axis=1) * 10, color=_ORANGE, label=r"$10\,|r \otimes x|$")
     ax2.set_xlabel("r")
-    ax2.set_title("the hyperbolic radius grows linearly", fontsize=11)
+    ax2.set_title(r"Rad grows linearly, $|r \otimes x|$ saturates below 1", fontsize=11)
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
 
