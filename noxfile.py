@@ -53,8 +53,8 @@ def cuda(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")
-    session.run("ruff", "check", "hyperet", "cli", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "hyperet", "cli", "tests", "noxfile.py")
+    session.run("ruff", "check", "hyperet", "cli", "tests", "golden", "noxfile.py")
+    session.run("ruff", "format", "--check", "hyperet", "cli", "tests", "golden", "noxfile.py")
 
 
 @nox.session
