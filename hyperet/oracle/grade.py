@@ -105,12 +105,12 @@ def _finite_or_none(value: Any) -> Any:
 
 def read_results(path: Path) -> dict[str, Result]:
     """Read a results file; :class:`OracleInputError` when it is not a usable one."""
+    path = Path(path)
+    if not path.is_file():  # checked before importing torch: a typo fails fast
+        raise OracleInputError(f"{path}: results file does not exist")
     import torch
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise OracleInputError(f"{path}: results file does not exist")
     try:
         with safe_open(str(path), framework="pt") as handle:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
