@@ -50,6 +50,13 @@ def cuda(session: nox.Session) -> None:
 
 
 @nox.session
+def hf(session: nox.Session) -> None:
+    """HyperET on tiny random transformers models (CLIP, SigLIP, LLaVA): needs the hf extra."""
+    _install(session, "dev", "hf")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/hf", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")

@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_option
+from hyperet.cli.console import (
+    EXIT_BAD_INPUT,
+    console,
+    device_option,
+    emit_json,
+    fail,
+    json_option,
+)
 
 
 @click.command(name="eval")
@@ -24,10 +31,13 @@ from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_o
     type=click.IntRange(min=1),
     default=256,
     show_default=True,
-    help="Scenes per forward pass (memory and speed).",
+    help="Images or prompts per forward pass (memory and speed).",
 )
+@device_option
 @json_option
-def command(run_dir: Path, split: str, limit: int | None, batch_size: int, as_json: bool) -> None:
+def command(
+    run_dir: Path, split: str, limit: int | None, batch_size: int, device: str, as_json: bool
+) -> None:
     """Evaluate RUN_DIR: VQA, baselines, multiple choice, retrieval, radius probe, parameters.
 
     RUN_DIR is a directory written by `hyperet train` (its last complete checkpoint is used).
@@ -45,6 +55,7 @@ def command(run_dir: Path, split: str, limit: int | None, batch_size: int, as_js
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from hyperet.checkpoint import CheckpointError
+    from hyperet.device import resolve_device
     from hyperet.evaluate import evaluate
 
     progress = Progress(
@@ -64,7 +75,12 @@ def command(run_dir: Path, split: str, limit: int | None, batch_size: int, as_js
     try:
         with progress:
             results = evaluate(
-                run_dir, split=split, limit=limit, batch_size=batch_size, on_progress=on_progress
+                run_dir,
+                split=split,
+                limit=limit,
+                batch_size=batch_size,
+                on_progress=on_progress,
+                device=resolve_device(device),
             )
     except (CheckpointError, ValueError) as err:
         fail(str(err), EXIT_BAD_INPUT)
