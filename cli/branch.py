@@ -46,7 +46,18 @@ def command(
     """Copy SOURCE's checkpoints up to --after into OUT with a changed config.
 
     Then `hyperet train --out OUT --resume` trains the later stages only; the result equals
-    training the new config from scratch. Exit codes: 0 done, 2 bad options or run directories.
+    training the new config from scratch. Only the later stages' budgets and optimiser settings
+    (and HyperET, when no kept stage applied it) may change.
+
+    \b
+    Examples:
+      hyperet branch runs/default runs/long --after align --steps instruct=6000
+      hyperet branch runs/default runs/hra --after align --set hyperet.structure=diagonal
+      hyperet train --out runs/hra --resume && hyperet eval runs/hra
+
+    \b
+    Exit codes: 0 done; 2 bad options, a field the kept stages read, or unusable run
+    directories.
     """
     from hyperet.branch import branch_run
     from hyperet.checkpoint import CheckpointError, load_config

@@ -61,7 +61,16 @@ def command(
     """Linear probes (ridge) of RUN_DIR's frozen ViT: colour, shape, size, position, count.
 
     Colour, shape, size and position are read from each object's own patch tokens, count from
-    the mean of all tokens. Exit codes: 0 done, 2 missing/corrupt run directory or bad options.
+    the mean of all tokens; each probe is reported with the majority-class accuracy.
+
+    \b
+    Examples:
+      hyperet probe runs/default                    # the ViT the projector reads
+      hyperet probe runs/default --stage untrained  # control: the freshly initialised ViT
+      hyperet probe runs/default --layer 2 --json > probe.json
+
+    \b
+    Exit codes: 0 done; 2 missing/corrupt run directory or bad options.
     """
     from hyperet.checkpoint import CheckpointError
     from hyperet.probe import probe_run
