@@ -99,6 +99,17 @@ def expmap0_core(num: Numerics, u: Tensor) -> tuple[Tensor, Tensor]:
     return tanh_ratio(s) * u, 4.0 * q / ((1.0 + q) * (1.0 + q))
 
 
+def _train_in_float64(num: Numerics, *tensors: Tensor) -> tuple[Numerics, list[Tensor]]:
+    """Train mode below float64: the context and operands in float64, for the ops whose backward
+    divides by :math:`D(x, y) = w(x)w(y) + c|x + y|^2` twice (up to :math:`w^{-4}`, which
+    float32 cannot hold at the input co-norm floor :math:`2^{-52}`). Results are rounded once to
+    the result dtype by ``finish_vector``. Other contexts come back unchanged."""
+    if num.exact or num.dtype == torch.float64:
+        return num, list(tensors)
+    num64 = num.in_float64()
+    return num64, [num64.cast(t) for t in tensors]
+
+
 def _squeeze(t: Tensor) -> Tensor:
     return t.squeeze(-1)
 
@@ -118,26 +129,44 @@ def conformal_factor(x: Tensor, *, c: Curvature, policy: str | None = None) -> T
 def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """Möbius addition :math:`x \\oplus y` (see :func:`mobius_add_core` for the formula).
 
-    Exact mode returns ``y`` bitwise when ``x = 0`` and ``x`` bitwise when ``y = 0``.
+    Both policies return ``y`` bitwise when ``x = 0`` and ``x`` bitwise when ``y = 0`` (in every
+    dtype, whatever the train-mode floor would do to the other operand).
     """
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
+    x_in, y_in = x, y  # the exact limits return an operand as given (before any train floor)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
     if num.exact:
         out, _ = mobius_add_core(num, x, wx, y, wy)
-        out = torch.where((y == 0).all(dim=-1, keepdim=True), x, out)
-        out = torch.where((x == 0).all(dim=-1, keepdim=True), y, out)
-        return num.finish(out)
-    # train: keep inside from the exact co-norm of the sum, folded into the coefficients
+        return num.finish(_zero_limits(x_in, y_in, out))
+    return _zero_limits(x_in, y_in, _mobius_add_train(num, x, wx, y, wy)).to(num.out_dtype)
+
+
+def _zero_limits(x: Tensor, y: Tensor, out: Tensor) -> Tensor:
+    """``y`` where ``x = 0`` and ``x`` where ``y = 0``, bitwise (signed zeros included)."""
+    out = torch.where((y == 0).all(dim=-1, keepdim=True), x, out)
+    return torch.where((x == 0).all(dim=-1, keepdim=True), y, out)
+
+
+def _mobius_add_train(num: Numerics, x: Tensor, wx: Tensor, y: Tensor, wy: Tensor) -> Tensor:
+    """Train mode :math:`x \\oplus y = a\\,(x + y) + b\\,x` with per-vector coefficients in
+    float64 (so the quotients by :math:`D \\ge w(x)w(y)` and their backward, up to
+    :math:`w^{-4}`, stay finite at the input co-norm floor) and the output ceiling folded in:
+    :math:`c|x \\oplus y|^2 = c|x + y|^2 / D` exactly. Returns the compute dtype."""
     s = x + y
-    cs2 = num.c * (s * s).sum(dim=-1, keepdim=True)
-    den = wx * wy + cs2
+    c64 = num.c.double() if isinstance(num.c, Tensor) else num.c
+    n_s = norm_fast(s, accumulate_f64=True, keep_f64=True)  # (..., 1) float64
+    wx64, wy64 = wx.double(), wy.double()
+    cs2 = c64 * n_s * n_s
+    den = wx64 * wy64 + cs2
     z_out = output_ceiling(num.out_dtype)
-    # c|x (+) y|^2 = c|x + y|^2 / D exactly; the sqrt only sees values >= z_out^2 (double where)
+    # the sqrt only sees values >= z_out^2 (double where)
     shrink = z_out / torch.sqrt(torch.clamp_min(cs2 / den, z_out * z_out))
-    return ((wx * shrink / den) * s + (cs2 * shrink / den) * x).to(num.out_dtype)
+    a = (wx64 * shrink / den).to(x.dtype)
+    b = (cs2 * shrink / den).to(x.dtype)
+    return a * s + b * x
 
 
 def mobius_scalar_mul(
@@ -345,6 +374,7 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> 
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
+    num, (x, y) = _train_in_float64(num, x, y)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
     v, wv = mobius_add_core(num, -x, wx, y, wy)
@@ -425,6 +455,7 @@ def gyration(a: Tensor, b: Tensor, z: Tensor, *, c: Curvature, policy: str | Non
     a, b, z = num.cast(a), num.cast(b), num.cast(z)
     num.check_points(a=a, b=b)
     num.check_finite(z=z)
+    num, (a, b, z) = _train_in_float64(num, a, b, z)
     a, _, wa, _ = num.point(a)
     b, _, wb, _ = num.point(b)
     return num.finish_vector(gyration_core(num, a, wa, b, wb, z))
@@ -440,6 +471,7 @@ def transport(
     x, y, v = num.cast(x), num.cast(y), num.cast(v)
     num.check_points(x=x, y=y)
     num.check_finite(v=v)
+    num, (x, y, v) = _train_in_float64(num, x, y, v)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
     return num.finish_vector(gyration_core(num, y, wy, -x, wx, v) * (wy / wx))
