@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from hyperet.ops import _fused
+from hyperet.ops import _accurate, _fused
 from hyperet.ops._numerics import (
     Curvature,
     Numerics,
@@ -61,7 +61,12 @@ def mobius_add_core(
 
 
 def matvec_core(
-    num: Numerics, mx: Tensor, z: Tensor, w: Tensor, scale: Tensor | None = None
+    num: Numerics,
+    mx: Tensor,
+    z: Tensor,
+    w: Tensor,
+    scale: Tensor | None = None,
+    x: Tensor | None = None,
 ) -> Tensor:
     """:math:`M \\otimes x` from :math:`Mx` and the point's ``z``, ``w`` (global norms), finished.
 
@@ -73,7 +78,9 @@ def matvec_core(
 
     which has no division: ``x = 0`` and ``Mx = 0`` need no special case. ``scale`` is the
     train-mode projection factor of ``x`` (:meth:`Numerics.point_factors`), folded into the
-    per-vector coefficient since :math:`M(sx) = s\\,Mx`. Train mode keeps the result inside the
+    per-vector coefficient since :math:`M(sx) = s\\,Mx`. Exact mode, given the point ``x``,
+    takes the value from :func:`_accurate.matvec_dd` (double-double, as the reference) and the
+    gradient from this formula. Train mode keeps the result inside the
     output ceiling by clamping ``t`` at :math:`\\operatorname{artanh}(z_{out})` (the result's norm
     is :math:`\\tanh(t)/\\sqrt c`), so no second norm of the result is needed.
     """
@@ -82,7 +89,15 @@ def matvec_core(
         r = r * scale
     if num.exact:
         t = num.sqrt_c * num.norm(mx) * r
-        return num.finish(tanh_ratio(t) * r * mx)
+        out = tanh_ratio(t) * r * mx
+        if x is not None:
+            with torch.no_grad():
+                lead = torch.broadcast_shapes(mx.shape[:-1], x.shape[:-1])
+                mx_d = mx.detach().expand(*lead, mx.shape[-1])
+                x_d = x.detach().expand(*lead, x.shape[-1])
+                value = _accurate.matvec_dd(_accurate.dd_of(mx_d), x_d, num.c)
+            out = _accurate.attach_gradient(value, out)
+        return num.finish(out)
     # |Mx| in the compute dtype: only relative accuracy is needed here
     t = num.sqrt_c * norm_fast(mx) * r
     t_max = math.atanh(output_ceiling(num.out_dtype))
@@ -194,6 +209,11 @@ def mobius_scalar_mul(
     x, z, w, _ = num.point(x)
     rz = artanh_ratio(z, w)
     out = tanh_ratio(r_t.abs() * z * rz) * r_t * rz * x
+    if num.exact:  # the value from r x formed exactly (double-double), the gradient from above
+        with torch.no_grad():
+            rx = _accurate.two_prod_dd(r_t.detach(), x.detach())
+            value = _accurate.matvec_dd(rx, x.detach().expand_as(rx[0]), num.c)
+        out = _accurate.attach_gradient(value, out)
     out = torch.where(r_t == 1, x, torch.where(r_t == -1, -x, out))
     return num.finish(out)
 
@@ -209,7 +229,7 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature, policy: str | None = No
         return _fused.matvec(num, "dense", m, x)
     z, w, _, scale = num.point_factors(x)
     mx = x @ m.mT if m.dim() == 2 else (m @ x.unsqueeze(-1)).squeeze(-1)
-    return matvec_core(num, mx, z, w, scale)
+    return matvec_core(num, mx, z, w, scale, x)
 
 
 def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
@@ -362,6 +382,10 @@ def expmap(x: Tensor, u: Tensor, *, c: Curvature, policy: str | None = None) -> 
     x, _, wx, _ = num.point(x)
     num64 = num.in_float64()
     out = expmap_core(num64, num64.cast(x), num64.cast(wx), num64.cast(u))
+    if num.exact:  # the value in double-double, the gradient of expmap_core
+        with torch.no_grad():
+            value = _accurate.expmap_dd(*torch.broadcast_tensors(x.detach(), u.detach()), num.c)
+        out = _accurate.attach_gradient(value, out)
     return num.finish(out)
 
 
@@ -458,7 +482,27 @@ def gyration(a: Tensor, b: Tensor, z: Tensor, *, c: Curvature, policy: str | Non
     num, (a, b, z) = _train_in_float64(num, a, b, z)
     a, _, wa, _ = num.point(a)
     b, _, wb, _ = num.point(b)
-    return num.finish_vector(gyration_core(num, a, wa, b, wb, z))
+    out = gyration_core(num, a, wa, b, wb, z)
+    if num.exact:
+        out = _accurate.attach_gradient(_gyration_value(num, a, b, z), out)
+    return num.finish_vector(out)
+
+
+def _gyration_value(
+    num: Numerics, a: Tensor, b: Tensor, z: Tensor, *, times_conorm_ratio: bool = False
+) -> Tensor:
+    """Exact mode: :math:`\\operatorname{gyr}[a, b]z` in double-double
+    (:func:`_accurate.gyration_dd`), times :math:`w(a)/w(b)` for transport, rounded once.
+    ``z`` is scaled by a power of two when its size is extreme (as in the reference)."""
+    with torch.no_grad():
+        a, b, z = (t.detach() for t in torch.broadcast_tensors(a, b, z))
+        _, k = torch.frexp(z.abs().amax(dim=-1, keepdim=True))
+        k = torch.where(k.abs() > 500, k, 0)
+        wa, wb = _accurate.conorm_dd(a, num.c), _accurate.conorm_dd(b, num.c)
+        g = _accurate.gyration_dd(a, b, wa, wb, _ldexp(z, -k), num.c)
+        if times_conorm_ratio:
+            g = dd_mul(g, _accurate.dd_col(dd_div(wa, wb)))
+        return _ldexp(g[0] + g[1], k)
 
 
 def transport(
@@ -474,7 +518,11 @@ def transport(
     num, (x, y, v) = _train_in_float64(num, x, y, v)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
-    return num.finish_vector(gyration_core(num, y, wy, -x, wx, v) * (wy / wx))
+    out = gyration_core(num, y, wy, -x, wx, v) * (wy / wx)
+    if num.exact:
+        value = _gyration_value(num, y, -x, v, times_conorm_ratio=True)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 def project(x: Tensor, *, c: Curvature, eps: float, policy: str | None = None) -> Tensor:

@@ -101,7 +101,7 @@ def diagonal_matvec(w: Tensor, x: Tensor, *, c: Curvature, policy: str | None = 
     if _fused.applies(num) and w.dim() == 1:
         return _fused.matvec(num, "diagonal", w, x)
     z, cw, _, scale = num.point_factors(x)
-    return matvec_core(num, diagonal_apply(w, x), z, cw, scale)
+    return matvec_core(num, diagonal_apply(w, x), z, cw, scale, x)
 
 
 def block_diagonal_matvec(
@@ -116,7 +116,7 @@ def block_diagonal_matvec(
     if _fused.applies(num):
         return _fused.matvec(num, "block", blocks, x)
     z, w, _, scale = num.point_factors(x)
-    return matvec_core(num, block_diagonal_apply(blocks, x), z, w, scale)
+    return matvec_core(num, block_diagonal_apply(blocks, x), z, w, scale, x)
 
 
 def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
@@ -130,7 +130,7 @@ def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None 
     if _fused.applies(num):
         return _fused.matvec(num, "banded", bands, x)
     z, w, _, scale = num.point_factors(x)
-    return matvec_core(num, banded_apply(bands, x), z, w, scale)
+    return matvec_core(num, banded_apply(bands, x), z, w, scale, x)
 
 
 # ----------------------------------------------------------------------------- dense helpers
