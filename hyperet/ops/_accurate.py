@@ -209,15 +209,33 @@ def tanh_dd(s: Tensor) -> DD:
 # ----------------------------------------------------------------------------- Möbius addition
 
 
-def mobius_add_dd(x: DD, wx: DD, y: DD, wy: DD, c: Tensor | float) -> DD:
+def mobius_add_parts(x: DD, wx: DD, y: DD, wy: DD, c: Tensor | float) -> tuple[DD, DD, DD, DD]:
     """:math:`x \\oplus y` of double-double vectors with known double-double co-norms, from
-    nonnegative terms only: :math:`(w(x)(x + y) + q\\,x) / (w(x)w(y) + q)`, :math:`q = c|x+y|^2`.
-    """
+    nonnegative terms only: :math:`(w(x)(x + y) + q\\,x) / D`, :math:`q = c|x+y|^2`,
+    :math:`D = w(x)w(y) + q`. Returns ``(x (+) y, w(x (+) y), q, D)`` with the exact identity
+    :math:`w(x \\oplus y) = w(x)w(y)/D`."""
     v = dd_add(x, y)
     q = c_sumsq_dd(v, c)
-    den = dd_add(dd_mul(wx, wy), q)
+    wxwy = dd_mul(wx, wy)
+    den = dd_add(wxwy, q)
     num = dd_add(dd_mul(dd_col(wx), v), dd_mul(dd_col(q), x))
-    return dd_div(num, dd_col(den))
+    return dd_div(num, dd_col(den)), dd_div(wxwy, den), q, den
+
+
+def mobius_add_dd(x: DD, wx: DD, y: DD, wy: DD, c: Tensor | float) -> DD:
+    """:math:`x \\oplus y` (see :func:`mobius_add_parts`)."""
+    return mobius_add_parts(x, wx, y, wy, c)[0]
+
+
+def logmap_dd(x: Tensor, y: Tensor, c: Tensor | float) -> Tensor:
+    """:math:`\\log_x y = w(x)\\,h\\,v`, :math:`v = (-x) \\oplus y`,
+    :math:`h = \\operatorname{artanh}(\\rho)/\\rho` with :math:`\\rho^2 = q/D` and
+    :math:`w(v) = w(x)w(y)/D` from the addition (never from the rounded ``v``); rounded once."""
+    wx = conorm_dd(x, c)
+    v, wv, q, den = mobius_add_parts(dd_of(-x), wx, dd_of(y), conorm_dd(y, c), c)
+    h = artanh_over_rho_dd(dd_div(q, den), wv)
+    out = dd_mul(dd_col(dd_mul(wx, h)), v)
+    return out[0] + out[1]
 
 
 # ----------------------------------------------------------------------------- expmap
@@ -341,3 +359,52 @@ def matvec_dd(mx: DD, x: Tensor, c: Tensor | float) -> Tensor:
     p_big = dd_mul(dd_col(dd_div(t, sqrt_c)), unit)
     out = torch.where(small.unsqueeze(-1), p_small[0] + p_small[1], p_big[0] + p_big[1])
     return torch.where((x_zero | m_zero).unsqueeze(-1), 0.0, out)
+
+
+# ----------------------------------------------------------------------------- distances
+
+
+def radius_dd(v: DD, wxwy: DD, c: Tensor | float) -> Tensor:
+    """:math:`\\frac{2}{\\sqrt c}\\operatorname{asinh}(a)`, :math:`a = \\sqrt c|v| /
+    \\sqrt{w_x w_y}` in double-double (``v`` a double-double vector scaled by a power of two;
+    series :math:`2|v|(1 - a^2/6)/\\sqrt{w_x w_y}` for tiny ``a``): ``Rad(x)`` for ``v = x``,
+    ``w_y = 1``; ``d(x, y)`` for ``v = x - y``. Rounded once."""
+    nv, k = _scaled_norm_dd(v)
+    k = k.squeeze(-1)
+    v_zero = (v[0] == 0).all(dim=-1)
+    cc = c_dd(c, nv[0])
+    sqrt_c = dd_sqrt(cc)
+    root = dd_sqrt(wxwy)
+    b = dd_div(nv, root)  # |v_s| / sqrt(wx wy)
+    a_s = dd_mul(sqrt_c, b)
+    a = (torch.ldexp(a_s[0], k), torch.ldexp(a_s[1], k))  # may overflow only past float64
+    small = a[0] < 2.0**-26
+    ah = torch.where(small, 1.0, a[0])
+    asinh = torch.asinh(ah) + torch.where(small, 0.0, a[1]) / torch.sqrt(1.0 + ah * ah)
+    big = dd_div((2.0 * asinh, torch.zeros_like(asinh)), sqrt_c)
+    at = torch.where(small, a[0], 0.0)
+    tiny = dd_mul(b, dd_of(2.0 * (1.0 - at * at / 6.0)))
+    tiny_v = torch.ldexp(tiny[0] + tiny[1], k)
+    out = torch.where(small, tiny_v, big[0] + big[1])
+    return torch.where(v_zero, 0.0, out)
+
+
+def dist_dd(x: Tensor, y: Tensor, c: Tensor | float) -> Tensor:
+    """:math:`d(x, y)` with ``x - y`` formed exactly (double-double) (see :func:`radius_dd`)."""
+    v = _two_sum(x, -y)
+    return radius_dd(v, dd_mul(conorm_dd(x, c), conorm_dd(y, c)), c)
+
+
+def dist0_dd(x: Tensor, c: Tensor | float) -> Tensor:
+    """:math:`\\mathrm{Rad}(x)` (see :func:`radius_dd`)."""
+    return radius_dd(dd_of(x), conorm_dd(x, c), c)
+
+
+def logmap0_dd(x: Tensor, c: Tensor | float) -> Tensor:
+    """:math:`\\log_0 x = h\\,x`, :math:`h = \\operatorname{artanh}(\\rho)/\\rho` in
+    double-double (:func:`artanh_over_rho_dd`), rounded once."""
+    nx, k = _scaled_norm_dd(dd_of(x))
+    z2 = dd_mul(c_dd(c, nx[0]), dd_mul(nx, nx))
+    z2 = (torch.ldexp(z2[0], 2 * k.squeeze(-1)), torch.ldexp(z2[1], 2 * k.squeeze(-1)))
+    out = dd_mul(dd_col(artanh_over_rho_dd(z2, conorm_dd(x, c))), dd_of(x))
+    return out[0] + out[1]

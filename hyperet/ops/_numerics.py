@@ -415,9 +415,9 @@ def keep_inside_exact(y: Tensor, c: Curvature) -> Tensor:
     """Move points of ``y`` (any float dtype) that are not strictly inside the ball inward.
 
     A point with :math:`1 - c|y|^2 \\le 0` (checked to a few ulp in float64) becomes
-    ``fl(f y)`` for the largest ``f`` of the form ``1 - j ulp(1)/2`` (``j = 1, 2, ...``; times
-    :math:`1/(\\sqrt c|y|)` first when it lies beyond the boundary by more than rounding) that is
+    ``fl(f y)`` for the largest ``f`` of the form ``1 - j ulp(1)/2`` (``j = 1, 2, ...``) that is
     strictly inside: the nearest interior float in the same direction, as in the reference.
+    (Points farther out than ``2**-46`` relative are first scaled by :math:`1/(\\sqrt c|y|)`.)
     Valid points come back bitwise unchanged.
     """
     c64 = c.detach() if isinstance(c, Tensor) else c
@@ -429,7 +429,8 @@ def keep_inside_exact(y: Tensor, c: Curvature) -> Tensor:
         if not bool(outside.any()):
             return y
         z = c64**0.5 * norm_scaled(y64)
-        factor = torch.where(outside & (z > 1), 1 / z, torch.ones_like(z)).to(y.dtype)
+        # far outside (project with eps = 0): onto the boundary first; else ulp by ulp
+        factor = torch.where(outside & (z > 1 + 2.0**-46), 1 / z, torch.ones_like(z)).to(y.dtype)
         zero = torch.zeros_like(factor)
         for _ in range(_NUDGE_STEPS):
             factor = torch.where(outside, torch.nextafter(factor, zero), factor)
@@ -442,7 +443,7 @@ def keep_inside_exact(y: Tensor, c: Curvature) -> Tensor:
 
 
 #: keep_inside_exact: most steps of one ulp (results are at most a few ulp outside).
-_NUDGE_STEPS = 256
+_NUDGE_STEPS = 1024
 
 
 def _as_tensors(tensors: Sequence[Tensor | float]) -> list[Tensor]:

@@ -153,8 +153,13 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None)
     x_in, y_in = x, y  # the exact limits return an operand as given (before any train floor)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
-    if num.exact:
+    if num.exact:  # the value in double-double, the gradient of the plain formula
         out, _ = mobius_add_core(num, x, wx, y, wy)
+        with torch.no_grad():
+            xd, yd = (_accurate.dd_of(t.detach()) for t in torch.broadcast_tensors(x, y))
+            wxd, wyd = _accurate.conorm_dd(xd[0], num.c), _accurate.conorm_dd(yd[0], num.c)
+            value = _accurate.mobius_add_dd(xd, wxd, yd, wyd, num.c)
+        out = _accurate.attach_gradient(value[0] + value[1], out)
         return num.finish(_zero_limits(x_in, y_in, out))
     return _zero_limits(x_in, y_in, _mobius_add_train(num, x, wx, y, wy)).to(num.out_dtype)
 
@@ -244,7 +249,9 @@ def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     if not num.exact:
         return _expmap0_train(num, u)
     y, _ = expmap0_core(num, u)
-    return num.finish(y)
+    with torch.no_grad():  # the value in double-double: exp_0(u) = 0 (+) p
+        value = _accurate.expmap_dd(torch.zeros_like(u), u.detach(), num.c)
+    return num.finish(_accurate.attach_gradient(value, y))
 
 
 def _expmap0_train(num: Numerics, u: Tensor) -> Tensor:
@@ -274,7 +281,12 @@ def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     num.check_points(x=x)
     z, w, _, scale = num.point_factors(x)
     r = artanh_ratio(z, w)
-    return num.finish_vector((r if scale is None else r * scale) * x)
+    out = (r if scale is None else r * scale) * x
+    if num.exact:
+        with torch.no_grad():
+            value = _accurate.logmap0_dd(x.detach(), num.c)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 #: expmap: below this hyperbolic half-length the inner point is formed in floats, above it from
@@ -403,7 +415,12 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> 
     y, _, wy, _ = num.point(y)
     v, wv = mobius_add_core(num, -x, wx, y, wy)
     zv = num.sqrt_c * num.norm(v)
-    return num.finish_vector(wx * artanh_ratio(zv, wv) * v)
+    out = wx * artanh_ratio(zv, wv) * v
+    if num.exact:  # the value in double-double, the gradient of the formula above
+        with torch.no_grad():
+            value = _accurate.logmap_dd(*torch.broadcast_tensors(x.detach(), y.detach()), num.c)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 def dist_core(num: Numerics, diff_norm: Tensor, wx: Tensor, wy: Tensor) -> Tensor:
@@ -434,7 +451,12 @@ def dist(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Te
     num.check_points(x=x, y=y)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
-    return num.finish_vector(_squeeze(dist_core(num, num.norm(x - y), wx, wy)))
+    out = _squeeze(dist_core(num, num.norm(x - y), wx, wy))
+    if num.exact:
+        with torch.no_grad():
+            value = _accurate.dist_dd(*torch.broadcast_tensors(x.detach(), y.detach()), num.c)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 def dist0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
@@ -444,7 +466,12 @@ def dist0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     x = num.cast(x)
     num.check_points(x=x)
     x, z, w, n = num.point(x)
-    return num.finish_vector(_squeeze(2.0 * n * artanh_ratio(z, w)))
+    out = _squeeze(2.0 * n * artanh_ratio(z, w))
+    if num.exact:
+        with torch.no_grad():
+            value = _accurate.dist0_dd(x.detach(), num.c)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 def gyration_core(num: Numerics, a: Tensor, wa: Tensor, b: Tensor, wb: Tensor, z: Tensor) -> Tensor:
