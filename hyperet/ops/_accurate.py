@@ -408,3 +408,43 @@ def logmap0_dd(x: Tensor, c: Tensor | float) -> Tensor:
     z2 = (torch.ldexp(z2[0], 2 * k.squeeze(-1)), torch.ldexp(z2[1], 2 * k.squeeze(-1)))
     out = dd_mul(dd_col(artanh_over_rho_dd(z2, conorm_dd(x, c))), dd_of(x))
     return out[0] + out[1]
+
+
+# ----------------------------------------------------------------------------- products
+
+#: matmul_dd: products per chunk (bounds the double-double temporaries to about 100 MB).
+_CHUNK_TERMS = 1 << 22
+
+
+def matmul_dd(m: Tensor, x: Tensor) -> DD:
+    """:math:`Mx` for ``m`` ``(n, d)`` or ``(..., n, d)`` and ``x`` ``(..., d)`` as a double-double
+    ``(..., n)`` (compensated dot products, in chunks of the batch)."""
+    lead = torch.broadcast_shapes(m.shape[:-2], x.shape[:-1])
+    n, d = m.shape[-2:]
+    mb = m.expand(*lead, n, d).reshape(-1, n, d)
+    xb = x.expand(*lead, d).reshape(-1, 1, d)
+    step = max(1, _CHUNK_TERMS // max(1, n * d))
+    parts = [dot_dd(mb[i : i + step], xb[i : i + step]) for i in range(0, mb.shape[0], step)]
+    if not parts:
+        zero = m.new_zeros(*lead, n)
+        return zero, zero
+    return torch.cat([p[0] for p in parts]).reshape(*lead, n), torch.cat(
+        [p[1] for p in parts]
+    ).reshape(*lead, n)
+
+
+def structured_apply_dd(kind: str, param: Tensor, x: Tensor) -> DD:
+    """:math:`Mx` of a structured matrix (``hyperet.ops.structured`` layouts) in double-double:
+    the diagonal product is exact, block and banded rows are compensated dot products."""
+    if kind == "diagonal":
+        return two_prod_dd(param, x)
+    if kind == "block":
+        nb, b, _ = param.shape
+        xb = x.reshape(*x.shape[:-1], nb, 1, b)  # (..., nb, 1, b) against (nb, b, b)
+        hi, lo = dot_dd(param, xb)  # (..., nb, b)
+        return hi.reshape(x.shape), lo.reshape(x.shape)
+    width, d = param.shape
+    k = (width - 1) // 2
+    xp = torch.nn.functional.pad(x, (k, k))
+    terms = torch.stack([xp[..., j : j + d] for j in range(width)], dim=-1)  # (..., d, width)
+    return dot_dd(param.mT, terms)

@@ -67,6 +67,7 @@ def matvec_core(
     w: Tensor,
     scale: Tensor | None = None,
     x: Tensor | None = None,
+    mx_dd: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """:math:`M \\otimes x` from :math:`Mx` and the point's ``z``, ``w`` (global norms), finished.
 
@@ -79,10 +80,11 @@ def matvec_core(
     which has no division: ``x = 0`` and ``Mx = 0`` need no special case. ``scale`` is the
     train-mode projection factor of ``x`` (:meth:`Numerics.point_factors`), folded into the
     per-vector coefficient since :math:`M(sx) = s\\,Mx`. Exact mode, given the point ``x``,
-    takes the value from :func:`_accurate.matvec_dd` (double-double, as the reference) and the
-    gradient from this formula. Train mode keeps the result inside the
-    output ceiling by clamping ``t`` at :math:`\\operatorname{artanh}(z_{out})` (the result's norm
-    is :math:`\\tanh(t)/\\sqrt c`), so no second norm of the result is needed.
+    takes the value from :func:`_accurate.matvec_dd` (double-double, as the reference; from
+    ``mx_dd``, the compensated product, when given) and the gradient from this formula. Train
+    mode keeps the result inside the output ceiling by clamping ``t`` at
+    :math:`\\operatorname{artanh}(z_{out})` (the result's norm is :math:`\\tanh(t)/\\sqrt c`), so
+    no second norm of the result is needed.
     """
     r = artanh_ratio(z, w)
     if scale is not None:
@@ -95,7 +97,8 @@ def matvec_core(
                 lead = torch.broadcast_shapes(mx.shape[:-1], x.shape[:-1])
                 mx_d = mx.detach().expand(*lead, mx.shape[-1])
                 x_d = x.detach().expand(*lead, x.shape[-1])
-                value = _accurate.matvec_dd(_accurate.dd_of(mx_d), x_d, num.c)
+                exact_mx = _accurate.dd_of(mx_d) if mx_dd is None else mx_dd
+                value = _accurate.matvec_dd(exact_mx, x_d, num.c)
             out = _accurate.attach_gradient(value, out)
         return num.finish(out)
     # |Mx| in the compute dtype: only relative accuracy is needed here
@@ -234,7 +237,8 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature, policy: str | None = No
         return _fused.matvec(num, "dense", m, x)
     z, w, _, scale = num.point_factors(x)
     mx = x @ m.mT if m.dim() == 2 else (m @ x.unsqueeze(-1)).squeeze(-1)
-    return matvec_core(num, mx, z, w, scale, x)
+    mx_dd = _accurate.matmul_dd(m.detach(), x.detach()) if num.exact else None
+    return matvec_core(num, mx, z, w, scale, x, mx_dd)
 
 
 def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
