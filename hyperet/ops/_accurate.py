@@ -416,7 +416,26 @@ def logmap0_dd(x: Tensor, c: Tensor | float) -> Tensor:
 _CHUNK_TERMS = 1 << 22
 
 
+def _pow2_scaled(t: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """``(t / 2**k, k)`` with ``2**k`` the power of two of ``max |t|`` over ``dims`` (exact:
+    products of the scaled operands neither underflow nor overflow)."""
+    _, k = torch.frexp(t.abs().amax(dim=dims, keepdim=True))
+    return torch.ldexp(t, -k), k
+
+
+def _scaled_back(a: DD, k: Tensor) -> DD:
+    return torch.ldexp(a[0], k), torch.ldexp(a[1], k)
+
+
 def matmul_dd(m: Tensor, x: Tensor) -> DD:
+    """:math:`Mx` (see :func:`_matmul_dd`) from power-of-two scaled operands (subnormal and huge
+    entries keep their digits)."""
+    ms, km = _pow2_scaled(m, (-2, -1))  # (..., 1, 1)
+    xs, kx = _pow2_scaled(x, (-1,))  # (..., 1)
+    return _scaled_back(_matmul_dd(ms, xs), km.squeeze(-1) + kx)
+
+
+def _matmul_dd(m: Tensor, x: Tensor) -> DD:
     """:math:`Mx` for ``m`` ``(n, d)`` or ``(..., n, d)`` and ``x`` ``(..., d)`` as a double-double
     ``(..., n)`` (compensated dot products, in chunks of the batch)."""
     lead = torch.broadcast_shapes(m.shape[:-2], x.shape[:-1])
@@ -435,7 +454,14 @@ def matmul_dd(m: Tensor, x: Tensor) -> DD:
 
 def structured_apply_dd(kind: str, param: Tensor, x: Tensor) -> DD:
     """:math:`Mx` of a structured matrix (``hyperet.ops.structured`` layouts) in double-double:
-    the diagonal product is exact, block and banded rows are compensated dot products."""
+    the diagonal product is exact, block and banded rows are compensated dot products (from
+    power-of-two scaled operands)."""
+    ps, kp = _pow2_scaled(param, tuple(range(param.dim())))
+    xs, kx = _pow2_scaled(x, (-1,))
+    return _scaled_back(_structured_apply_dd(kind, ps, xs), kp.reshape(()) + kx)
+
+
+def _structured_apply_dd(kind: str, param: Tensor, x: Tensor) -> DD:
     if kind == "diagonal":
         return two_prod_dd(param, x)
     if kind == "block":
