@@ -400,7 +400,8 @@ def expmap(x: Tensor, u: Tensor, *, c: Curvature, policy: str | None = None) -> 
     out = expmap_core(num64, num64.cast(x), num64.cast(wx), num64.cast(u))
     if num.exact:  # the value in double-double, the gradient of expmap_core
         with torch.no_grad():
-            value = _accurate.expmap_dd(*torch.broadcast_tensors(x.detach(), u.detach()), num.c)
+            xb, ub = torch.broadcast_tensors(x.detach(), u.detach())
+            value = _accurate.expmap_dd(xb, ub, num.c)
         out = _accurate.attach_gradient(value, out)
     return num.finish(out)
 
@@ -422,7 +423,8 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> 
     out = wx * artanh_ratio(zv, wv) * v
     if num.exact:  # the value in double-double, the gradient of the formula above
         with torch.no_grad():
-            value = _accurate.logmap_dd(*torch.broadcast_tensors(x.detach(), y.detach()), num.c)
+            xb, yb = torch.broadcast_tensors(x.detach(), y.detach())
+            value = _accurate.logmap_dd(xb, yb, num.c)
         out = _accurate.attach_gradient(value, out)
     return num.finish_vector(out)
 
@@ -458,7 +460,8 @@ def dist(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Te
     out = _squeeze(dist_core(num, num.norm(x - y), wx, wy))
     if num.exact:
         with torch.no_grad():
-            value = _accurate.dist_dd(*torch.broadcast_tensors(x.detach(), y.detach()), num.c)
+            xb, yb = torch.broadcast_tensors(x.detach(), y.detach())
+            value = _accurate.dist_dd(xb, yb, num.c)
         out = _accurate.attach_gradient(value, out)
     return num.finish_vector(out)
 
