@@ -44,9 +44,31 @@ def slow(session: nox.Session) -> None:
 
 @nox.session
 def cuda(session: nox.Session) -> None:
-    """Tests that need a CUDA device (run on a GPU machine)."""
-    _install(session, "dev")
+    """Tests that need a CUDA device (run on a GPU machine), Triton kernels included."""
+    _install(session, "dev", "gpu")
     session.run("pytest", "-m", "cuda", *session.posargs)
+
+
+@nox.session
+def triton(session: nox.Session) -> None:
+    """The Triton kernels under Triton's CPU interpreter (no GPU needed), with the backend tests."""
+    _install(session, "dev", "gpu")
+    session.run(
+        "pytest",
+        "-p",
+        "no:xdist",
+        "tests/ops/test_ops_triton.py",
+        "tests/ops/test_ops_backends.py",
+        *session.posargs,
+        env={"TRITON_INTERPRET": "1"},
+    )
+
+
+@nox.session
+def hf(session: nox.Session) -> None:
+    """HyperET on tiny random transformers models (CLIP, SigLIP, LLaVA): needs the hf extra."""
+    _install(session, "dev", "hf")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/hf", *session.posargs)
 
 
 @nox.session

@@ -37,15 +37,19 @@ def command(suites: tuple[str, ...], quick: bool, threads: int, as_json: bool) -
     import torch
 
     torch.set_num_threads(threads)
+    from hyperet.ops.backend import get_backend
+
     payload: dict[str, object] = {
         "quick": quick,
+        "backend": get_backend(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "rows": [],
         "skipped": {},
     }
     table = Table(title="hyperet bench (CPU time; ratio = theirs / ours; > 1: ours faster)")
-    for col in ("suite", "comparison", "ours", "theirs", "ratio", "target", "met", "note"):
+    columns = ("suite", "comparison", "ours", "theirs", "ratio", "target", "passes", "met", "note")
+    for col in columns:
         table.add_column(col, overflow="fold")
     for name in suites or tuple(SUITES):
         console.print(f"running suite [bold]{name}[/] ...", highlight=False)
@@ -65,6 +69,10 @@ def command(suites: tuple[str, ...], quick: bool, threads: int, as_json: bool) -
                 f"{r.theirs * 1e3:.3f} ms",
                 f"{r.ratio:.2f}x",
                 "" if r.target is None else f">= {r.target:g}x",
+                ""
+                if r.passes is None
+                else f"{r.passes:.1f}"
+                + ("" if r.passes_target is None else f" (<= {r.passes_target:g})"),
                 met,
                 r.note,
             )

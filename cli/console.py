@@ -21,6 +21,17 @@ json_option = click.option(
     "--json", "as_json", is_flag=True, help="Also write machine-readable results to stdout."
 )
 
+#: ``hyperet.device.DEVICES``, spelled out so that ``--help`` does not import torch.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+device_option = click.option(
+    "--device",
+    type=click.Choice(DEVICE_CHOICES),
+    default="cpu",
+    show_default=True,
+    help="Where the model computes: cpu (bitwise reproducible), cuda (under torchrun: the "
+    "rank's GPU), auto (cuda when available).",
+)
+
 
 def emit_json(payload: Any) -> None:
     """Write ``payload`` as one JSON document on stdout."""

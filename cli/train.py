@@ -11,6 +11,7 @@ from hyperet.cli.console import (
     EXIT_BAD_INPUT,
     EXIT_NONFINITE,
     console,
+    device_option,
     emit_json,
     fail,
     json_option,
@@ -76,10 +77,15 @@ from hyperet.data.captions import LEVELS
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@device_option
 @json_option
 @click.pass_context
 def command(ctx: click.Context, **opts: Any) -> None:
     """Train the compact MLLM: vision (0a), LM (0b), align (1), instruct (2).
+
+    Several processes: `torchrun --nproc-per-node N -m hyperet.cli train ...` trains with
+    DistributedDataParallel (gloo on CPU, NCCL with --device cuda); batch sizes are global,
+    rank 0 writes the run directory (docs/mllm.md, "Several processes").
 
     Exit codes: 0 done, 2 bad options or run directory, 3 non-finite loss.
     """
@@ -88,8 +94,10 @@ def command(ctx: click.Context, **opts: Any) -> None:
 
     import torch  # heavy imports inside the command body
 
+    from hyperet import distributed
     from hyperet.checkpoint import CheckpointError, load_config
     from hyperet.config import parse_steps, preset, with_overrides
+    from hyperet.device import resolve_device
     from hyperet.train import NonFiniteLossError, RunDirectoryError, train
 
     def given(name: str) -> bool:
@@ -119,14 +127,19 @@ def command(ctx: click.Context, **opts: Any) -> None:
         config = with_overrides(
             base, steps=steps, checkpoint_every=opts["checkpoint_every"], **overrides
         )
+        device = resolve_device(opts["device"])
+        distributed.init_from_env(device)  # under torchrun: join the other ranks
     except (ValueError, CheckpointError) as err:
         fail(str(err), EXIT_BAD_INPUT)
+    main_rank = distributed.is_main()
+    console.quiet = not main_rank  # rank 0 alone prints
+    ranks = f" ranks={distributed.world_size()}" if distributed.is_active() else ""
 
     console.print(
         f"[bold]hyperet train[/] preset={config.preset} seed={config.seed} "
         f"hyperet={config.hyperet.structure}"
         + (f" ({config.hyperet.stage}, c={config.hyperet.c})" if config.hyperet.enabled else "")
-        + f" threads={torch.get_num_threads()} -> {out}",
+        + f" device={device}{ranks} threads={torch.get_num_threads()} -> {out}",
         highlight=False,
     )
     console.print("generating data and building the model ...", style="dim")
@@ -134,7 +147,12 @@ def command(ctx: click.Context, **opts: Any) -> None:
     try:
         with renderer.progress:
             metrics = train(
-                config, out, resume=opts["resume"], force=opts["force"], on_event=renderer
+                config,
+                out,
+                resume=opts["resume"],
+                force=opts["force"],
+                on_event=renderer,
+                device=device,
             )
     except NonFiniteLossError as err:
         fail(str(err), EXIT_NONFINITE)
@@ -142,6 +160,10 @@ def command(ctx: click.Context, **opts: Any) -> None:
         fail(str(err), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         fail(f"interrupted; continue with `hyperet train --out {out} --resume`", 130)
+    finally:
+        distributed.shutdown()
+    if not main_rank:
+        return
     _render_summary(metrics)
     console.print(f"done. evaluate with: [bold]hyperet eval {out}[/]", highlight=False)
     if opts["as_json"]:

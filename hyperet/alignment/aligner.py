@@ -14,6 +14,7 @@ curvature fixed at 1 (learnable option clamped to ``[0.1, 10]``, MERU), scales i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -188,11 +189,18 @@ class ImageTextAligner(nn.Module):
         *,
         positives: Tensor | None = None,
         generator: torch.Generator | None = None,
+        rows: slice | None = None,
+        gather: Callable[[Tensor], Tensor] | None = None,
     ) -> AlignmentOutput:
         """Contrastive loss of ``B`` images ``(B, T, Dv)`` against ``N`` captions ``(N, L)``.
 
         In training mode captions are pruned (RTP) and queries randomly selected (RQS) with
         ``generator``; ``positives`` ``(B, N)`` defaults to the identity.
+
+        Data parallel (:mod:`hyperet.distributed`): ``ids`` and ``positives`` are the global
+        batch's, ``vision_tokens`` only this process's ``rows`` of it; the embeddings of every
+        process are concatenated by ``gather`` before the loss, so the RTP / RQS draws and the
+        loss are those of the global batch.
         """
         if self.training and self.config.text_prune_rate > 0:
             ids = random_text_pruning(
@@ -202,9 +210,13 @@ class ImageTextAligner(nn.Module):
                 special_ids=self.config.special_ids,
                 generator=generator,
             )
+        if rows is not None:
+            ids = ids[rows]
         c = self.c()
         image = self.encode_image(vision_tokens)  # (B, K, E)
         text = self.encode_text(ids)  # (N, E)
+        if gather is not None:
+            image, text = gather(image), gather(text)
         out = self.loss(image, text, c=c, positives=positives, generator=generator)
         return AlignmentOutput(
             loss=out.loss,

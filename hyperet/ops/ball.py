@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from hyperet.ops import _accurate, _fused
+from hyperet.ops import _accurate, _fused, _triton, backend
 from hyperet.ops._numerics import (
     Curvature,
     Numerics,
@@ -269,6 +269,8 @@ def _expmap0_train(num: Numerics, u: Tensor) -> Tensor:
     so the result's norm is :math:`\\min(\\tanh s, z_{out})/\\sqrt c` without a second pass, and
     a saturated point is stored with relative error at most ``eps`` (the rounding of ``k`` and
     of the product)."""
+    if isinstance(num.c, float) and backend.resolve("expmap0", u) == "triton":
+        return _triton.TritonExpmap0.apply(u, num.c).to(num.out_dtype)
     n = norm_fast(u, accumulate_f64=True, keep_f64=True)  # (..., 1) float64
     sqrt_c = num.sqrt_c.double() if isinstance(num.sqrt_c, Tensor) else num.sqrt_c
     s = sqrt_c * n
@@ -283,6 +285,8 @@ def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_points(x=x)
+    if not num.exact and isinstance(num.c, float) and backend.resolve("logmap0", x) == "triton":
+        return num.finish_vector(_triton.TritonLogmap0.apply(x, num.c))
     z, w, _, scale = num.point_factors(x)
     r = artanh_ratio(z, w)
     out = (r if scale is None else r * scale) * x
