@@ -19,7 +19,11 @@ from hyperet.cli.console import (
 @click.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option(
-    "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default="test",
+    show_default=True,
+    help="Which scenes of the run's seeded data to evaluate on (test: held out from training).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N scenes.")
 @click.option(
@@ -27,7 +31,7 @@ from hyperet.cli.console import (
     type=click.IntRange(min=1),
     default=256,
     show_default=True,
-    help="Images or prompts per forward pass.",
+    help="Images or prompts per forward pass (memory and speed).",
 )
 @device_option
 @json_option
@@ -36,7 +40,17 @@ def command(
 ) -> None:
     """Evaluate RUN_DIR: VQA, baselines, multiple choice, retrieval, radius probe, parameters.
 
-    Exit codes: 0 done, 2 missing/corrupt/incompatible run directory or bad options.
+    RUN_DIR is a directory written by `hyperet train` (its last complete checkpoint is used).
+
+    \b
+    Examples:
+      hyperet eval runs/hra                        # tables on stderr
+      hyperet eval runs/hra --json > hra.json      # and every number as JSON on stdout
+      hyperet eval runs/hra --split val --limit 64
+
+    \b
+    Exit codes: 0 done; 2 missing, corrupt or incompatible run directory, or bad options;
+    130 interrupted.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
