@@ -25,7 +25,18 @@ from hyperet.cli.console import console, emit_json, fail, json_option
 def command(suites: tuple[str, ...], quick: bool, threads: int, as_json: bool) -> None:
     """Benchmark torch ops, structured products and HRA (ratios measured in one run).
 
-    SUITES: any of structured, geoopt, pairwise, hra (default: all).
+    SUITES: any of structured, geoopt, pairwise, hra, recipe (default: all). Ratios are
+    theirs / ours, measured side by side in one process (geoopt needs the `bench` extra).
+
+    \b
+    Examples:
+      hyperet bench                                # every suite (minutes)
+      hyperet bench structured hra --quick         # smoke-sized (seconds)
+      hyperet bench --threads 2 --json > bench.json
+
+    \b
+    Exit codes: 0 done (a missed target is reported, not an error); 2 unknown suite;
+    130 interrupted.
     """
     from rich.table import Table
 

@@ -118,7 +118,7 @@ def save_checkpoint(
     directory: Path,
     *,
     config: RunConfig,
-    model: nn.Module,
+    model: nn.Module | dict[str, torch.Tensor],
     meta: dict[str, Any],
     state: dict[str, torch.Tensor],
     metrics: dict[str, Any] | None = None,
@@ -141,7 +141,8 @@ def save_checkpoint(
     }
     if metrics_text is not None:
         header["metrics_sha256"] = _io.sha256_bytes(metrics_text.encode("utf-8"))
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    weights = model.state_dict() if isinstance(model, nn.Module) else model
+    tensors = {k: v.detach().contiguous() for k, v in weights.items()}
     model_blob = _io.encode_safetensors(tensors, header)
     state_blob = _io.encode_safetensors({k: v.contiguous() for k, v in state.items()}, header)
     with _io.atomic_directory(directory) as tmp:

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hyperet.ops import _fused, _native, backend
-from hyperet.ops._numerics import Curvature, setup
+from hyperet.ops import _accurate, _fused, _native, backend
+from hyperet.ops._numerics import DD, Curvature, Numerics, setup
 from hyperet.ops._validate import check_args, check_tensors
 from hyperet.ops.ball import matvec_core
 
@@ -134,7 +134,8 @@ def diagonal_matvec(w: Tensor, x: Tensor, *, c: Curvature, policy: str | None = 
     if _fused.applies(num) and w.dim() == 1:
         return _fused.matvec(num, "diagonal", w, x)
     z, cw, _, scale = num.point_factors(x)
-    return matvec_core(num, diagonal_apply(w, x), z, cw, scale)
+    exact_mx = _exact_product(num, "diagonal", w, x)
+    return matvec_core(num, diagonal_apply(w, x), z, cw, scale, x, exact_mx)
 
 
 def block_diagonal_matvec(
@@ -151,7 +152,8 @@ def block_diagonal_matvec(
     if _fused.applies(num):
         return _fused.matvec(num, "block", blocks, x)
     z, w, _, scale = num.point_factors(x)
-    return matvec_core(num, block_diagonal_apply(blocks, x), z, w, scale)
+    exact_mx = _exact_product(num, "block", blocks, x)
+    return matvec_core(num, block_diagonal_apply(blocks, x), z, w, scale, x, exact_mx)
 
 
 def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
@@ -167,7 +169,15 @@ def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None 
     if _fused.applies(num):
         return _fused.matvec(num, "banded", bands, x)
     z, w, _, scale = num.point_factors(x)
-    return matvec_core(num, banded_apply(bands, x), z, w, scale)
+    exact_mx = _exact_product(num, "banded", bands, x)
+    return matvec_core(num, banded_apply(bands, x), z, w, scale, x, exact_mx)
+
+
+def _exact_product(num: Numerics, kind: str, param: Tensor, x: Tensor) -> DD | None:
+    """Exact mode: the compensated product for the double-double value (no autograd)."""
+    if not num.exact:
+        return None
+    return _accurate.structured_apply_dd(kind, param.detach(), x.detach())
 
 
 # ----------------------------------------------------------------------------- dense helpers
