@@ -64,10 +64,13 @@ class BucketedSampler:
         }, order
 
     def restore(self, state: dict[str, Any], order: Tensor) -> None:
-        """Inverse of :meth:`state`."""
-        self.base.restore(state["base"], order)
-        self.rng.bit_generator.state = state["rng"]
-        self.pending = [np.asarray(b, dtype=np.int64) for b in state["pending"]]
+        """Inverse of :meth:`state`; :class:`ValueError` when the saved state is malformed."""
+        try:
+            self.base.restore(state["base"], order)
+            self.rng.bit_generator.state = state["rng"]
+            self.pending = [np.asarray(b, dtype=np.int64) for b in state["pending"]]
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
+            raise ValueError(f"bucketed sampler: invalid saved state ({err})") from None
 
 
 __all__ = ["BucketedSampler"]

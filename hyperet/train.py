@@ -607,10 +607,11 @@ def restore_progress(
     try:
         optimizer_from_tensors(optimizer, ckpt.state, rest)
         for key, sampler in task.samplers.items():
-            sampler.restore(
-                samplers[key], _state_field(ckpt, f"sampler.{key}.order", torch.int64, (sampler.n,))
-            )
-    except CheckpointError as err:
+            order = ckpt.state.get(f"sampler.{key}.order")
+            if order is None:
+                raise CheckpointError(f"state tensor 'sampler.{key}.order' is missing")
+            sampler.restore(samplers[key], order)
+    except ValueError as err:  # CheckpointError included
         raise CheckpointError(f"{ckpt.path}: {err}") from None
     torch.set_rng_state(rng)
     return step, float(wall), losses.tolist()
