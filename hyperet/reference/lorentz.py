@@ -22,14 +22,16 @@ distance is evaluated without cancellation (docs/math.md, "Lorentz model"):
 .. math::
 
     -c\\langle u,v\\rangle_L - 1 = t =
-    \\frac{c|\\delta|^2\\,(1 + c|u_{s\\perp}|^2)}{1 + c\\,(u_0 v_0 + \\langle u_s, v_s\\rangle)},
+    \\frac{c|\\delta|^2 + c^2|u_s \\wedge v_s|^2}{1 + c\\,(u_0 v_0 + \\langle u_s, v_s\\rangle)},
     \\qquad d = \\frac{1}{\\sqrt c}\\operatorname{log1p}\\big(t + \\sqrt{t(t + 2)}\\big),
 
-with :math:`\\delta = u_s - v_s` (exact) and :math:`u_{s\\perp}` the component of :math:`u_s`
-orthogonal to :math:`\\delta`.  Valid for :math:`\\sqrt c|v_s| \\le 10^{150}` (larger space parts
-would overflow the squares and raise ``ValueError``); near antipodal points far out the
-denominator cancels, costing about :math:`\\log_2(c|u_s||v_s|) - 52` bits beyond
-:math:`c|u_s||v_s| \\approx 2^{52}` (radius about 36, the ball's float64 limit).
+with :math:`\\delta = u_s - v_s` (exact), the wedge norm by Lagrange's identity from exact
+products, and :math:`u_0 v_0 + \\langle u_s, v_s\\rangle` as
+:math:`(u_0 v_0 - |u_s||v_s|) + (|u_s||v_s| + \\langle u_s, v_s\\rangle)`, the first by
+:math:`(1/c^2 + (|u_s|^2 + |v_s|^2)/c) / (u_0 v_0 + |u_s||v_s|)`, the second, when the angle is
+obtuse, by :math:`|u_s\\wedge v_s|^2 / (|u_s||v_s| - \\langle u_s, v_s\\rangle)`: no term cancels,
+even for antipodal points far out.  Valid for :math:`\\sqrt c|v_s| \\le 10^{150}` (larger space
+parts raise ``ValueError``).
 
 >>> import numpy as np
 >>> v = to_lorentz(np.array([0.6, 0.0]), c=1.0)
@@ -52,16 +54,20 @@ from ._careful import (
     dd,
     dd_add,
     dd_div,
+    dd_ldexp,
     dd_mul,
     dd_mul_f,
     dd_sqrt,
     dd_sub,
+    dot_dd,
     dot_dd_dd,
+    scale_exponent,
     scaled,
     sqrt_c,
     two_sum,
 )
 from ._saturation import nudge_inside
+from .cones import _wedge_norm
 
 Array = NDArray[np.float64]
 
@@ -152,6 +158,11 @@ def from_lorentz(v: Any, *, c: float) -> Array:
     return nudge_inside(p.hi + p.lo, c, "from_lorentz")
 
 
+def _sumsq_dd(v: DD) -> DD:
+    """:math:`|v|^2` of a double-double vector."""
+    return dot_dd_dd(v, v)
+
+
 def lorentz_dist(u: Any, v: Any, *, c: float) -> Array:
     """Geodesic distance of two hyperboloid points (time first)
 
@@ -180,20 +191,34 @@ def lorentz_dist(u: Any, v: Any, *, c: float) -> Array:
     shape = check.batch_shape({"u": us.shape[:-1], "v": vs.shape[:-1]})
     us = np.broadcast_to(us, (*shape, us.shape[-1]))
     vs = np.broadcast_to(vs, (*shape, vs.shape[-1]))
-    delta = two_sum(us, -vs)  # exact
-    ud = DD(us, np.zeros_like(us))
-    vd = DD(vs, np.zeros_like(vs))
-    d2 = dot_dd_dd(delta, delta)
-    safe_d2 = DD(np.where(d2.hi > 0.0, d2.hi, 1.0), np.where(d2.hi > 0.0, d2.lo, 0.0))
-    proj = dd_div(dot_dd_dd(ud, delta), safe_d2)
-    u_perp = dd_sub(ud, dd_mul(DD(proj.hi[..., None], proj.lo[..., None]), delta))
-    up2 = dot_dd_dd(u_perp, u_perp)
+    d2 = _sumsq_dd(two_sum(us, -vs))  # |u_s - v_s|^2 from the exact difference
+    ku, kv = scale_exponent(us), scale_exponent(vs)
+    uu, vv = np.ldexp(us, -ku[..., None]), np.ldexp(vs, -kv[..., None])
+    with np.errstate(over="ignore", under="ignore"):
+        wedge = dd_ldexp(_wedge_norm(uu, vv), ku + kv)  # |u_s ^ v_s|, relatively accurate
+    nu = dd_ldexp(dd_sqrt(dot_dd(uu, uu)), ku)  # |u_s|
+    nv = dd_ldexp(dd_sqrt(dot_dd(vv, vv)), kv)
+    dot = dd_ldexp(dot_dd(uu, vv), ku + kv)  # <u_s, v_s>
     inv_c = dd_div(dd(np.ones(shape)), dd(np.full(shape, c)))
-    u0 = dd_sqrt(dd_add(inv_c, dot_dd_dd(ud, ud)))
-    v0 = dd_sqrt(dd_add(inv_c, dot_dd_dd(vd, vd)))
+    # u0 v0 - |u_s||v_s| = (1/c^2 + (|u_s|^2 + |v_s|^2)/c) / (u0 v0 + |u_s||v_s|)
+    u0v0 = dd_sqrt(dd_mul(dd_add(inv_c, dd_mul(nu, nu)), dd_add(inv_c, dd_mul(nv, nv))))
+    nunv = dd_mul(nu, nv)
+    gap = dd_div(
+        dd_add(dd_mul(inv_c, inv_c), dd_mul(inv_c, dd_add(dd_mul(nu, nu), dd_mul(nv, nv)))),
+        dd_add(u0v0, nunv),
+    )
+    # |u_s||v_s| + <u_s, v_s>: a sum where <u_s, v_s> >= 0, else |u_s ^ v_s|^2 / (|u_s||v_s| - <.>)
+    acute = dot.hi >= 0.0
+    direct = dd_add(nunv, dot)
+    den_obtuse = dd_sub(nunv, dot)
+    safe = DD(np.where(acute, 1.0, den_obtuse.hi), np.where(acute, 0.0, den_obtuse.lo))
+    obtuse = dd_div(dd_mul(wedge, wedge), safe)
+    align = DD(np.where(acute, direct.hi, obtuse.hi), np.where(acute, direct.lo, obtuse.lo))
+    cross = dd_add(gap, align)  # u0 v0 + <u_s, v_s> >= 1/c, no cancellation
     one = dd(np.ones(shape))
-    den = dd_add(one, dd_mul_f(dd_add(dd_mul(u0, v0), dot_dd_dd(ud, vd)), c))
-    num = dd_mul_f(dd_mul(d2, dd_add(one, dd_mul_f(up2, c))), c)
+    den = dd_add(one, dd_mul_f(cross, c))
+    # t = c|delta|^2 (1 + c|u_perp|^2) / den, and |delta| |u_perp| = |delta ^ u_s| = |u_s ^ v_s|
+    num = dd_mul_f(dd_add(d2, dd_mul_f(dd_mul(wedge, wedge), c)), c)
     t = dd_div(num, den)
     arg = dd_add(t, dd_sqrt(dd_mul(t, dd_add(t, dd(np.full(shape, 2.0))))))
     ln = dd(np.log1p(arg.hi) + arg.lo / (1.0 + arg.hi))
