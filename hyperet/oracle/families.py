@@ -638,6 +638,8 @@ def invalid_cases(op: str, *, d: int = 4) -> list[InvalidCase]:
     kw: dict[str, Any] = {} if op in _DENSE_OPS else {"c": 1.0}
     if op == "project":
         kw["eps"] = 0.0
+    if op in ("entailment_aperture", "entailment_energy"):
+        kw["K"] = CONE_K
     out: list[InvalidCase] = []
 
     def with_arg(i: int, value: Any) -> tuple[Any, ...]:
@@ -655,12 +657,12 @@ def invalid_cases(op: str, *, d: int = 4) -> list[InvalidCase]:
         out.append(
             InvalidCase(op, f"{name} complex dtype", with_arg(i, a.astype(np.complex128)), kw, name)
         )
-        if kind == "P":
+        if kind in "PX":
             on = np.zeros_like(a)
             on[..., 0] = 1.0  # exactly on the boundary for c = 1
             out.append(InvalidCase(op, f"{name} on the boundary", with_arg(i, on), kw, name))
             out.append(InvalidCase(op, f"{name} outside the ball", with_arg(i, 2.0 * on), kw, name))
-        if kind in "PTV" and i > 0 and SIGNATURES[op][0] in "PTV":
+        if kind in "PTVXQ" and i > 0 and SIGNATURES[op][0] in "PTVXQ":
             short = a[..., :-1]
             out.append(InvalidCase(op, f"{name} wrong vector length", with_arg(i, short), kw, name))
     if "c" in kw:
@@ -669,6 +671,34 @@ def invalid_cases(op: str, *, d: int = 4) -> list[InvalidCase]:
     if op == "project":
         for bad_eps in (-0.1, 1.0, math.nan):
             out.append(InvalidCase(op, f"eps = {bad_eps}", base, {**kw, "eps": bad_eps}, "eps"))
+    out.extend(_geometry_invalid(op, base, kw, d))
+    return out
+
+
+def _geometry_invalid(
+    op: str, base: tuple[Any, ...], kw: dict[str, Any], d: int
+) -> list[InvalidCase]:
+    """Domain errors of the cone and Lorentz ops: apex 0 or inside r_in, y = x, bad K; a
+    Lorentz point with a non-positive or inconsistent time component."""
+    out: list[InvalidCase] = []
+    if op in _CONE_OPS:
+        x = np.array(base[0], dtype=np.float64)
+        rest = base[1:]
+        out.append(InvalidCase(op, "apex x = 0", (np.zeros_like(x), *rest), kw, "x"))
+        core = unit_vectors(np.random.default_rng(1), x.shape[0], d) * 0.05  # r_in(0.1) = 0.099
+        if op != "entailment_angle":
+            out.append(InvalidCase(op, "apex inside r_in", (core, *rest), kw, "x"))
+            for bad_k in (0.0, -1.0, math.nan):
+                out.append(InvalidCase(op, f"K = {bad_k}", base, {**kw, "K": bad_k}, "K"))
+        if len(base) > 1:
+            out.append(InvalidCase(op, "y = x", (x, x.copy()), kw, "y"))
+    if op in ("from_lorentz", "lorentz_dist"):
+        v = np.array(base[0], dtype=np.float64)
+        name = _ARG_NAMES[op][0]
+        for label, t in (("time <= 0", -v[..., 0]), ("time inconsistent", 2.0 * v[..., 0])):
+            bad = v.copy()
+            bad[..., 0] = t
+            out.append(InvalidCase(op, f"{name} {label}", (bad, *base[1:]), kw, name))
     return out
 
 
