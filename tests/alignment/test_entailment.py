@@ -94,7 +94,7 @@ def test_entailment_objectives_train_with_finite_gradients(objective: str) -> No
 
 def test_hyperbolic_entail_needs_the_caption_pairs() -> None:
     aligner = _aligner("hyperbolic-entail")
-    with pytest.raises(ValueError, match="^hierarchy: "):
+    with pytest.raises(ValueError, match=r"^hierarchy: "):
         aligner(torch.randn(2, 7, 12), torch.randint(3, 30, (2, 6)))
 
 
