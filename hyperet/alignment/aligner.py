@@ -2,8 +2,10 @@
 
 One module holds everything an ITC stage trains on top of a frozen vision encoder. The
 objective names of ``hyperet train --objective`` map to the similarity (see
-:data:`OBJECTIVES`); everything else (queries, RQS, RTP, scales) is shared so that the three
-objectives differ only in the similarity and in whether embeddings are mapped into the ball.
+:data:`OBJECTIVES`) and, for the entailment objectives, to a few more settings
+(:data:`RECIPES`); everything else (queries, RQS, RTP, scales) is shared so that the objectives
+differ only in the similarity, the embedding space (ball, hyperboloid or Euclidean) and the
+entailment terms (:mod:`~hyperet.alignment.entailment`).
 
 Defaults are **our choices**, not the hyperbolic BLIP-2 paper's (its RQS count, pruning rate,
 temperature and curvature could not be read): ``K = 8`` queries, RQS keeping 1 query per image,
