@@ -232,13 +232,13 @@ class ImageTextAligner(nn.Module):
             return torch.asinh(sqrt_c * norm) / sqrt_c
         return norm
 
-    def ball_points(self, x: Tensor) -> Tensor | None:
-        """The embeddings as points of the Poincaré ball (``None`` for Euclidean ones)."""
+    def ball_points(self, x: Tensor) -> Tensor:
+        """The embeddings as points of the Poincaré ball (``ValueError`` for Euclidean ones)."""
         if self.uses_ball:
             return x
         if self.config.similarity == "lorentz":
             return lorentz_to_ball(x, c=self.c().to(x.dtype))
-        return None
+        raise ValueError("x: Euclidean embeddings are not points of the ball")
 
     def entailment_loss(
         self, text: Tensor, image: Tensor, hierarchy: tuple[Tensor, Tensor] | None

@@ -238,7 +238,7 @@ def hierarchy_pairs(captions_by_level: Sequence[Sequence[str]], *, seed: int = 0
                     rows.append((a, i, b, j, False))
     cols = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
     ints = [np.asarray(col, dtype=np.int64) for col in cols[:4]]
-    return HierarchyPairs(*ints, np.asarray(cols[4], dtype=bool))
+    return HierarchyPairs(ints[0], ints[1], ints[2], ints[3], np.asarray(cols[4], dtype=bool))
 
 
 def entailment_accuracy(scores: ArrayLike, labels: ArrayLike) -> float:

@@ -88,11 +88,11 @@ def entailment_aperture(x: Tensor, *, c: Curvature, K: float, policy: str | None
     K = _check_K(K)
     num = setup(c, policy, x)
     x = num.cast(x)
-    shadow = _aperture_formula(num, x, K) if num.exact else None
+    shadow = _squeeze(_aperture_formula(num, x, K))
     if not num.exact:
-        return num.finish_vector(_squeeze(_aperture_formula(num, x, K)))
+        return num.finish_vector(shadow)
     value = reference.entailment_aperture(_numpy(x), c=_c_float(num), K=K)
-    return num.finish_vector(_value_with_grad_of(_from_reference(value, x), _squeeze(shadow)))
+    return num.finish_vector(_value_with_grad_of(_from_reference(value, x), shadow))
 
 
 def entailment_angle(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:

@@ -57,17 +57,13 @@ def _plain(
 
 def _with_K(module: Any, convert: Callable[[Any], Any], **kw: Any) -> dict[str, CaseFn]:
     """The cone ops whose aperture scale ``K`` is a golden input but a keyword of the op."""
-    return {
-        op: (
-            lambda a, c, op=op: getattr(module, op)(
-                *(convert(a[n]) for n in SPECS[op].inputs if n != "K"),
-                c=c,
-                K=float(a["K"]),
-                **kw,
-            )
-        )
-        for op in _KEYWORD_K
-    }
+
+    def call(op: str) -> CaseFn:
+        fn = getattr(module, op)
+        names = [n for n in SPECS[op].inputs if n != "K"]
+        return lambda a, c: fn(*(convert(a[n]) for n in names), c=c, K=float(a["K"]), **kw)
+
+    return {op: call(op) for op in _KEYWORD_K}
 
 
 def _reference_table() -> dict[str, CaseFn]:
