@@ -44,17 +44,39 @@ def slow(session: nox.Session) -> None:
 
 @nox.session
 def cuda(session: nox.Session) -> None:
-    """Tests that need a CUDA device (run on a GPU machine)."""
-    _install(session, "dev")
+    """Tests that need a CUDA device (run on a GPU machine), Triton kernels included."""
+    _install(session, "dev", "gpu")
     session.run("pytest", "-m", "cuda", *session.posargs)
+
+
+@nox.session
+def triton(session: nox.Session) -> None:
+    """The Triton kernels under Triton's CPU interpreter (no GPU needed), with the backend tests."""
+    _install(session, "dev", "gpu")
+    session.run(
+        "pytest",
+        "-p",
+        "no:xdist",
+        "tests/ops/test_ops_triton.py",
+        "tests/ops/test_ops_backends.py",
+        *session.posargs,
+        env={"TRITON_INTERPRET": "1"},
+    )
+
+
+@nox.session
+def hf(session: nox.Session) -> None:
+    """HyperET on tiny random transformers models (CLIP, SigLIP, LLaVA): needs the hf extra."""
+    _install(session, "dev", "hf")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/hf", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")
-    session.run("ruff", "check", "hyperet", "cli", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "hyperet", "cli", "tests", "noxfile.py")
+    session.run("ruff", "check", "hyperet", "cli", "tests", "golden", "noxfile.py")
+    session.run("ruff", "format", "--check", "hyperet", "cli", "tests", "golden", "noxfile.py")
 
 
 @nox.session
@@ -66,10 +88,20 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the docs with mkdocs --strict and run the doctests embedded in them."""
+    """Build the docs with mkdocs --strict (maths by arithmatex) and run their doctests."""
     _install(session, "dev", "docs")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
-    session.run("pytest", "-p", "no:cacheprovider", "tests/test_docs.py")
+    session.run(
+        "pytest", "-p", "no:cacheprovider", "tests/test_docs.py", "tests/test_docs_build.py"
+    )
+
+
+@nox.session
+def figures(session: nox.Session) -> None:
+    """Redraw the tutorial's figures into docs/figures/ (commit the PNGs) and test the generator."""
+    _install(session, "dev", "plot")
+    session.run("python", "-m", "hyperet.figures", "docs/figures")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/test_figures.py")
 
 
 @nox.session
@@ -77,3 +109,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: structured vs dense, ops vs geoopt, pairwise distance, HRA step."""
     _install(session, "bench")
     session.run("hyperet", "bench", *session.posargs)
+
+
+@nox.session
+def golden(session: nox.Session) -> None:
+    """Regenerate the shipped golden vectors and their SHA-256 manifest under golden/."""
+    _install(session)
+    session.run("hyperet", "oracle", "export", "golden")

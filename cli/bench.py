@@ -25,7 +25,18 @@ from hyperet.cli.console import console, emit_json, fail, json_option
 def command(suites: tuple[str, ...], quick: bool, threads: int, as_json: bool) -> None:
     """Benchmark torch ops, structured products and HRA (ratios measured in one run).
 
-    SUITES: any of structured, geoopt, pairwise, hra (default: all).
+    SUITES: any of structured, geoopt, pairwise, hra (default: all). Ratios are theirs / ours,
+    measured side by side in one process (geoopt needs the `bench` extra).
+
+    \b
+    Examples:
+      hyperet bench                                # every suite (minutes)
+      hyperet bench structured hra --quick         # smoke-sized (seconds)
+      hyperet bench --threads 2 --json > bench.json
+
+    \b
+    Exit codes: 0 done (a missed target is reported, not an error); 2 unknown suite;
+    130 interrupted.
     """
     from rich.table import Table
 
@@ -37,15 +48,19 @@ def command(suites: tuple[str, ...], quick: bool, threads: int, as_json: bool) -
     import torch
 
     torch.set_num_threads(threads)
+    from hyperet.ops.backend import get_backend
+
     payload: dict[str, object] = {
         "quick": quick,
+        "backend": get_backend(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "rows": [],
         "skipped": {},
     }
     table = Table(title="hyperet bench (CPU time; ratio = theirs / ours; > 1: ours faster)")
-    for col in ("suite", "comparison", "ours", "theirs", "ratio", "target", "met", "note"):
+    columns = ("suite", "comparison", "ours", "theirs", "ratio", "target", "passes", "met", "note")
+    for col in columns:
         table.add_column(col, overflow="fold")
     for name in suites or tuple(SUITES):
         console.print(f"running suite [bold]{name}[/] ...", highlight=False)
@@ -65,6 +80,10 @@ def command(suites: tuple[str, ...], quick: bool, threads: int, as_json: bool) -
                 f"{r.theirs * 1e3:.3f} ms",
                 f"{r.ratio:.2f}x",
                 "" if r.target is None else f">= {r.target:g}x",
+                ""
+                if r.passes is None
+                else f"{r.passes:.1f}"
+                + ("" if r.passes_target is None else f" (<= {r.passes_target:g})"),
                 met,
                 r.note,
             )

@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 #: Every human-readable line (tables, progress) goes to stderr; stdout is kept for --json.
 console = Console(stderr=True)
@@ -16,9 +17,21 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NONFINITE = 3
+EXIT_INTERRUPTED = 130
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Also write machine-readable results to stdout."
+)
+
+#: ``hyperet.device.DEVICES``, spelled out so that ``--help`` does not import torch.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+device_option = click.option(
+    "--device",
+    type=click.Choice(DEVICE_CHOICES),
+    default="cpu",
+    show_default=True,
+    help="Where the model computes: cpu (bitwise reproducible), cuda (under torchrun: the "
+    "rank's GPU), auto (cuda when available).",
 )
 
 
@@ -29,6 +42,11 @@ def emit_json(payload: Any) -> None:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    """Print ``message`` in red on stderr and exit with ``code`` (never a traceback)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``error: message`` on stderr as ONE line and exit with ``code`` (no traceback).
+
+    The line is never wrapped, on a terminal or a pipe (``soft_wrap``), and newlines inside
+    ``message`` are folded, so ``2>&1 | grep error:`` always sees the whole message.
+    """
+    line = " ".join(str(message).split())
+    console.print(Text.assemble(("error:", "bold red"), " ", line), soft_wrap=True)
     raise SystemExit(code)

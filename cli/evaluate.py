@@ -6,25 +6,56 @@ from pathlib import Path
 from typing import Any
 
 import click
-from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_option
+from hyperet.cli.console import (
+    EXIT_BAD_INPUT,
+    console,
+    device_option,
+    emit_json,
+    fail,
+    json_option,
+)
 
 
 @click.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option(
-    "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default="test",
+    show_default=True,
+    help="Which scenes of the run's seeded data to evaluate on (test: held out from training).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N scenes.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Images or prompts per forward pass (memory and speed).",
+)
+@device_option
 @json_option
-def command(run_dir: Path, split: str, limit: int | None, batch_size: int, as_json: bool) -> None:
+def command(
+    run_dir: Path, split: str, limit: int | None, batch_size: int, device: str, as_json: bool
+) -> None:
     """Evaluate RUN_DIR: VQA, baselines, multiple choice, retrieval, radius probe, parameters.
 
-    Exit codes: 0 done, 2 missing/corrupt/incompatible run directory or bad options.
+    RUN_DIR is a directory written by `hyperet train` (its last complete checkpoint is used).
+
+    \b
+    Examples:
+      hyperet eval runs/hra                        # tables on stderr
+      hyperet eval runs/hra --json > hra.json      # and every number as JSON on stdout
+      hyperet eval runs/hra --split val --limit 64
+
+    \b
+    Exit codes: 0 done; 2 missing, corrupt or incompatible run directory, or bad options;
+    130 interrupted.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from hyperet.checkpoint import CheckpointError
+    from hyperet.device import resolve_device
     from hyperet.evaluate import evaluate
 
     progress = Progress(
@@ -44,7 +75,12 @@ def command(run_dir: Path, split: str, limit: int | None, batch_size: int, as_js
     try:
         with progress:
             results = evaluate(
-                run_dir, split=split, limit=limit, batch_size=batch_size, on_progress=on_progress
+                run_dir,
+                split=split,
+                limit=limit,
+                batch_size=batch_size,
+                on_progress=on_progress,
+                device=resolve_device(device),
             )
     except (CheckpointError, ValueError) as err:
         fail(str(err), EXIT_BAD_INPUT)

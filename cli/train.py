@@ -9,15 +9,35 @@ import click
 from click.core import ParameterSource
 from hyperet.cli.console import (
     EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
     EXIT_NONFINITE,
     console,
+    device_option,
     emit_json,
     fail,
     json_option,
 )
 
-from hyperet.config import HYPERET_STAGES, HYPERET_STRUCTURES, OBJECTIVES, PRESETS, STAGES
+from hyperet.config import (
+    HYPERET_STAGES,
+    HYPERET_STRUCTURES,
+    ITC_STAGE,
+    OBJECTIVES,
+    PRESETS,
+    STAGES,
+    preset,
+)
 from hyperet.data.captions import LEVELS
+
+
+def _budgets(name: str) -> str:
+    """``"vision 1500, lm 400, ..., itc 600 steps"``: a preset's step budget per stage."""
+    train = preset(name).train
+    steps = {stage: train.stages[stage].steps for stage in STAGES} | {ITC_STAGE: train.itc.steps}
+    return ", ".join(f"{stage} {n}" for stage, n in steps.items()) + " steps"
+
+
+_STAGE_NAMES = ", ".join((STAGES[0], ITC_STAGE, *STAGES[1:]))
 
 
 @click.command(name="train")
@@ -28,7 +48,15 @@ from hyperet.data.captions import LEVELS
     show_default=True,
     help="Run directory (config.json, checkpoints/, metrics.json).",
 )
-@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
+@click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    default="small",
+    show_default=True,
+    help="Model size and step budgets: "
+    + "; ".join(f"{name}: {_budgets(name)}" for name in reversed(PRESETS))
+    + " (itc only with an ITC --objective).",
+)
 @click.option(
     "--hyperet",
     "hyperet",
@@ -45,7 +73,13 @@ from hyperet.data.captions import LEVELS
     help="Where HRA trains: pretrain = stage 1 (align), finetune = stage 2 (instruct).",
 )
 @click.option("--curvature", type=float, default=0.01, show_default=True, help="HRA curvature c.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the data, the initialisation and the batch order (runs are reproducible).",
+)
 @click.option(
     "--vision-level",
     type=click.Choice(LEVELS),
@@ -60,36 +94,56 @@ from hyperet.data.captions import LEVELS
     show_default=True,
     help="Training objective; the ITC ones add an image-text alignment stage (itc) after vision.",
 )
-@click.option("--steps-vision", type=click.IntRange(min=0), help="Steps of stage 0a (vision).")
-@click.option("--steps-lm", type=click.IntRange(min=0), help="Steps of stage 0b (LM).")
-@click.option("--steps-align", type=click.IntRange(min=0), help="Steps of stage 1 (align).")
-@click.option("--steps-instruct", type=click.IntRange(min=0), help="Steps of stage 2 (instruct).")
 @click.option(
     "--steps",
     "steps_items",
     multiple=True,
     metavar="STAGE=N",
-    help="Steps of a stage (repeatable).",
+    help=f"Step budget of one stage, replacing the preset's (repeatable). STAGE: {_STAGE_NAMES}"
+    " (vision = 0a, itc after it with an ITC --objective, lm = 0b, align = 1, instruct = 2).",
 )
 @click.option(
-    "--checkpoint-every", type=click.IntRange(min=1), help="Mid-stage checkpoint interval (steps)."
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    help="Mid-stage checkpoint interval in steps (preset: small 500, nano 4).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@device_option
 @json_option
 @click.pass_context
 def command(ctx: click.Context, **opts: Any) -> None:
     """Train the compact MLLM: vision (0a), LM (0b), align (1), instruct (2).
 
-    Exit codes: 0 done, 2 bad options or run directory, 3 non-finite loss.
+    Stages run in order into --out (config.json, checkpoints/, metrics.json); an interrupted run
+    continues with --resume. HyperET (--hyperet) adds HRA matrices to the frozen ViT.
+
+    Several processes: `torchrun --nproc-per-node N -m hyperet.cli train ...` trains with
+    DistributedDataParallel (gloo on CPU, NCCL with --device cuda); batch sizes are global,
+    rank 0 writes the run directory (docs/mllm.md, "Several processes").
+
+    \b
+    Examples:
+      hyperet train --out runs/base                          # the default run (small preset)
+      hyperet train --out runs/hra --hyperet diagonal        # with HyperET in stage 2
+      hyperet train --preset nano --out /tmp/smoke --steps vision=10 --steps instruct=20
+      hyperet train --out runs/itc --objective hyperbolic-itc --steps itc=300
+      hyperet train --out runs/hra --resume                  # continue after Ctrl-C
+      torchrun --nproc-per-node 2 -m hyperet.cli train --out runs/ddp
+
+    \b
+    Exit codes: 0 done; 2 bad options or run directory; 3 non-finite loss;
+    130 interrupted (resume with --resume).
     """
     if opts["resume"] and opts["force"]:
         fail("--resume and --force exclude each other", EXIT_BAD_INPUT)
 
     import torch  # heavy imports inside the command body
 
+    from hyperet import distributed
     from hyperet.checkpoint import CheckpointError, load_config
     from hyperet.config import parse_steps, preset, with_overrides
+    from hyperet.device import resolve_device
     from hyperet.train import NonFiniteLossError, RunDirectoryError, train
 
     def given(name: str) -> bool:
@@ -98,9 +152,6 @@ def command(ctx: click.Context, **opts: Any) -> None:
     out: Path = opts["out"]
     try:
         steps = parse_steps(list(opts["steps_items"]))
-        for stage in STAGES:
-            if opts[f"steps_{stage}"] is not None:
-                steps[stage] = opts[f"steps_{stage}"]
         overrides = {
             "seed": opts["seed"],
             "hyperet": opts["hyperet"],
@@ -119,14 +170,19 @@ def command(ctx: click.Context, **opts: Any) -> None:
         config = with_overrides(
             base, steps=steps, checkpoint_every=opts["checkpoint_every"], **overrides
         )
+        device = resolve_device(opts["device"])
+        distributed.init_from_env(device)  # under torchrun: join the other ranks
     except (ValueError, CheckpointError) as err:
         fail(str(err), EXIT_BAD_INPUT)
+    main_rank = distributed.is_main()
+    console.quiet = not main_rank  # rank 0 alone prints
+    ranks = f" ranks={distributed.world_size()}" if distributed.is_active() else ""
 
     console.print(
         f"[bold]hyperet train[/] preset={config.preset} seed={config.seed} "
         f"hyperet={config.hyperet.structure}"
         + (f" ({config.hyperet.stage}, c={config.hyperet.c})" if config.hyperet.enabled else "")
-        + f" threads={torch.get_num_threads()} -> {out}",
+        + f" device={device}{ranks} threads={torch.get_num_threads()} -> {out}",
         highlight=False,
     )
     console.print("generating data and building the model ...", style="dim")
@@ -134,14 +190,23 @@ def command(ctx: click.Context, **opts: Any) -> None:
     try:
         with renderer.progress:
             metrics = train(
-                config, out, resume=opts["resume"], force=opts["force"], on_event=renderer
+                config,
+                out,
+                resume=opts["resume"],
+                force=opts["force"],
+                on_event=renderer,
+                device=device,
             )
     except NonFiniteLossError as err:
         fail(str(err), EXIT_NONFINITE)
     except (RunDirectoryError, CheckpointError, ValueError) as err:
         fail(str(err), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        fail(f"interrupted; continue with `hyperet train --out {out} --resume`", 130)
+        fail(f"interrupted; continue with `hyperet train --out {out} --resume`", EXIT_INTERRUPTED)
+    finally:
+        distributed.shutdown()
+    if not main_rank:
+        return
     _render_summary(metrics)
     console.print(f"done. evaluate with: [bold]hyperet eval {out}[/]", highlight=False)
     if opts["as_json"]:

@@ -50,6 +50,7 @@ from hyperet.checkpoint import (
 )
 from hyperet.config import STAGES, RunConfig
 from hyperet.data import Split, Tokenizer, build_split, parse_answer
+from hyperet.device import place
 from hyperet.model import MLLM
 from hyperet.train import apply_hyperet_to, build_model
 
@@ -61,7 +62,7 @@ ProgressHandler = Callable[[str, int, int], None]  # (task, done, total)
 class LoadedRun:
     """A run directory's config, tokenizer and final model (HRA applied when it was trained)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, device: torch.device | str = "cpu") -> None:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"{run_dir}: run directory not found")
@@ -96,6 +97,9 @@ class LoadedRun:
             self.identity = [p.detach().clone() for p in self.hyperet_params]  # fresh = identity
         load_model_state(self.model, ckpt.model, source=final)
         self.model.eval()
+        aligner = getattr(self.model, "aligner", None)  # ITC runs: analysed through its parts
+        entry = list(aligner.children()) if isinstance(aligner, nn.Module) else []
+        place(self.model, torch.device(device), outputs_to_cpu=True, entry=entry)
         self.metrics: dict[str, Any] = {}
         if (run_dir / METRICS_FILE).is_file():
             self.metrics = json.loads((run_dir / METRICS_FILE).read_text())
@@ -413,14 +417,18 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 256,
     on_progress: ProgressHandler | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """Evaluate the run in ``run_dir``; returns a JSON-serialisable dict of every measurement."""
+    """Evaluate the run in ``run_dir``; returns a JSON-serialisable dict of every measurement.
+
+    ``device``: where the networks run (:mod:`hyperet.device`); the metrics are the same.
+    """
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not one of {SPLITS}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit: must be >= 1, got {limit}")
     progress: ProgressHandler = on_progress or (lambda task, done, total: None)
-    run = LoadedRun(Path(run_dir))
+    run = LoadedRun(Path(run_dir), device=device)
     cfg = run.config
     n_scenes = {
         "train": cfg.data.train_scenes,

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hyperet import __version__
+from hyperet import __version__, distributed
 from hyperet.alignment.stage import attach_aligner, is_itc, itc_metrics, itc_stage
 from hyperet.batching import (
     Encoded,
@@ -68,7 +68,8 @@ from hyperet.checkpoint import (
 )
 from hyperet.config import ITC_STAGE, STAGES, RunConfig, StageConfig
 from hyperet.data import Split, Tokenizer, build_split
-from hyperet.model import MLLM
+from hyperet.device import place
+from hyperet.model import IGNORE, MLLM
 
 #: Caption level used by projector alignment (states colour, shape, size and position).
 ALIGN_LEVEL = "detailed"
@@ -274,6 +275,7 @@ def apply_hyperet_to(model: MLLM, config: RunConfig) -> list[nn.Parameter]:
         mode=h.mode,
         block_size=h.block_size,
         bandwidth=h.bandwidth,
+        freeze_base=False,  # each stage sets what trains (_set_trainable)
     )
 
 
@@ -355,11 +357,13 @@ def vision_stage(ctx: Context) -> StageTask:
     sampler = Sampler(len(data.images), _seed(ctx.config, "vision"))
 
     def loss(step: int, batch_size: int) -> Tensor:
-        idx = sampler.take(batch_size)
+        idx = distributed.shard(sampler.take(batch_size))
         text = collate([data.vision_captions[i] for i in idx])
         image_emb = m.vision.embed(m.vision(data.images[idx]))
         text_emb = m.text(text.input_ids, text.lengths)
-        return m.clip_head(image_emb, text_emb, torch.from_numpy(data.vision_caption_ids[idx]))
+        caption_ids = torch.from_numpy(data.vision_caption_ids[idx])
+        gather = distributed.gather_rows  # data parallel: the loss sees the global batch
+        return m.clip_head(gather(image_emb), gather(text_emb), gather(caption_ids))
 
     return StageTask(_trainable(m), _no_decay(m, []), {"main": sampler}, loss)
 
@@ -371,8 +375,8 @@ def lm_stage(ctx: Context) -> StageTask:
     sampler = Sampler(len(data.lm_texts), _seed(ctx.config, "lm"))
 
     def loss(step: int, batch_size: int) -> Tensor:
-        batch = collate([data.lm_texts[i] for i in sampler.take(batch_size)])
-        return _required(m(batch.input_ids, batch.labels)[1])
+        batch = collate([data.lm_texts[i] for i in distributed.shard(sampler.take(batch_size))])
+        return _token_mean_share(_required(m(batch.input_ids, batch.labels)[1]), batch.labels)
 
     return StageTask(_trainable(m), _no_decay(m, []), {"main": sampler}, loss)
 
@@ -388,7 +392,7 @@ def _multimodal_loss(ctx: Context, active: bool, key: tuple[str, ...]) -> Callab
             out = m(batch.input_ids, batch.labels, images=ctx.data.images[idx])
         else:
             out = m(batch.input_ids, batch.labels, features=features[idx])
-        return _required(out[1])
+        return _token_mean_share(_required(out[1]), batch.labels)
 
     return run
 
@@ -397,6 +401,14 @@ def _required(loss: Tensor | None) -> Tensor:
     if loss is None:  # pragma: no cover - labels are always given in training
         raise RuntimeError("loss: the model returned no loss")
     return loss
+
+
+def _token_mean_share(loss: Tensor, labels: Tensor) -> Tensor:
+    """Data parallel: this rank's share of the per-token mean over the global batch.
+
+    Every example has at least one supervised token, so no rank's own mean is empty.
+    """
+    return distributed.weighted_share(loss, float((labels[:, 1:] != IGNORE).sum()))
 
 
 def _vision_key(ctx: Context, stage: str) -> tuple[str, ...]:
@@ -414,7 +426,7 @@ def align_stage(ctx: Context) -> StageTask:
     run = _multimodal_loss(ctx, active, _vision_key(ctx, "align"))
 
     def loss(step: int, batch_size: int) -> Tensor:
-        idx = sampler.take(batch_size)
+        idx = distributed.shard(sampler.take(batch_size))
         return run(idx, collate([data.align[i] for i in idx]))
 
     return StageTask(
@@ -450,9 +462,8 @@ def instruct_stage(ctx: Context) -> StageTask:
 
     def loss(step: int, batch_size: int) -> Tensor:
         pool = "mc" if is_mc_step(step, fraction) else "vqa"
-        items = [
-            (data.mc if pool == "mc" else data.vqa)[i] for i in samplers[pool].take(batch_size)
-        ]
+        taken = distributed.shard(samplers[pool].take(batch_size))
+        items = [(data.mc if pool == "mc" else data.vqa)[i] for i in taken]
         image_idx = np.asarray([i for i, _ in items], dtype=np.int64)
         return run(image_idx, collate([e for _, e in items]))
 
@@ -541,6 +552,7 @@ def run_stage(
         losses = resume_from.state["losses"].tolist()
         start, wall_before = int(resume_from.meta["step"]), float(resume_from.meta["wall_time_s"])
     on_event(StageStarted(name, stage.steps, start, task.cached_features, task.hyperet_active))
+    step_loss = distributed.data_parallel(ctx.model, task.loss)  # task.loss with one process
     applied = bool(ctx.hyperet_params)
     t0 = time.perf_counter()
 
@@ -548,7 +560,8 @@ def run_stage(
         wall = wall_before + time.perf_counter() - t0
         tensors, rest = optimizer_to_tensors(optimizer)
         meta, extra = _progress_meta(name, step, complete, task, losses, wall, applied, rest)
-        save_checkpoint(
+        distributed.on_main(
+            save_checkpoint,
             ckpt_dir,
             config=config,
             model=ctx.model,
@@ -562,8 +575,8 @@ def run_stage(
         lr = learning_rate(stage, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = task.loss(step, stage.batch_size)
-        value = float(loss.detach())
+        loss = step_loss(step, stage.batch_size)
+        value = distributed.average(float(loss.detach()))
         if not math.isfinite(value):
             raise NonFiniteLossError(name, step + 1, value)
         optimizer.zero_grad(set_to_none=True)
@@ -651,23 +664,26 @@ def train(
     resume: bool = False,
     force: bool = False,
     on_event: EventHandler | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Run the whole recipe into ``out``; returns the metrics written to ``metrics.json``.
+
+    ``device``: where the model computes (:mod:`hyperet.device`). Under torchrun (a process group
+    initialised by the caller) the ranks train together (:mod:`hyperet.distributed`).
 
     Raises :class:`RunDirectoryError` / :class:`~hyperet.checkpoint.CheckpointError` on unusable
     directories, :class:`NonFiniteLossError` when a loss or gradient becomes non-finite.
     """
     emit: EventHandler = on_event if on_event is not None else (lambda event: None)
     out = Path(out)
-    prepare_run_directory(out, config, resume=resume, force=force)
+    for name in run_stage_names(config):  # under torchrun the batch is split over the ranks
+        budget = config.train.itc if name == ITC_STAGE else config.train.stages[name]
+        distributed.check_divisible(budget.batch_size, f"train.stages.{name}.batch_size")
     tokenizer = Tokenizer.build()
-    if resume and (out / TOKENIZER_FILE).is_file():
-        stored = Tokenizer.from_json((out / TOKENIZER_FILE).read_text())
-        if stored != tokenizer:
-            raise RunDirectoryError(f"{out}: the run used a different tokenizer")
-    (out / TOKENIZER_FILE).write_text(tokenizer.to_json() + "\n")
+    distributed.on_main(_prepare, out, config, tokenizer, resume=resume, force=force)
     data = build_training_data(config, tokenizer)
     model = build_model(config, tokenizer)
+    place(model, torch.device(device))
     ctx = Context(config=config, data=data, model=model)
 
     order = run_stage_names(config)
@@ -706,9 +722,21 @@ def train(
         if latest is not None and latest.meta["stage"] == name and not latest.complete:
             from_ckpt = latest
         metrics["stages"][name] = run_stage(ctx, name, task, out, emit, from_ckpt)
-        write_json(metrics_path, metrics)
-    write_json(metrics_path, metrics)
+        distributed.on_main(write_json, metrics_path, metrics)
+    distributed.on_main(write_json, metrics_path, metrics)
     return metrics
+
+
+def _prepare(
+    out: Path, config: RunConfig, tokenizer: Tokenizer, *, resume: bool, force: bool
+) -> None:
+    """Check and prepare the run directory, check or write the tokenizer (rank 0 only)."""
+    prepare_run_directory(out, config, resume=resume, force=force)
+    if resume and (out / TOKENIZER_FILE).is_file():
+        stored = Tokenizer.from_json((out / TOKENIZER_FILE).read_text())
+        if stored != tokenizer:
+            raise RunDirectoryError(f"{out}: the run used a different tokenizer")
+    (out / TOKENIZER_FILE).write_text(tokenizer.to_json() + "\n")
 
 
 __all__ = [

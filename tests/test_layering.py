@@ -44,7 +44,12 @@ FORBIDDEN: dict[str, set[str]] = {
     "nn": {"data", "model", "train", "evaluate", "alignment", "oracle", "bench", "cli"},
     "data": {"nn", "model", "train", "evaluate", "alignment", "oracle", "bench", "cli"},
     "model": {"train", "evaluate", "alignment", "oracle", "bench", "cli"},
+    # where and on how many processes a run computes: plumbing of train / evaluate only
+    "distributed": {"model", "data", "nn", "alignment", "train", "evaluate", "checkpoint", "cli"},
+    "device": {"model", "data", "nn", "alignment", "train", "evaluate", "checkpoint", "cli"},
 }
+for _room_name in ("reference", "ops", "nn", "data", "model"):  # the math never launches runs
+    FORBIDDEN[_room_name] |= {"distributed", "device"}
 THIRD_PARTY_FORBIDDEN = {"reference": {"torch"}, "data": set()}
 
 

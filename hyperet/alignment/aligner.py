@@ -16,6 +16,7 @@ curvature fixed at 1 (learnable option clamped to ``[0.1, 10]``, MERU), scales i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -241,13 +242,21 @@ class ImageTextAligner(nn.Module):
         raise ValueError("x: Euclidean embeddings are not points of the ball")
 
     def entailment_loss(
-        self, text: Tensor, image: Tensor, hierarchy: tuple[Tensor, Tensor] | None
+        self,
+        text: Tensor,
+        image: Tensor,
+        hierarchy: tuple[Tensor, Tensor] | None,
+        *,
+        rows: slice | None = None,
+        gather: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor:
         """The (unweighted) entailment term: image queries in the cones of their captions and,
         with ``caption_entailment``, finer captions in the cones of coarser ones.
 
         ``text`` ``(B, E)`` holds the captions of the ``B`` images ``(B, K, E)``; ``hierarchy``
-        is ``(coarse_ids, fine_ids)`` ``(B, L)``, two captions per image, unpruned.
+        is ``(coarse_ids, fine_ids)`` ``(B, L)``, two captions per image, unpruned (data
+        parallel: the global batch's, encoded on this process's ``rows`` and gathered, like the
+        contrastive captions).
         """
         c, K = self.c(), self.config.aperture_K
         if not self.config.caption_entailment:
@@ -255,8 +264,12 @@ class ImageTextAligner(nn.Module):
         if hierarchy is None:
             raise ValueError("hierarchy: caption_entailment needs (coarse_ids, fine_ids)")
         coarse_ids, fine_ids = hierarchy
-        both = self.ball_points(self.encode_text(torch.cat([coarse_ids, fine_ids])))  # (2B, E)
-        coarse, fine = both.chunk(2)
+        if rows is not None:
+            coarse_ids, fine_ids = coarse_ids[rows], fine_ids[rows]
+        coarse, fine = self.encode_text(torch.cat([coarse_ids, fine_ids])).chunk(2)  # (B, E) x 2
+        if gather is not None:
+            coarse, fine = gather(coarse), gather(fine)
+        coarse, fine = self.ball_points(coarse), self.ball_points(fine)
         img = self.ball_points(image)
         return 0.5 * (
             image_entailment(coarse, img, c=c, K=K) + image_entailment(fine, img, c=c, K=K)
@@ -270,6 +283,8 @@ class ImageTextAligner(nn.Module):
         positives: Tensor | None = None,
         generator: torch.Generator | None = None,
         hierarchy: tuple[Tensor, Tensor] | None = None,
+        rows: slice | None = None,
+        gather: Callable[[Tensor], Tensor] | None = None,
     ) -> AlignmentOutput:
         """Contrastive loss of ``B`` images ``(B, T, Dv)`` against ``N`` captions ``(N, L)``,
         plus ``entailment_weight`` times :meth:`entailment_loss` (then ``N == B``: caption ``i``
@@ -277,6 +292,11 @@ class ImageTextAligner(nn.Module):
 
         In training mode captions are pruned (RTP) and queries randomly selected (RQS) with
         ``generator``; ``positives`` ``(B, N)`` defaults to the identity.
+
+        Data parallel (:mod:`hyperet.distributed`): ``ids`` and ``positives`` are the global
+        batch's, ``vision_tokens`` only this process's ``rows`` of it; the embeddings of every
+        process are concatenated by ``gather`` before the loss, so the RTP / RQS draws and the
+        loss are those of the global batch.
         """
         if self.training and self.config.text_prune_rate > 0:
             ids = random_text_pruning(
@@ -286,13 +306,17 @@ class ImageTextAligner(nn.Module):
                 special_ids=self.config.special_ids,
                 generator=generator,
             )
+        if rows is not None:
+            ids = ids[rows]
         c = self.c()
         image = self.encode_image(vision_tokens)  # (B, K, E)
         text = self.encode_text(ids)  # (N, E)
+        if gather is not None:
+            image, text = gather(image), gather(text)
         out = self.loss(image, text, c=c, positives=positives, generator=generator)
         loss, entail = out.loss, None
         if self.config.entailment_weight > 0:
-            entail = self.entailment_loss(text, image, hierarchy)
+            entail = self.entailment_loss(text, image, hierarchy, rows=rows, gather=gather)
             loss = loss + self.config.entailment_weight * entail
         return AlignmentOutput(
             loss=loss,

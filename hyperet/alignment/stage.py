@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hyperet import distributed
 from hyperet.alignment.aligner import OBJECTIVES, AlignerConfig, ImageTextAligner
 from hyperet.alignment.losses import duplicate_positives
 from hyperet.alignment.monitors import StabilityMonitor
@@ -152,7 +153,8 @@ def itc_stage(ctx: Context) -> StageTask:
         level = rng.integers(0, len(captions.levels), size=len(idx))  # (B,)
         ids = collate([captions.encoded[lv][i] for lv, i in zip(level, idx, strict=True)])
         keys = torch.from_numpy(captions.string_id[level, idx])  # (B,)
-        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        gen = torch.Generator(features.device).manual_seed(int(rng.integers(0, 2**62)))
+        rows = distributed.shard_slice(len(idx))  # data parallel: this process's images
         hierarchy = None
         if aligner.config.caption_entailment:  # a second, different level per image
             other = (level + rng.integers(1, len(captions.levels), size=len(idx))) % len(
@@ -164,11 +166,13 @@ def itc_stage(ctx: Context) -> StageTask:
             )
             hierarchy = (both.input_ids[: len(idx)], both.input_ids[len(idx) :])
         out = aligner(
-            features[torch.from_numpy(idx)],
+            features[torch.from_numpy(idx[rows])],
             ids.input_ids,
             positives=duplicate_positives(keys),
             generator=gen,
             hierarchy=hierarchy,
+            rows=rows if distributed.is_active() else None,
+            gather=distributed.gather_rows if distributed.is_active() else None,
         )
         # the engine's NaN guard stops the run on a non-finite loss; record what led there
         finite = math.isfinite(out.loss.item())

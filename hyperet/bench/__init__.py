@@ -6,7 +6,9 @@ A *suite* is a module under :mod:`hyperet.bench` exposing::
 
 Each row compares two implementations of the same work: ``name``, ``ours`` and ``theirs``
 (median seconds), ``ratio`` (``theirs / ours``: > 1 means ours is faster), ``target`` (the
-ratio the issue asks for, or ``None``) and ``note``. A dict with these keys is accepted in place
+ratio the issue asks for, or ``None``) and ``note``; optionally ``passes`` (ours against a copy
+of the same activations, the memory roofline: "ours costs this many copies") and
+``passes_target`` (the most passes the issue allows). A dict with these keys is accepted in place
 of a :class:`Row`. ``quick=True`` runs a smoke-sized version (seconds; used by the tests).
 
 Suites are registered in :data:`SUITES` by module path and imported only when run, so an
@@ -55,11 +57,19 @@ class Row:
     ratio: float
     target: float | None
     note: str = ""
+    passes: float | None = None
+    passes_target: float | None = None
 
     @property
     def met(self) -> bool | None:
-        """Whether the target ratio is reached (``None`` when there is no target)."""
-        return None if self.target is None else self.ratio >= self.target
+        """Whether the targets are reached (ratio, and passes when it has a target; ``None``
+        when there is no target)."""
+        checks = []
+        if self.target is not None:
+            checks.append(self.ratio >= self.target)
+        if self.passes_target is not None and self.passes is not None:
+            checks.append(self.passes <= self.passes_target)
+        return all(checks) if checks else None
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "met": self.met}
@@ -80,6 +90,8 @@ def make_row(suite: str, row: Row | dict[str, Any]) -> Row:
         ratio=ratio,
         target=None if target is None else float(target),
         note=str(row.get("note", "")),
+        passes=None if row.get("passes") is None else float(row["passes"]),
+        passes_target=None if row.get("passes_target") is None else float(row["passes_target"]),
     )
 
 

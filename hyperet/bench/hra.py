@@ -10,7 +10,16 @@
      chain (``expmap0``, dense Möbius matvec, projection, ``logmap0``) on every row
      (``O(d^3)`` per weight).
 
-   The loss is ``sum(adapted weights * fixed cotangent)`` on both sides, so only HRA is timed.
+   *ours, token side*: with ``W' = W M^T`` the projection is ``W' x = W (M^T x)``, so ``M^T``
+   can act on the tokens (``O(T d)`` for ``T`` tokens) instead of the weight (``O(d^2)``); the
+   rows time ``M^T x`` and its backward for T = 256 and 4096 tokens (the frozen projection's
+   matrix product is the same size on both sides and is left out of both) and say which side
+   is cheaper at each shape.
+
+   The backward starts from a fixed cotangent of the adapted weights on both sides
+   (``grad_tensors``), so only HRA is timed; ``passes`` is ours over a copy of the two weights
+   (the memory roofline: a fused step reads ``W`` and writes ``A W^T``, then reads the
+   cotangent and ``W``, about 2 copies).
 2. Inference of a width-``d`` CLIP-style attention block: merged HRA vs the plain block (the
    ratio should be 1: merging adds no time), and unmerged fast HRA for reference.
 
@@ -37,8 +46,12 @@ from hyperet.nn.hra import (
     HyperbolicRadiusAdjustment,
 )
 from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix, DiagonalMatrix
+from hyperet.ops.backend import resolve
 
 STEP_TARGET = 50.0  # ours must be at least this many times faster
+#: token counts of the "M^T on the tokens" rows: fewer than d (cheaper than the weight side) and
+#: more (dearer), so the rows show where the choice flips
+TOKENS = (256, 4096)
 STRUCTURES = ("diagonal", "block", "banded")
 
 
@@ -98,39 +111,76 @@ def _training_step_rows(d: int, repeats: int) -> list[Row]:
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(d, d, generator=gen) * d**-0.5 for _ in range(2)]  # frozen q, v
     cotangents = [torch.randn(d, d, generator=gen) for _ in range(2)]
+    tokens = {
+        t: (torch.randn(t, d, generator=gen), torch.randn(t, d, generator=gen)) for t in TOKENS
+    }
     rows: list[Row] = []
     for structure in STRUCTURES:
         adapters = [HyperbolicRadiusAdjustment(d, structure=structure) for _ in range(2)]
+        param = next(adapters[0].matrix.parameters())
+        backend_name = resolve(f"linear:{structure}", weights[0], param)
         with torch.no_grad():
             for a in adapters:
                 for p in a.parameters():
                     p.add_(0.01 * torch.randn(p.shape, generator=gen))
 
         def ours(adapters: list[HyperbolicRadiusAdjustment] = adapters) -> None:
-            loss = sum(
-                (a(w) * g).sum() for a, w, g in zip(adapters, weights, cotangents, strict=True)
-            )
-            loss.backward()
+            outs = [a(w) for a, w in zip(adapters, weights, strict=True)]
+            torch.autograd.backward(outs, cotangents)
 
         def theirs(adapters: list[HyperbolicRadiusAdjustment] = adapters) -> None:
-            loss = sum(
-                (released_chain(released_dense_matrix(a), w, a._c) * g).sum()
-                for a, w, g in zip(adapters, weights, cotangents, strict=True)
-            )
-            loss.backward()  # type: ignore[union-attr]
+            outs = [
+                released_chain(released_dense_matrix(a), w, a._c)
+                for a, w in zip(adapters, weights, strict=True)
+            ]
+            torch.autograd.backward(outs, cotangents)
 
-        times = interleaved_medians({"ours": ours, "theirs": theirs}, repeats=repeats)
+        def copies() -> None:
+            for w in weights:
+                w.clone()
+
+        fns: dict[str, Callable[[], object]] = {"ours": ours, "theirs": theirs, "copies": copies}
+        for t in TOKENS:  # M^T on the tokens instead of M on the weight rows
+            x, g_x = tokens[t]
+
+            def token_side(
+                adapters: list[HyperbolicRadiusAdjustment] = adapters,
+                x: Tensor = x,
+                g: Tensor = g_x,
+            ) -> None:
+                outs = [a.matrix.apply_transposed(x) for a in adapters]
+                torch.autograd.backward(outs, [g, g])
+
+            fns[f"tokens {t}"] = token_side
+        times = interleaved_medians(fns, repeats=repeats)
         rows.append(
             Row(
                 suite="hra",
-                name=f"hra train step {structure} d={d} (q+v)",
+                name=f"hra train step {structure} d={d} (q+v), weight side",
                 ours=times["ours"],
                 theirs=times["theirs"],
                 ratio=times["theirs"] / times["ours"],
                 target=STEP_TARGET,
-                note="fast structured vs densify + clamped chain every step",
+                note=f"A W^T from the structured parameters ({backend_name}) vs densify + "
+                "clamped chain every step",
+                passes=times["ours"] / times["copies"],
             )
         )
+        for t in TOKENS:
+            token_time = times[f"tokens {t}"]
+            picked = "tokens" if token_time < times["ours"] else "weight"
+            rows.append(
+                Row(
+                    suite="hra",
+                    name=f"hra train step {structure} d={d} (q+v), {t} tokens, M^T on the tokens",
+                    ours=token_time,
+                    theirs=times["theirs"],
+                    ratio=times["theirs"] / token_time,
+                    target=STEP_TARGET if t < d else None,
+                    note=f"W (M^T x) instead of (W M^T) x; {times['ours'] / token_time:.2f}x "
+                    f"the weight side: pick the {picked} side at this shape",
+                )
+            )
     return rows
 
 

@@ -6,11 +6,13 @@ See ``docs/hra.md``.
 from __future__ import annotations
 
 from hyperet.nn.accounting import ParameterReport, count_parameters
+from hyperet.nn.adapter_config import HyperETConfig
 from hyperet.nn.adapter_io import AdapterCheckpointError, load_adapters, save_adapters
 from hyperet.nn.hra import HyperbolicRadiusAdjustment
 from hyperet.nn.inject import (
     HRALinear,
     HRAMultiheadAttention,
+    adapted_module_names,
     adapter_sites,
     apply_hyperet,
     merge_hyperet,
@@ -31,9 +33,11 @@ __all__ = [
     "DiagonalMatrix",
     "HRALinear",
     "HRAMultiheadAttention",
+    "HyperETConfig",
     "HyperbolicRadiusAdjustment",
     "ParameterReport",
     "StructuredMatrix",
+    "adapted_module_names",
     "adapter_sites",
     "apply_hyperet",
     "count_parameters",

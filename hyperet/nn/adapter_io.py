@@ -1,7 +1,13 @@
-"""Adapter checkpoints: only the HRA weights, as safetensors with string metadata.
+"""Adapter checkpoints: only the HRA weights, as an adapter directory or a single file.
 
-A file holds one tensor per adapter parameter under ``"<host path>.<role>.<parameter>"``, e.g.
-``"blocks.0.attn.q.matrix.w"`` (keys do not change when the model is merged), and metadata::
+``save_adapters(model, DIR)`` writes PEFT's layout, ``DIR/adapter_config.json`` +
+``DIR/adapter_model.safetensors`` (:mod:`hyperet.nn.adapter_dir`); a path ending in
+``.safetensors`` writes the single-file format below (format version 1), which
+``load_adapters`` keeps reading. Both hold the same tensor keys and the same per-adapter
+descriptions, checked by the same strict loader.
+
+A single file holds one tensor per adapter parameter under ``"<host path>.<role>.<parameter>"``,
+e.g. ``"blocks.0.attn.q.matrix.w"`` (keys do not change when the model is merged), and metadata::
 
     format          "hyperet-adapters"
     format_version  "1"
@@ -20,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hyperet import __version__
+from hyperet.nn.adapter_config import HyperETConfig
+from hyperet.nn.adapter_dir import atomic_write, read_adapter_dir, write_adapter_dir
 from hyperet.nn.hra import HyperbolicRadiusAdjustment
 from hyperet.nn.inject import MERGED_ATTR, AdapterSite, adapter_sites
 from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix
@@ -73,10 +80,11 @@ def _summary(values: list[Any]) -> str:
 
 
 def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write the HRA adapters of ``model`` to ``path`` (safetensors), atomically.
+    """Write the HRA adapters of ``model`` to the adapter directory ``path``, atomically.
 
-    Returns the path written. Raises :class:`AdapterCheckpointError` when the model has no
-    adapters or an adapter holds non-finite values.
+    ``path`` ending in ``.safetensors``: the single-file format instead. Returns the path
+    written. Raises :class:`AdapterCheckpointError` when the model has no adapters or an
+    adapter holds non-finite values.
     """
     path = Path(path)
     sites = adapter_sites(model)
@@ -90,6 +98,14 @@ def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             if not bool(torch.isfinite(value).all()):
                 raise AdapterCheckpointError(f"model: adapter {site.key}.{name} is not finite")
             tensors[f"{site.key}.{name}"] = value.detach().to("cpu").contiguous()
+    if path.suffix != ".safetensors":
+        try:
+            config = HyperETConfig.from_model(model).to_dict()
+            config.update(format=FORMAT, package_version=__version__, adapters=described)
+            write_adapter_dir(path, tensors, config)
+        except ValueError as error:
+            raise AdapterCheckpointError(str(error)) from error
+        return path
     info = list(described.values())
     metadata = {
         "format": FORMAT,
@@ -104,15 +120,7 @@ def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         "learn_curvature": _summary([i["learn_curvature"] for i in info]),
         "adapters": json.dumps(described, sort_keys=True),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda name: save_file(tensors, name, metadata=metadata))
     return path
 
 
@@ -146,14 +154,25 @@ def read_adapter_file(
 
 
 @torch.no_grad()
-def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, str]:
+def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load adapter weights saved by :func:`save_adapters` into ``model`` (strict).
 
-    ``model`` must already carry adapters of the same structure, width and curvature
-    (``apply_hyperet`` with the same arguments) and must not be merged. Returns the metadata.
+    ``path``: an adapter directory or a single file. ``model`` must already carry adapters of
+    the same structure, width and curvature (``apply_hyperet`` with the same arguments, or
+    ``HyperETConfig.from_pretrained(path).apply(model)``) and must not be merged. Returns the
+    metadata (a directory: the content of ``adapter_config.json``).
     """
-    tensors, metadata = read_adapter_file(path)
-    described: dict[str, dict[str, Any]] = json.loads(metadata["adapters"])
+    described: dict[str, dict[str, Any]]
+    metadata: dict[str, Any]
+    if Path(path).is_dir():
+        try:
+            tensors, metadata = read_adapter_dir(Path(path))
+        except ValueError as error:
+            raise AdapterCheckpointError(str(error)) from error
+        described = metadata["adapters"]
+    else:
+        tensors, metadata = read_adapter_file(path)
+        described = json.loads(metadata["adapters"])
     sites = adapter_sites(model)
     if not sites:
         raise AdapterCheckpointError("model: carries no HRA adapters (call apply_hyperet first)")

@@ -299,11 +299,18 @@ class _Candidate:
 
 
 def _candidates(
-    model: nn.Module, targets: tuple[str, ...], modules: Sequence[str] | None
+    model: nn.Module, targets: tuple[str, ...], modules: Sequence[str] | None, within: str | None
 ) -> list[_Candidate]:
     found: list[_Candidate] = []
+    if within is not None:
+        try:
+            model.get_submodule(within)
+        except AttributeError as error:
+            raise ValueError(f"within: no submodule named {within!r} in the model") from error
     if modules is None:
         for path, module in model.named_modules():
+            if within and not (path == within or path.startswith(within + ".")):
+                continue
             if isinstance(module, nn.MultiheadAttention):
                 found.append(_Candidate(path, module, targets))
             elif isinstance(module, nn.Linear):
@@ -356,8 +363,10 @@ def apply_hyperet(
     learn_curvature: bool = False,
     policy: str | None = None,
     modules: Sequence[str] | None = None,
+    within: str | None = None,
+    freeze_base: bool = True,
 ) -> list[nn.Parameter]:
-    """Add one HRA per targeted attention projection and freeze those projections.
+    """Add one HRA per targeted attention projection; freeze the base model (PEFT-style).
 
     Parameters
     ----------
@@ -372,6 +381,16 @@ def apply_hyperet(
         Adapt the rows of the frozen weight (released code) or the projected features.
     modules : sequence of str, optional
         Qualified names of the modules to adapt instead of the automatic matching rule.
+    within : str, optional
+        Apply the matching rule only under this submodule (e.g. ``"model.vision_tower"`` of a
+        ``LlavaForConditionalGeneration``, whose language model also has ``q_proj`` /
+        ``v_proj``); ``freeze_base`` still covers the whole model.
+    freeze_base : bool
+        True (default, as PEFT's ``get_peft_model``): every parameter of ``model`` that is not
+        an adapter parameter gets ``requires_grad=False``, so the trainable parameters are
+        exactly the returned ones. False: only the adapted projections are frozen and the
+        rest of the model keeps its ``requires_grad`` flags (a recipe that sets trainability
+        per stage, e.g. ``hyperet train``).
 
     Returns
     -------
@@ -390,7 +409,7 @@ def apply_hyperet(
         raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
     if adapter_sites(model):
         raise ValueError("model: already carries HRA adapters (apply_hyperet was called before)")
-    candidates = _candidates(model, targets, modules)
+    candidates = _candidates(model, targets, modules, within)
     if not candidates:
         raise ValueError(
             "model: no attention projection matched (looked for nn.MultiheadAttention and "
@@ -457,7 +476,22 @@ def apply_hyperet(
                 )
         for adapter in adapters.values():
             params.extend(adapter.parameters())
+    if freeze_base:
+        adapter_ids = {id(p) for p in params}
+        for p in model.parameters():
+            if id(p) not in adapter_ids:
+                p.requires_grad_(False)
     return params
+
+
+def adapted_module_names(model: nn.Module) -> list[str]:
+    """Qualified names of the modules that host adapters (what the matching rule selected).
+
+    Passing them as ``apply_hyperet(..., modules=names)`` to a fresh copy of the model adapts
+    exactly the same modules.
+    """
+    hosts = {site.key.rpartition(".")[0] for site in adapter_sites(model)}
+    return sorted(hosts)
 
 
 # ---------------------------------------------------------------------------- merge / unmerge

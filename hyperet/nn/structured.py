@@ -24,7 +24,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from hyperet.ops.structured import banded_apply, block_diagonal_apply
+from hyperet.ops.structured import (
+    banded_apply,
+    banded_apply_transposed,
+    block_diagonal_apply,
+    diagonal_apply,
+)
 
 Structure = Literal["diagonal", "block", "banded"]
 STRUCTURES: tuple[str, ...] = ("diagonal", "block", "banded")
@@ -51,6 +56,11 @@ class StructuredMatrix(nn.Module):
     def num_stored_parameters(self) -> int:
         """Number of stored scalars (``>= num_free_parameters``)."""
         return sum(p.numel() for p in self.parameters())
+
+    def apply_transposed(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``M^T x`` along the last axis (``x @ M``): HRA on weight rows, ``W' = W M^T``, gives
+        ``W' x = W (M^T x)``, so tokens can take ``M^T`` instead of the weight (O(tokens d))."""
+        raise NotImplementedError
 
     def apply_to_columns(self, weight: Tensor) -> Tensor:
         """``M @ weight`` for ``weight`` of shape ``(d, n)``: ``M`` acts on each column."""
@@ -79,7 +89,11 @@ class DiagonalMatrix(StructuredMatrix):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_width(x)
-        return x * self.w  # (..., d)
+        return diagonal_apply(self.w, x)  # (..., d)
+
+    def apply_transposed(self, x: Tensor) -> Tensor:
+        self._check_width(x)
+        return diagonal_apply(self.w, x)  # symmetric
 
     def dense(self) -> Tensor:
         return torch.diag(self.w)
@@ -121,6 +135,10 @@ class BlockDiagonalMatrix(StructuredMatrix):
         self._check_width(x)
         # one batched (d/b, b, b) @ (d/b, b, N) product, no d x d matrix
         return block_diagonal_apply(self.blocks, x)
+
+    def apply_transposed(self, x: Tensor) -> Tensor:
+        self._check_width(x)
+        return block_diagonal_apply(self.blocks.mT, x)  # blockdiag(B)^T = blockdiag(B^T)
 
     def dense(self) -> Tensor:
         return torch.block_diag(*self.blocks.unbind(0))
@@ -164,6 +182,10 @@ class BandedMatrix(StructuredMatrix):
     def forward(self, x: Tensor) -> Tensor:
         self._check_width(x)
         return banded_apply(self.bands, x)  # (..., d): 2k + 1 fused multiply-adds
+
+    def apply_transposed(self, x: Tensor) -> Tensor:
+        self._check_width(x)
+        return banded_apply_transposed(self.bands, x)  # M^T is banded too
 
     def dense(self) -> Tensor:
         k, d = self.bandwidth, self.d

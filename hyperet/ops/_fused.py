@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hyperet.ops import _native, _triton, backend
 from hyperet.ops._numerics import Numerics, artanh_ratio, tanh_ratio
 from hyperet.ops.policy import input_conorm_floor, output_ceiling
 
@@ -199,10 +200,19 @@ def applies(num: Numerics) -> bool:
 def matvec(num: Numerics, kind: str, param: Tensor, x: Tensor) -> Tensor:
     """Train-mode :math:`M \\otimes x` for ``x`` ``(..., d)`` in the compute dtype and an
     unbatched ``param``, returned in the result dtype (module docstring). Same values as
-    :func:`hyperet.ops.ball.matvec_core` up to rounding."""
+    :func:`hyperet.ops.ball.matvec_core` up to rounding. Runs on the backend
+    :func:`hyperet.ops.backend.resolve` picks (eager: :class:`_MatvecTrain`; native C or
+    Triton kernels with the same formulas)."""
     assert isinstance(num.c, float)
     w_min = input_conorm_floor(num.out_dtype)
     t_max = math.atanh(output_ceiling(num.out_dtype))
     flat = x.reshape(-1, x.shape[-1])
-    out: Tensor = _MatvecTrain.apply(kind, param, flat, num.c, w_min, t_max)
+    chosen = backend.resolve(f"matvec:{kind}", flat, param)
+    if chosen == "native":
+        fn: Any = _native.NativeMatvec
+    elif chosen == "triton":
+        fn = _triton.TritonMatvec
+    else:
+        fn = _MatvecTrain
+    out: Tensor = fn.apply(kind, param, flat, num.c, w_min, t_max)
     return out.reshape(*x.shape[:-1], out.shape[-1]).to(num.out_dtype)

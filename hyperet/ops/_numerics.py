@@ -414,26 +414,36 @@ def _outside(y64: Tensor, c64: Curvature) -> Tensor:
 def keep_inside_exact(y: Tensor, c: Curvature) -> Tensor:
     """Move points of ``y`` (any float dtype) that are not strictly inside the ball inward.
 
-    A point with :math:`1 - c|y|^2 \\le 0` (checked to a few ulp in float64) is scaled radially:
-    first onto :math:`|y| = 1/\\sqrt c` when beyond it, then by :math:`(1 - k\\epsilon)` for
-    growing ``k`` until it is inside: the nearest interior float in the same direction up to the
-    rounding of the scaling. Valid points come back bitwise unchanged.
+    A point with :math:`1 - c|y|^2 \\le 0` (checked to a few ulp in float64) becomes
+    ``fl(f y)`` for the largest ``f`` of the form ``1 - j ulp(1)/2`` (``j = 1, 2, ...``) that is
+    strictly inside: the nearest interior float in the same direction, as in the reference.
+    (Points farther out than ``2**-46`` relative are first scaled by :math:`1/(\\sqrt c|y|)`.)
+    Valid points come back bitwise unchanged.
     """
-    c64 = c.detach().double() if isinstance(c, Tensor) else c
-    eps = torch.finfo(y.dtype).eps
-    for step in range(8):
-        with torch.no_grad():
-            y64 = y.detach().to(torch.float64)
-            if step == 0 and not bool(_near_boundary(y64, c64).any()):
-                return y  # the common case: one cheap pass and one host sync
-            outside = _outside(y64, c64)
+    c64 = c.detach() if isinstance(c, Tensor) else c
+    with torch.no_grad():
+        y64 = y.detach().to(torch.float64)
+        if not bool(_near_boundary(y64, c64).any()):
+            return y  # the common case: one cheap pass and one host sync
+        outside = _outside(y64, c64)
+        if not bool(outside.any()):
+            return y
+        z = c64**0.5 * norm_scaled(y64)
+        # far outside (project with eps = 0): onto the boundary first; else ulp by ulp
+        factor = torch.where(outside & (z > 1 + 2.0**-46), 1 / z, torch.ones_like(z)).to(y.dtype)
+        zero = torch.zeros_like(factor)
+        for _ in range(_NUDGE_STEPS):
+            factor = torch.where(outside, torch.nextafter(factor, zero), factor)
+            outside = outside & _outside((y.detach() * factor).to(torch.float64), c64)
             if not bool(outside.any()):
-                return y
-            z = c64**0.5 * norm_scaled(y64)
-            shrink = torch.where(z > 1, 1 / z, torch.ones_like(z)) * (1 - eps * 2.0**step)
-            factor = torch.where(outside, shrink, torch.ones_like(shrink)).to(y.dtype)
-        y = y * factor
-    raise RuntimeError("keep_inside_exact: could not move a point inside the ball")  # unreachable
+                break
+        else:  # pragma: no cover - results are at most a few ulp outside
+            raise RuntimeError("keep_inside_exact: could not move a point inside the ball")
+    return y * factor
+
+
+#: keep_inside_exact: most steps of one ulp (results are at most a few ulp outside).
+_NUDGE_STEPS = 1024
 
 
 def _as_tensors(tensors: Sequence[Tensor | float]) -> list[Tensor]:

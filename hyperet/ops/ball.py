@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from hyperet.ops import _fused
+from hyperet.ops import _accurate, _fused, _triton, backend
 from hyperet.ops._numerics import (
     Curvature,
     Numerics,
@@ -61,7 +61,13 @@ def mobius_add_core(
 
 
 def matvec_core(
-    num: Numerics, mx: Tensor, z: Tensor, w: Tensor, scale: Tensor | None = None
+    num: Numerics,
+    mx: Tensor,
+    z: Tensor,
+    w: Tensor,
+    scale: Tensor | None = None,
+    x: Tensor | None = None,
+    mx_dd: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """:math:`M \\otimes x` from :math:`Mx` and the point's ``z``, ``w`` (global norms), finished.
 
@@ -73,16 +79,28 @@ def matvec_core(
 
     which has no division: ``x = 0`` and ``Mx = 0`` need no special case. ``scale`` is the
     train-mode projection factor of ``x`` (:meth:`Numerics.point_factors`), folded into the
-    per-vector coefficient since :math:`M(sx) = s\\,Mx`. Train mode keeps the result inside the
-    output ceiling by clamping ``t`` at :math:`\\operatorname{artanh}(z_{out})` (the result's norm
-    is :math:`\\tanh(t)/\\sqrt c`), so no second norm of the result is needed.
+    per-vector coefficient since :math:`M(sx) = s\\,Mx`. Exact mode, given the point ``x``,
+    takes the value from :func:`_accurate.matvec_dd` (double-double, as the reference; from
+    ``mx_dd``, the compensated product, when given) and the gradient from this formula. Train
+    mode keeps the result inside the output ceiling by clamping ``t`` at
+    :math:`\\operatorname{artanh}(z_{out})` (the result's norm is :math:`\\tanh(t)/\\sqrt c`), so
+    no second norm of the result is needed.
     """
     r = artanh_ratio(z, w)
     if scale is not None:
         r = r * scale
     if num.exact:
         t = num.sqrt_c * num.norm(mx) * r
-        return num.finish(tanh_ratio(t) * r * mx)
+        out = tanh_ratio(t) * r * mx
+        if x is not None:
+            with torch.no_grad():
+                lead = torch.broadcast_shapes(mx.shape[:-1], x.shape[:-1])
+                mx_d = mx.detach().expand(*lead, mx.shape[-1])
+                x_d = x.detach().expand(*lead, x.shape[-1])
+                exact_mx = _accurate.dd_of(mx_d) if mx_dd is None else mx_dd
+                value = _accurate.matvec_dd(exact_mx, x_d, num.c)
+            out = _accurate.attach_gradient(value, out)
+        return num.finish(out)
     # |Mx| in the compute dtype: only relative accuracy is needed here
     t = num.sqrt_c * norm_fast(mx) * r
     t_max = math.atanh(output_ceiling(num.out_dtype))
@@ -97,6 +115,17 @@ def expmap0_core(num: Numerics, u: Tensor) -> tuple[Tensor, Tensor]:
     s = num.sqrt_c * num.norm(u)
     q = torch.exp(-2.0 * s)
     return tanh_ratio(s) * u, 4.0 * q / ((1.0 + q) * (1.0 + q))
+
+
+def _train_in_float64(num: Numerics, *tensors: Tensor) -> tuple[Numerics, list[Tensor]]:
+    """Train mode below float64: the context and operands in float64, for the ops whose backward
+    divides by :math:`D(x, y) = w(x)w(y) + c|x + y|^2` twice (up to :math:`w^{-4}`, which
+    float32 cannot hold at the input co-norm floor :math:`2^{-52}`). Results are rounded once to
+    the result dtype by ``finish_vector``. Other contexts come back unchanged."""
+    if num.exact or num.dtype == torch.float64:
+        return num, list(tensors)
+    num64 = num.in_float64()
+    return num64, [num64.cast(t) for t in tensors]
 
 
 def _squeeze(t: Tensor) -> Tensor:
@@ -118,26 +147,49 @@ def conformal_factor(x: Tensor, *, c: Curvature, policy: str | None = None) -> T
 def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """Möbius addition :math:`x \\oplus y` (see :func:`mobius_add_core` for the formula).
 
-    Exact mode returns ``y`` bitwise when ``x = 0`` and ``x`` bitwise when ``y = 0``.
+    Both policies return ``y`` bitwise when ``x = 0`` and ``x`` bitwise when ``y = 0`` (in every
+    dtype, whatever the train-mode floor would do to the other operand).
     """
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
+    x_in, y_in = x, y  # the exact limits return an operand as given (before any train floor)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
-    if num.exact:
+    if num.exact:  # the value in double-double, the gradient of the plain formula
         out, _ = mobius_add_core(num, x, wx, y, wy)
-        out = torch.where((y == 0).all(dim=-1, keepdim=True), x, out)
-        out = torch.where((x == 0).all(dim=-1, keepdim=True), y, out)
-        return num.finish(out)
-    # train: keep inside from the exact co-norm of the sum, folded into the coefficients
+        with torch.no_grad():
+            xd, yd = (_accurate.dd_of(t.detach()) for t in torch.broadcast_tensors(x, y))
+            wxd, wyd = _accurate.conorm_dd(xd[0], num.c), _accurate.conorm_dd(yd[0], num.c)
+            value = _accurate.mobius_add_dd(xd, wxd, yd, wyd, num.c)
+        out = _accurate.attach_gradient(value[0] + value[1], out)
+        return num.finish(_zero_limits(x_in, y_in, out))
+    return _zero_limits(x_in, y_in, _mobius_add_train(num, x, wx, y, wy)).to(num.out_dtype)
+
+
+def _zero_limits(x: Tensor, y: Tensor, out: Tensor) -> Tensor:
+    """``y`` where ``x = 0`` and ``x`` where ``y = 0``, bitwise (signed zeros included)."""
+    out = torch.where((y == 0).all(dim=-1, keepdim=True), x, out)
+    return torch.where((x == 0).all(dim=-1, keepdim=True), y, out)
+
+
+def _mobius_add_train(num: Numerics, x: Tensor, wx: Tensor, y: Tensor, wy: Tensor) -> Tensor:
+    """Train mode :math:`x \\oplus y = a\\,(x + y) + b\\,x` with per-vector coefficients in
+    float64 (so the quotients by :math:`D \\ge w(x)w(y)` and their backward, up to
+    :math:`w^{-4}`, stay finite at the input co-norm floor) and the output ceiling folded in:
+    :math:`c|x \\oplus y|^2 = c|x + y|^2 / D` exactly. Returns the compute dtype."""
     s = x + y
-    cs2 = num.c * (s * s).sum(dim=-1, keepdim=True)
-    den = wx * wy + cs2
+    c64 = num.c.double() if isinstance(num.c, Tensor) else num.c
+    n_s = norm_fast(s, accumulate_f64=True, keep_f64=True)  # (..., 1) float64
+    wx64, wy64 = wx.double(), wy.double()
+    cs2 = c64 * n_s * n_s
+    den = wx64 * wy64 + cs2
     z_out = output_ceiling(num.out_dtype)
-    # c|x (+) y|^2 = c|x + y|^2 / D exactly; the sqrt only sees values >= z_out^2 (double where)
+    # the sqrt only sees values >= z_out^2 (double where)
     shrink = z_out / torch.sqrt(torch.clamp_min(cs2 / den, z_out * z_out))
-    return ((wx * shrink / den) * s + (cs2 * shrink / den) * x).to(num.out_dtype)
+    a = (wx64 * shrink / den).to(x.dtype)
+    b = (cs2 * shrink / den).to(x.dtype)
+    return a * s + b * x
 
 
 def mobius_scalar_mul(
@@ -165,6 +217,11 @@ def mobius_scalar_mul(
     x, z, w, _ = num.point(x)
     rz = artanh_ratio(z, w)
     out = tanh_ratio(r_t.abs() * z * rz) * r_t * rz * x
+    if num.exact:  # the value from r x formed exactly (double-double), the gradient from above
+        with torch.no_grad():
+            rx = _accurate.two_prod_dd(r_t.detach(), x.detach())
+            value = _accurate.matvec_dd(rx, x.detach().expand_as(rx[0]), num.c)
+        out = _accurate.attach_gradient(value, out)
     out = torch.where(r_t == 1, x, torch.where(r_t == -1, -x, out))
     return num.finish(out)
 
@@ -180,7 +237,8 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature, policy: str | None = No
         return _fused.matvec(num, "dense", m, x)
     z, w, _, scale = num.point_factors(x)
     mx = x @ m.mT if m.dim() == 2 else (m @ x.unsqueeze(-1)).squeeze(-1)
-    return matvec_core(num, mx, z, w, scale)
+    mx_dd = _accurate.matmul_dd(m.detach(), x.detach()) if num.exact else None
+    return matvec_core(num, mx, z, w, scale, x, mx_dd)
 
 
 def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
@@ -195,7 +253,9 @@ def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     if not num.exact:
         return _expmap0_train(num, u)
     y, _ = expmap0_core(num, u)
-    return num.finish(y)
+    with torch.no_grad():  # the value in double-double: exp_0(u) = 0 (+) p
+        value = _accurate.expmap_dd(torch.zeros_like(u), u.detach(), num.c)
+    return num.finish(_accurate.attach_gradient(value, y))
 
 
 def _expmap0_train(num: Numerics, u: Tensor) -> Tensor:
@@ -209,6 +269,8 @@ def _expmap0_train(num: Numerics, u: Tensor) -> Tensor:
     so the result's norm is :math:`\\min(\\tanh s, z_{out})/\\sqrt c` without a second pass, and
     a saturated point is stored with relative error at most ``eps`` (the rounding of ``k`` and
     of the product)."""
+    if isinstance(num.c, float) and backend.resolve("expmap0", u) == "triton":
+        return _triton.TritonExpmap0.apply(u, num.c).to(num.out_dtype)
     n = norm_fast(u, accumulate_f64=True, keep_f64=True)  # (..., 1) float64
     sqrt_c = num.sqrt_c.double() if isinstance(num.sqrt_c, Tensor) else num.sqrt_c
     s = sqrt_c * n
@@ -223,9 +285,16 @@ def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     num = setup(c, policy, x)
     x = num.cast(x)
     num.check_points(x=x)
+    if not num.exact and isinstance(num.c, float) and backend.resolve("logmap0", x) == "triton":
+        return num.finish_vector(_triton.TritonLogmap0.apply(x, num.c))
     z, w, _, scale = num.point_factors(x)
     r = artanh_ratio(z, w)
-    return num.finish_vector((r if scale is None else r * scale) * x)
+    out = (r if scale is None else r * scale) * x
+    if num.exact:
+        with torch.no_grad():
+            value = _accurate.logmap0_dd(x.detach(), num.c)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 #: expmap: below this hyperbolic half-length the inner point is formed in floats, above it from
@@ -333,6 +402,11 @@ def expmap(x: Tensor, u: Tensor, *, c: Curvature, policy: str | None = None) -> 
     x, _, wx, _ = num.point(x)
     num64 = num.in_float64()
     out = expmap_core(num64, num64.cast(x), num64.cast(wx), num64.cast(u))
+    if num.exact:  # the value in double-double, the gradient of expmap_core
+        with torch.no_grad():
+            xb, ub = torch.broadcast_tensors(x.detach(), u.detach())
+            value = _accurate.expmap_dd(xb, ub, num.c)
+        out = _accurate.attach_gradient(value, out)
     return num.finish(out)
 
 
@@ -345,11 +419,18 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> 
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
+    num, (x, y) = _train_in_float64(num, x, y)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
     v, wv = mobius_add_core(num, -x, wx, y, wy)
     zv = num.sqrt_c * num.norm(v)
-    return num.finish_vector(wx * artanh_ratio(zv, wv) * v)
+    out = wx * artanh_ratio(zv, wv) * v
+    if num.exact:  # the value in double-double, the gradient of the formula above
+        with torch.no_grad():
+            xb, yb = torch.broadcast_tensors(x.detach(), y.detach())
+            value = _accurate.logmap_dd(xb, yb, num.c)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 def dist_core(num: Numerics, diff_norm: Tensor, wx: Tensor, wy: Tensor) -> Tensor:
@@ -380,7 +461,13 @@ def dist(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Te
     num.check_points(x=x, y=y)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
-    return num.finish_vector(_squeeze(dist_core(num, num.norm(x - y), wx, wy)))
+    out = _squeeze(dist_core(num, num.norm(x - y), wx, wy))
+    if num.exact:
+        with torch.no_grad():
+            xb, yb = torch.broadcast_tensors(x.detach(), y.detach())
+            value = _accurate.dist_dd(xb, yb, num.c)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 def dist0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
@@ -390,7 +477,12 @@ def dist0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     x = num.cast(x)
     num.check_points(x=x)
     x, z, w, n = num.point(x)
-    return num.finish_vector(_squeeze(2.0 * n * artanh_ratio(z, w)))
+    out = _squeeze(2.0 * n * artanh_ratio(z, w))
+    if num.exact:
+        with torch.no_grad():
+            value = _accurate.dist0_dd(x.detach(), num.c)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 def gyration_core(num: Numerics, a: Tensor, wa: Tensor, b: Tensor, wb: Tensor, z: Tensor) -> Tensor:
@@ -425,9 +517,30 @@ def gyration(a: Tensor, b: Tensor, z: Tensor, *, c: Curvature, policy: str | Non
     a, b, z = num.cast(a), num.cast(b), num.cast(z)
     num.check_points(a=a, b=b)
     num.check_finite(z=z)
+    num, (a, b, z) = _train_in_float64(num, a, b, z)
     a, _, wa, _ = num.point(a)
     b, _, wb, _ = num.point(b)
-    return num.finish_vector(gyration_core(num, a, wa, b, wb, z))
+    out = gyration_core(num, a, wa, b, wb, z)
+    if num.exact:
+        out = _accurate.attach_gradient(_gyration_value(num, a, b, z), out)
+    return num.finish_vector(out)
+
+
+def _gyration_value(
+    num: Numerics, a: Tensor, b: Tensor, z: Tensor, *, times_conorm_ratio: bool = False
+) -> Tensor:
+    """Exact mode: :math:`\\operatorname{gyr}[a, b]z` in double-double
+    (:func:`_accurate.gyration_dd`), times :math:`w(a)/w(b)` for transport, rounded once.
+    ``z`` is scaled by a power of two when its size is extreme (as in the reference)."""
+    with torch.no_grad():
+        a, b, z = (t.detach() for t in torch.broadcast_tensors(a, b, z))
+        _, k = torch.frexp(z.abs().amax(dim=-1, keepdim=True))
+        k = torch.where(k.abs() > 500, k, 0)
+        wa, wb = _accurate.conorm_dd(a, num.c), _accurate.conorm_dd(b, num.c)
+        g = _accurate.gyration_dd(a, b, wa, wb, _ldexp(z, -k), num.c)
+        if times_conorm_ratio:
+            g = dd_mul(g, _accurate.dd_col(dd_div(wa, wb)))
+        return _ldexp(g[0] + g[1], k)
 
 
 def transport(
@@ -440,9 +553,14 @@ def transport(
     x, y, v = num.cast(x), num.cast(y), num.cast(v)
     num.check_points(x=x, y=y)
     num.check_finite(v=v)
+    num, (x, y, v) = _train_in_float64(num, x, y, v)
     x, _, wx, _ = num.point(x)
     y, _, wy, _ = num.point(y)
-    return num.finish_vector(gyration_core(num, y, wy, -x, wx, v) * (wy / wx))
+    out = gyration_core(num, y, wy, -x, wx, v) * (wy / wx)
+    if num.exact:
+        value = _gyration_value(num, y, -x, v, times_conorm_ratio=True)
+        out = _accurate.attach_gradient(value, out)
+    return num.finish_vector(out)
 
 
 def project(x: Tensor, *, c: Curvature, eps: float, policy: str | None = None) -> Tensor:

@@ -71,30 +71,31 @@ def input_conorm_floor(dtype: torch.dtype) -> float:
 
     .. math::
 
-        w_{in} = \\max\\big(\\epsilon_{64},\\; \\mathrm{tiny}^{1/3}\\big)
+        w_{in} = \\epsilon_{64} = 2^{-52} \\quad \\text{(float64 and float32)}
 
-    ``w`` is formed in float64 (squares of float32 points accumulated in float64), so it is
-    resolved to :math:`\\epsilon_{64} = 2^{-52}` and no smaller floor is meaningful; and the
-    backward of a quotient by :math:`D = w(x)w(y) + c|x + y|^2` (Möbius addition of nearly
-    antipodal points) forms :math:`(a/D)/D \\sim w^{-3}`, which stays finite while :math:`w^3`
-    is above the smallest normal number ``tiny`` of the dtype. A vector of floats can lie far
-    closer to the boundary than ``1 - eps``, so the floor is stated on ``w``, not on
-    :math:`\\sqrt c|x|`: no valid float32 point with :math:`w \\ge 2.3 \\cdot 10^{-13}` is
-    changed. float16 and bfloat16 (computed in float32, rounded to 11 or 8 bits) keep
+    ``w`` is formed in float64 (squares of float32 points accumulated in float64), so a
+    co-norm below :math:`\\epsilon_{64}` is not resolved: only points on or outside the boundary
+    (up to that rounding) are below the floor, and they are projected radially onto it. A vector
+    of float32 numbers can lie far closer to the boundary than ``1 - eps32``; every valid float32
+    point with :math:`w \\ge 2^{-52}` plus the rounding of ``w`` keeps its value (Rad up to
+    :math:`37.4/\\sqrt c`). Gradients stay finite at the floor because the ops whose backward
+    forms powers of :math:`1/w` beyond the square (quotients by
+    :math:`D = w(x)w(y) + c|x + y|^2`) keep their per-vector scalars in float64.
+    float16 and bfloat16 (computed in float32, rounded to 11 or 8 bits) keep
     :math:`w_{in} = \\epsilon` of their own format: their results carry no information closer
     to the boundary, and float16's range (65504) cannot hold :math:`\\lambda_x = 2/w` much
     beyond it.
 
-    >>> input_conorm_floor(torch.float64) == 2.0**-52
+    >>> input_conorm_floor(torch.float64) == input_conorm_floor(torch.float32) == 2.0**-52
     True
-    >>> f"{input_conorm_floor(torch.float32):.3g}", input_conorm_floor(torch.float16) == 2.0**-10
-    ('2.27e-13', True)
+    >>> input_conorm_floor(torch.float16) == 2.0**-10
+    True
     """
     if dtype in HALF_DTYPES:
         # half results carry no information below their own eps, and float16's range (65504)
         # cannot hold lambda = 2/w much beyond it: keep the floor at eps of the result
         return torch.finfo(dtype).eps
-    return max(torch.finfo(torch.float64).eps, torch.finfo(dtype).tiny ** (1.0 / 3.0))
+    return torch.finfo(torch.float64).eps
 
 
 def input_radius_ceiling(dtype: torch.dtype, c: float = 1.0) -> float:
@@ -102,7 +103,7 @@ def input_radius_ceiling(dtype: torch.dtype, c: float = 1.0) -> float:
     :math:`\\frac{2}{\\sqrt c}\\operatorname{artanh}\\sqrt{1 - w_{in}}`.
 
     >>> [round(input_radius_ceiling(t), 2) for t in (torch.float64, torch.float32, torch.float16)]
-    [37.43, 30.5, 8.32]
+    [37.43, 37.43, 8.32]
     """
     z = math.sqrt(1.0 - input_conorm_floor(dtype))
     return (math.log1p(z) - math.log1p(-z)) / math.sqrt(c)

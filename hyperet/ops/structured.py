@@ -28,16 +28,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hyperet.ops import _fused
-from hyperet.ops._numerics import Curvature, setup
+from hyperet.ops import _accurate, _fused, _native, backend
+from hyperet.ops._numerics import DD, Curvature, Numerics, setup
 from hyperet.ops.ball import matvec_core
 
 # ----------------------------------------------------------------------------- plain products
 
 
+def _native_apply(kind: str, param: Tensor, x: Tensor) -> Tensor | None:
+    """The product on the native CPU backend when it serves the call (float32, unbatched
+    parameters), else ``None``: one fused pass forward and one backward, instead of autograd's
+    temporaries (``hyperet.ops.backend``)."""
+    if backend.resolve(f"linear:{kind}", x, param) != "native":
+        return None
+    out: Tensor = _native.NativeLinear.apply(kind, param, x)
+    return out
+
+
 def diagonal_apply(w: Tensor, x: Tensor) -> Tensor:
     """:math:`\\operatorname{diag}(w)\\,x` (Euclidean), ``O(d)``."""
-    return w * x
+    fast = _native_apply("diagonal", w, x)
+    return w * x if fast is None else fast
 
 
 def block_diagonal_apply(blocks: Tensor, x: Tensor) -> Tensor:
@@ -47,6 +58,9 @@ def block_diagonal_apply(blocks: Tensor, x: Tensor) -> Tensor:
     N vectors in one batched matrix product ``(nb, b, b) @ (nb, b, N)`` (the wide N axis last is
     what the small-matrix kernels handle best).
     """
+    fast = _native_apply("block", blocks, x)
+    if fast is not None:
+        return fast
     nb, b, _ = blocks.shape
     lead = x.shape[:-1]
     xb = x.reshape(-1, nb, b).permute(1, 2, 0)  # (nb, b, N)
@@ -62,6 +76,9 @@ def banded_apply(bands: Tensor, x: Tensor) -> Tensor:
         (Mx)_i = \\sum_{j=0}^{2k} \\mathrm{bands}[j, i]\\; x_{i + j - k}
         \\quad (x \\text{ zero-padded by } k \\text{ on both sides})
     """
+    fast = _native_apply("banded", bands, x)
+    if fast is not None:
+        return fast
     width, d = bands.shape
     k = (width - 1) // 2
     xp = F.pad(x, (k, k))  # (..., d + 2k): xp[i + j] = x[i + j - k]
@@ -69,6 +86,19 @@ def banded_apply(bands: Tensor, x: Tensor) -> Tensor:
     for j in range(1, width):
         out = torch.addcmul(out, bands[j], xp[..., j : j + d])  # fused multiply-add
     return out
+
+
+def banded_apply_transposed(bands: Tensor, x: Tensor) -> Tensor:
+    """:math:`M^T x` for the banded ``M`` of ``bands`` (``x @ M``), ``O(d (2k+1))``: banded
+    too, :math:`M^T_{i, i+j-k} = M_{i+j-k, i}`, i.e. ``bands_T[j, i] = bands[2k-j, i+j-k]``
+    (0 outside the matrix)."""
+    if backend.resolve("linear:banded", x, bands) == "native":
+        out: Tensor = _native.NativeLinear.apply("banded", bands, x, True)
+        return out
+    width, d = bands.shape
+    k = (width - 1) // 2
+    padded = F.pad(bands, (k, k))  # (2k+1, d + 2k): padded[j, i + k] = bands[j, i]
+    return banded_apply(torch.stack([padded[2 * k - j, j : j + d] for j in range(width)]), x)
 
 
 # ----------------------------------------------------------------------------- Möbius products
@@ -101,7 +131,8 @@ def diagonal_matvec(w: Tensor, x: Tensor, *, c: Curvature, policy: str | None = 
     if _fused.applies(num) and w.dim() == 1:
         return _fused.matvec(num, "diagonal", w, x)
     z, cw, _, scale = num.point_factors(x)
-    return matvec_core(num, diagonal_apply(w, x), z, cw, scale)
+    exact_mx = _exact_product(num, "diagonal", w, x)
+    return matvec_core(num, diagonal_apply(w, x), z, cw, scale, x, exact_mx)
 
 
 def block_diagonal_matvec(
@@ -116,7 +147,8 @@ def block_diagonal_matvec(
     if _fused.applies(num):
         return _fused.matvec(num, "block", blocks, x)
     z, w, _, scale = num.point_factors(x)
-    return matvec_core(num, block_diagonal_apply(blocks, x), z, w, scale)
+    exact_mx = _exact_product(num, "block", blocks, x)
+    return matvec_core(num, block_diagonal_apply(blocks, x), z, w, scale, x, exact_mx)
 
 
 def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
@@ -130,7 +162,15 @@ def banded_matvec(bands: Tensor, x: Tensor, *, c: Curvature, policy: str | None 
     if _fused.applies(num):
         return _fused.matvec(num, "banded", bands, x)
     z, w, _, scale = num.point_factors(x)
-    return matvec_core(num, banded_apply(bands, x), z, w, scale)
+    exact_mx = _exact_product(num, "banded", bands, x)
+    return matvec_core(num, banded_apply(bands, x), z, w, scale, x, exact_mx)
+
+
+def _exact_product(num: Numerics, kind: str, param: Tensor, x: Tensor) -> DD | None:
+    """Exact mode: the compensated product for the double-double value (no autograd)."""
+    if not num.exact:
+        return None
+    return _accurate.structured_apply_dd(kind, param.detach(), x.detach())
 
 
 # ----------------------------------------------------------------------------- dense helpers

@@ -32,6 +32,7 @@ the safetensors header is written with sorted keys by :func:`write_safetensors` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -624,10 +625,40 @@ _ALLOWANCE_RULE = {
 }
 
 
+#: Name of the SHA-256 manifest at the root of an export (``sha256sum -c`` reads it).
+MANIFEST = "SHA256SUMS"
+
+
+def manifest_lines(directory: Path) -> list[str]:
+    """``"<sha256>  <tier>/<op>.safetensors"`` for every golden file under ``directory``, sorted.
+
+    The format of GNU ``sha256sum``: ``cd DIR && sha256sum -c SHA256SUMS`` checks a copy
+    without Python.
+    """
+    directory = Path(directory)
+    lines = []
+    for path in sorted(directory.glob("*/*.safetensors")):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        lines.append(f"{digest}  {path.relative_to(directory).as_posix()}")
+    return lines
+
+
+def write_manifest(directory: Path) -> Path:
+    """Write :data:`MANIFEST` for the golden files under ``directory`` (atomically)."""
+    path = Path(directory) / MANIFEST
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in manifest_lines(directory)))
+    tmp.replace(path)
+    return path
+
+
 def export_golden(
     directory: Path, *, ops: Sequence[str] = contract.OPS, tiers: Sequence[str] = TIERS
 ) -> list[Path]:
-    """Write ``directory/<tier>/<op>.safetensors`` for every op and tier; the paths written."""
+    """Write ``directory/<tier>/<op>.safetensors`` for every op and tier; the paths written.
+
+    Also (re)writes ``directory/SHA256SUMS`` over every golden file the directory then holds.
+    """
     written = []
     for tier in tiers:
         folder = Path(directory) / tier
@@ -637,4 +668,5 @@ def export_golden(
             path = folder / f"{op}.safetensors"
             write_safetensors(path, tensors, metadata)
             written.append(path)
+    write_manifest(directory)
     return written

@@ -8,13 +8,16 @@ golden op is an error (it is usually a typo).
 
 Errors are measured in ulps of the RESULT's format (:mod:`hyperet.oracle.ulp`): normwise per
 case, and per component. A case is out of tolerance when its result is not finite or its
-normwise error exceeds ``grade_threshold_ulp(op, dtype) * allowance`` (:mod:`.contract`).
+normwise error exceeds ``grade_threshold_ulp(op, dtype) * allowance`` (:mod:`.contract`). A
+case whose expected value lies beyond the largest finite number of the result's format (float16
+``conformal_factor`` near the boundary) is counted as ``out_of_range`` and not judged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,9 +63,10 @@ class FamilyGrade:
 class OpGrade:
     """One op's grade: the row of the table.
 
-    Statistics are over the cases with finite results; non-finite results are counted in
-    ``nonfinite`` (and out of tolerance). ``threshold_ulp`` is the base threshold before the
-    per-case allowance; ``None`` when the format has no published contract.
+    Statistics are over the judged cases with finite results; non-finite results are counted
+    in ``nonfinite`` (and out of tolerance); cases whose expected value the result's format
+    cannot represent are counted in ``out_of_range`` and not judged. ``threshold_ulp`` is the
+    base threshold before the per-case allowance; ``None`` when no bound applies.
     """
 
     op: str
@@ -77,6 +81,7 @@ class OpGrade:
     out_of_tolerance: int
     threshold_ulp: float | None
     families: dict[str, FamilyGrade] = field(default_factory=dict)
+    out_of_range: int = 0
 
     @property
     def passed(self) -> bool:
@@ -100,12 +105,12 @@ def _finite_or_none(value: Any) -> Any:
 
 def read_results(path: Path) -> dict[str, Result]:
     """Read a results file; :class:`OracleInputError` when it is not a usable one."""
+    path = Path(path)
+    if not path.is_file():  # checked before importing torch: a typo fails fast
+        raise OracleInputError(f"{path}: results file does not exist")
     import torch
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise OracleInputError(f"{path}: results file does not exist")
     try:
         with safe_open(str(path), framework="pt") as handle:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
@@ -152,13 +157,16 @@ def grade_values(
         threshold_ulp = contract.grade_threshold_ulp(golden.op, dtype) if has_contract else None
     n = expected.shape[0]
     vectors = computed.reshape(n, -1)
-    finite = np.isfinite(vectors).all(axis=1)  # (N,)
+    in_range = np.abs(expected.reshape(n, -1)).max(axis=1) <= contract.MAX_FINITE[dtype]  # (N,)
+    finite = np.isfinite(vectors).all(axis=1) | ~in_range  # (N,)
     graded = np.where(np.isfinite(vectors), vectors, 0.0)  # (N, n); non-finite counted apart
     normwise, component = ulp_error(graded, expected.reshape(n, -1), dtype=dtype)
     normwise = np.where(finite, normwise, np.inf)  # (N,)
     component = np.where(finite, component, np.inf)  # (N,)
     limit = np.inf if threshold_ulp is None else threshold_ulp
-    bad = ~finite | (normwise > limit * golden.allowance)  # (N,)
+    bad = in_range & (~finite | (normwise > limit * golden.allowance))  # (N,)
+    normwise = np.where(in_range, normwise, 0.0)  # out-of-range cases are not judged
+    component = np.where(in_range, component, 0.0)
 
     families: dict[str, FamilyGrade] = {}
     for family_id in np.unique(golden.family):
@@ -169,8 +177,8 @@ def grade_values(
             normwise_max_ulp=float(normwise[mask].max()),
             out_of_tolerance=int(bad[mask].sum()),
         )
-    ok = normwise[finite]
-    comp = component[finite]
+    ok = normwise[finite & in_range]
+    comp = component[finite & in_range]
     return OpGrade(
         op=golden.op,
         implementation=implementation,
@@ -184,6 +192,7 @@ def grade_values(
         out_of_tolerance=int(bad.sum()),
         threshold_ulp=threshold_ulp,
         families=families,
+        out_of_range=int((~in_range).sum()),
     )
 
 
@@ -193,11 +202,24 @@ class GradeReport:
 
     grades: list[OpGrade]
     not_graded: list[str]
+    #: the ``--bound`` that replaced the contract's, if any
+    bound_ulp: float | None = None
 
     @property
     def passed(self) -> bool:
         """Whether every graded op is within the contract."""
         return all(g.passed for g in self.grades)
+
+    def bounds(self) -> dict[str, dict[str, Any]]:
+        """Per graded op: the bound applied (ulps, before the allowance) and where it comes from."""
+        out: dict[str, dict[str, Any]] = {}
+        for g in self.grades:
+            published = contract.bound(g.op, g.dtype)
+            if self.bound_ulp is not None:
+                out[g.op] = {"dtype": g.dtype, "ulp": self.bound_ulp, "basis": "--bound"}
+            elif published is not None:
+                out[g.op] = {"dtype": g.dtype, "ulp": published.ulp, "basis": published.basis}
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
@@ -205,7 +227,22 @@ class GradeReport:
             "passed": self.passed,
             "ops": [g.to_json() for g in self.grades],
             "not_graded": self.not_graded,
+            "bounds": self.bounds(),
         }
+
+
+def select_cases(golden: GoldenFile, families: Sequence[str]) -> np.ndarray:
+    """Boolean mask ``(N,)`` of the cases of ``golden`` in the named input families.
+
+    Families are named by their key (``A`` ... ``K``, ``random``, ``hra-identity``): the part of
+    the metadata legend before the colon.
+    """
+    keys = {i: text.split(":")[0] for i, text in golden.legend.items()}
+    return np.isin(golden.family, [i for i, key in keys.items() if key in set(families)])
+
+
+def _family_keys(golden: GoldenFile) -> set[str]:
+    return {text.split(":")[0] for text in golden.legend.values()}
 
 
 def grade_results(
@@ -214,11 +251,19 @@ def grade_results(
     *,
     implementation: str = "results",
     require_all: bool = False,
+    ops: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
+    bound_ulp: float | None = None,
 ) -> GradeReport:
     """Grade a results file (or already-read results) against a golden directory.
 
     ``golden_dir`` is a tier directory or an export root; for an export root the tier is
     ``float64`` when every result is float64 and ``float32`` otherwise.
+
+    ``ops`` grades only these ops (each must be in the results); ``families`` only the cases of
+    these input families (ops without such cases are skipped); ``bound_ulp`` replaces the
+    contract's bound against the exact value (the reference's own bound is still added, as for
+    the contract's: :func:`hyperet.oracle.contract.grade_threshold_ulp`).
     """
     if not isinstance(results, Mapping):
         results = read_results(Path(results))
@@ -229,14 +274,51 @@ def grade_results(
         raise OracleInputError(
             f"results hold keys that name no golden op: {unknown}; known ops: {sorted(files)}"
         )
-    missing = sorted(set(files) - set(results))
+    selected = sorted(results) if ops is None else sorted(set(ops))
+    absent = sorted(set(selected) - set(results))
+    if absent:
+        raise OracleInputError(f"--op {absent[0]}: the results hold no tensor {absent[0]!r}")
+    missing = sorted(set(files) - set(results)) if ops is None else []
     if require_all and missing:
         raise OracleInputError(f"results are missing ops: {missing}")
     grades = []
-    for op in sorted(results):
+    known_families: set[str] = set()
+    for op in selected:
         golden = read_golden_file(files[op])
         result = results[op]
+        values = result.values
+        if families is not None:
+            known_families |= _family_keys(golden)
+            mask = select_cases(golden, families)
+            if not mask.any():
+                continue
+            if values.shape[:1] != golden.expected.shape[:1]:
+                raise OracleInputError(
+                    f"{op}: results have shape {tuple(values.shape)}, "
+                    f"expected {tuple(golden.expected.shape)}"
+                )
+            values = values[mask]
+            golden = dataclasses.replace(
+                golden,
+                inputs={k: v[mask] for k, v in golden.inputs.items()},
+                expected=golden.expected[mask],
+                family=golden.family[mask],
+                allowance=golden.allowance[mask],
+            )
+        threshold = None
+        if bound_ulp is not None:
+            ratio = contract.unit_roundoff_ratio("float64", result.dtype)
+            threshold = bound_ulp + contract.REFERENCE_BOUND_ULP * ratio
         grades.append(
-            grade_values(golden, result.values, result.dtype, implementation=implementation)
+            grade_values(
+                golden, values, result.dtype, implementation=implementation, threshold_ulp=threshold
+            )
         )
-    return GradeReport(grades=grades, not_graded=missing)
+    if families is not None:
+        unknown_families = sorted(set(families) - known_families)
+        if unknown_families:
+            raise OracleInputError(
+                f"--family {unknown_families[0]}: no such input family in the graded ops; "
+                f"known: {', '.join(sorted(known_families))}"
+            )
+    return GradeReport(grades=grades, not_graded=missing, bound_ulp=bound_ulp)

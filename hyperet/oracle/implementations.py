@@ -253,7 +253,8 @@ def write_results(
 
     if not library_available(library):
         raise OracleInputError(f"library {library!r} is not installed (pip install hyperet[bench])")
-    files = find_golden_files(Path(golden_dir), tier=dtype)
+    tier = "float64" if dtype == "float64" else "float32"  # half formats read float32 inputs
+    files = find_golden_files(Path(golden_dir), tier=tier)
     table = op_table(library, "float64" if library == "reference" else dtype, policy)
     tensors: dict[str, torch.Tensor] = {}
     for op, path in files.items():

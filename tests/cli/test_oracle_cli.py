@@ -65,6 +65,51 @@ def test_perturbing_one_op_exits_1_and_names_only_it(
     assert "out of tolerance: dist0" in result.stderr
 
 
+def test_grade_filters_by_op_and_family_and_takes_a_bound(
+    golden: Path, ours: Path, tmp_path: Path
+) -> None:
+    tensors = load_file(str(ours))
+    values = tensors["dist0"].numpy()
+    for _ in range(10):  # 10 ulps: out of the contract (4 + 4), within --bound 7 (+ 4)
+        values = np.nextafter(values, np.inf)
+    tensors["dist0"] = torch.from_numpy(values)
+    path = tmp_path / "ten.safetensors"
+    save_file(tensors, str(path))
+    assert _run("grade", str(golden), str(path), "--op", "mobius_scalar_mul").exit_code == 0
+    assert _run("grade", str(golden), str(path), "--op", "dist0").exit_code == 1
+    assert _run("grade", str(golden), str(path), "--bound", "7").exit_code == 0
+    result = _run("grade", str(golden), str(path), "--op", "dist0", "--family", "A", "--json")
+    assert result.exit_code == 1
+    (op,) = json.loads(result.stdout)["ops"]
+    assert set(op["families"]) == {"A"} and op["cases"] == op["families"]["A"]["cases"]
+    bounds = json.loads(_run("grade", str(golden), str(path), "--json").stdout)["bounds"]
+    assert bounds["dist0"]["ulp"] == 4 and "reference's contract" in bounds["dist0"]["basis"]
+    custom = _run("grade", str(golden), str(path), "--bound", "7", "--json").stdout
+    expected = {"dtype": "float64", "ulp": 7, "basis": "--bound"}
+    assert json.loads(custom)["bounds"]["dist0"] == expected
+    result = _run("grade", str(golden), str(path), "--family", "nope")
+    assert result.exit_code == 2 and "no such input family" in result.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_results_rounded_pass_and_native_ops_fail(
+    golden: Path, tmp_path: Path, dtype: str
+) -> None:
+    """The reference rounded to a half format meets its 1-ulp bound; hyperet.ops computing
+    natively in that format (inputs rounded to it) does not, near the boundary."""
+    rounded, native = tmp_path / "rounded.safetensors", tmp_path / "native.safetensors"
+    assert _run("results", str(golden), str(rounded), "--dtype", dtype).exit_code == 0
+    made = _run("results", str(golden), str(native), "--library", "ops", "--dtype", dtype)
+    assert made.exit_code == 0, made.output
+    good = _run("grade", str(golden), str(rounded), "--json")
+    assert good.exit_code == 0, good.stderr
+    assert all(op["dtype"] == dtype for op in json.loads(good.stdout)["ops"])
+    bad = _run("grade", str(golden), str(native), "--json")
+    assert bad.exit_code == 1
+    report = json.loads(bad.stdout)
+    assert not any(op["passed"] for op in report["ops"])  # dist0 and mobius_scalar_mul
+
+
 @pytest.mark.parametrize("case", ["not-safetensors", "unknown-key", "wrong-shape", "wrong-dtype"])
 def test_malformed_results_exit_2(golden: Path, tmp_path: Path, case: str) -> None:
     path = tmp_path / f"{case}.safetensors"

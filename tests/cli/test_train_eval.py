@@ -63,7 +63,7 @@ def test_resume_continues_an_interrupted_run(tmp_path: Path) -> None:
     first = _run("train", "--preset", "nano", "--out", str(out), "--steps", "instruct=0")
     assert first.exit_code == 0
     # the directory is complete for 0 instruct steps; asking for more is a different config
-    bad = _run("train", "--out", str(out), "--resume", "--steps-instruct", "4")
+    bad = _run("train", "--out", str(out), "--resume", "--steps", "instruct=4")
     assert bad.exit_code == 2 and "different config" in bad.stderr
     same = _run("train", "--out", str(out), "--resume")
     assert same.exit_code == 0 and "already complete" in same.stderr

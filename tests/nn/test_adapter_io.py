@@ -125,8 +125,9 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path: Path) -> None
         load_adapters(target, tmp_path / "bad.safetensors")
 
 
-def test_structure_and_curvature_mismatch_are_named(tmp_path: Path) -> None:
-    path = save_adapters(_adapted("block"), tmp_path / "a.safetensors")
+@pytest.mark.parametrize("name", ["a.safetensors", "adapter_dir"])
+def test_structure_and_curvature_mismatch_are_named(tmp_path: Path, name: str) -> None:
+    path = save_adapters(_adapted("block"), tmp_path / name)  # single file, directory
     diagonal = _model()
     apply_hyperet(diagonal, structure="diagonal")
     with pytest.raises(AdapterCheckpointError, match=r"structure is 'block' in the file"):

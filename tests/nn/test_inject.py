@@ -11,6 +11,7 @@ from torch import nn
 from hyperet.nn import (
     HRAMultiheadAttention,
     HyperbolicRadiusAdjustment,
+    adapted_module_names,
     adapter_sites,
     apply_hyperet,
     count_parameters,
@@ -113,8 +114,7 @@ def test_identity_at_init_then_gradients_reach_only_adapters(
     for n, p in model.named_parameters():
         if id(p) in adapter_ids:
             continue
-        if not p.requires_grad:
-            assert p.grad is None, n
+        assert not p.requires_grad and p.grad is None, n  # the whole base is frozen
     # the frozen projection weights themselves are unchanged and frozen
     for n, p in frozen_before.items():
         if "proj" in n or "in_proj" in n:
@@ -210,17 +210,35 @@ def test_parameter_counts_at_clip_vit_l14_geometry(
     assert report.adapter == expected
     assert report.total == base.total + expected
     assert report.base == base.total
-    # the q/v projections (packed in_proj weight and bias) are frozen; the rest is untouched
-    frozen = 24 * (3 * 1024 * 1024 + 3 * 1024)
-    assert report.trainable == base.total - frozen + expected
+    # PEFT-style default: the whole base model is frozen, only the adapters train
+    assert report.trainable == expected
     assert report.percent == pytest.approx(100 * expected / (base.total + expected))
     assert len(params) == 48
+
+    # opt-out: only the q/v projections (packed in_proj weight and bias) are frozen
+    opted_out = nn.ModuleList(nn.MultiheadAttention(1024, 16, device="meta") for _ in range(24))
+    apply_hyperet(opted_out, structure=structure, freeze_base=False, **kwargs)
+    frozen = 24 * (3 * 1024 * 1024 + 3 * 1024)
+    assert count_parameters(opted_out).trainable == base.total - frozen + expected
 
 
 def test_nothing_matched_raises() -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
     with pytest.raises(ValueError, match=r"^model: no attention projection matched"):
         apply_hyperet(model, structure="diagonal")
+
+
+def test_within_restricts_the_rule_and_still_freezes_everything() -> None:
+    # a "vision tower" and a "language model" that both have q_proj / v_proj
+    model = nn.ModuleDict({"tower": SeparateProjections(), "lm": SeparateProjections()})
+    params = apply_hyperet(model, structure="diagonal", within="tower")
+    assert adapted_module_names(model) == ["tower.q_proj", "tower.v_proj"]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) == len(params) == 2 and all(n.startswith("tower.") for n in trainable)
+    with pytest.raises(ValueError, match=r"^within: no submodule named 'vision'"):
+        apply_hyperet(
+            nn.ModuleDict({"lm": SeparateProjections()}), structure="diagonal", within="vision"
+        )
 
 
 def test_explicit_module_names() -> None:

@@ -2,8 +2,8 @@
 
 Bounds: float64 (exact mode) 4 ulp; float32 (both modes) 8 float32 ulp - the published contract
 of hyperet/oracle/contract.py. Möbius addition, gyration and transport get the conditioning
-allowance ``max(1, lambda_x lambda_y / 4)`` (the rounding of their inputs' sum is amplified by
-it whatever the algorithm).
+allowance ``max(1, lambda_x lambda_y / 4)`` in float32 (the rounding of their inputs' sum is
+amplified by it whatever the algorithm); float64 exact mode, like the reference, needs none.
 """
 
 from __future__ import annotations
@@ -130,6 +130,8 @@ def test_op_within_ulp_bound_of_mpmath_on_families(
             got = fn(*targs, c=c, policy=policy)
             assert got.dtype == dtype
             err = truth.ulp_error(got.double().numpy(), exact(), eps, tiny)
+            if dtype == torch.float64:  # double-double kernels: no conditioning allowance
+                allowance = 1.0
             if not err <= bound * allowance:
                 failures.append((c, [np.asarray(a).tolist() for a in args], err))
     assert not failures, failures[:3]

@@ -145,8 +145,8 @@ def test_train_mode_huge_tangent_vectors_have_finite_gradients() -> None:
 
 @pytest.mark.parametrize("name", sorted(set(OPS) - {"project", "expmap0"}))
 def test_train_mode_gradients_finite_for_pairs_at_the_input_conorm_floor(name: str) -> None:
-    # both points on or beyond the boundary (projected onto w = 2.27e-13 in float32), equal,
-    # antipodal and orthogonal: backward forms powers of 1/w up to w^-3 (docs/policy.md)
+    # both points on or beyond the boundary (projected onto w = 2**-52 in float32), equal,
+    # antipodal and orthogonal: backward forms powers of 1/w up to w^-4 (docs/policy.md)
     u = _points(2, 4, 1.0, seed=14).float()
     x = torch.stack([u[0], u[0] * 1.5, u[0], u[0], u[0] * 1.0000001])
     y = torch.stack([u[0], -u[0] * 2.0, -u[0], u[1], -u[0]])

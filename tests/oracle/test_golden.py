@@ -142,7 +142,9 @@ def test_hra_at_identity_returns_u(golden: Path) -> None:
 
 def test_contract_doctests_and_table() -> None:
     assert doctest.testmod(contract).failed == 0
-    for dtype in ("float64", "float32"):
+    for dtype in ("float64", "float32", "float16", "bfloat16"):
         assert set(contract.CONTRACT[dtype]) == set(contract.OPS)
-    assert contract.bound("dist", "bfloat16") is None
-    assert math.isinf(contract.exact_threshold_ulp("dist", "float16"))
+    assert contract.exact_threshold_ulp("dist", "float16") == 1.0
+    assert math.isinf(contract.exact_threshold_ulp("dist", "float8"))
+    # the float32 bound's basis is what docs/oracle.md states: measured in policy "exact"
+    assert "policy='exact'" in contract.CONTRACT["float32"]["dist"].basis

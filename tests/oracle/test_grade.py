@@ -90,14 +90,60 @@ def test_float32_results_are_graded_in_float32_ulps(golden: Path, tmp_path: Path
         assert g.normwise_max_ulp <= 0.5, g.op
 
 
-def test_half_formats_are_graded_without_a_contract(golden: Path, tmp_path: Path) -> None:
+def _rounded(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(values).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_formats_have_a_bound_a_half_kernel_can_fail(
+    golden: Path, tmp_path: Path, dtype: torch.dtype
+) -> None:
+    """Correctly rounded half results pass (<= 0.5 ulp); a result 3 half ulps off fails."""
     expected = read_golden_file(golden / "float32" / "dist.safetensors").expected
-    path = tmp_path / "bf16.safetensors"
-    save_file({"dist": torch.from_numpy(expected).to(torch.bfloat16)}, str(path))
+    good = _rounded(expected, dtype)
+    path = _save(tmp_path / "good.safetensors", dist=good)
     report = grade_results(golden, path)
     grade = report.grades[0]
-    assert grade.dtype == "bfloat16" and grade.threshold_ulp is None and grade.passed
-    assert grade.normwise_max_ulp <= 0.5
+    assert grade.threshold_ulp is not None and 1.0 <= grade.threshold_ulp < 1.001
+    assert "measured" in report.to_json()["bounds"]["dist"]["basis"]
+    assert grade.passed and grade.normwise_max_ulp <= 0.5
+    worse = good.clone()
+    for _ in range(3):  # three half ulps away from zero
+        worse = torch.nextafter(worse, torch.full_like(worse, float("inf")) * worse.sign())
+    path = _save(tmp_path / "bad.safetensors", dist=worse)
+    grade = grade_results(golden, path).grades[0]
+    assert not grade.passed and grade.out_of_tolerance >= int((expected != 0).sum()) > 0
+
+
+def test_float16_cases_beyond_its_range_are_not_judged(tmp_path: Path) -> None:
+    """conformal_factor near the boundary exceeds 65504: counted out of range, not failed."""
+    export_golden(tmp_path / "g", ops=("conformal_factor",), tiers=("float32",))
+    expected = read_golden_file(tmp_path / "g/float32/conformal_factor.safetensors").expected
+    beyond = int((expected > 65504).sum())
+    assert beyond > 0
+    half = _rounded(expected, torch.float16)  # inf where beyond the range
+    path = _save(tmp_path / "cf.safetensors", conformal_factor=half)
+    grade = grade_results(tmp_path / "g", path).grades[0]
+    assert grade.out_of_range == beyond and grade.nonfinite == 0 and grade.passed
+
+
+def test_op_family_and_bound_filters(golden: Path, ours: dict[str, Result]) -> None:
+    results = dict(ours)
+    results["dist"] = Result(_ulps(ours["dist"].values, 12), "float64")
+    only = grade_results(golden, results, ops=["expmap0"])
+    assert [g.op for g in only.grades] == ["expmap0"] and only.passed
+    # a custom bound above the perturbation passes it; the contract's (4) does not
+    assert grade_results(golden, results, ops=["dist"], bound_ulp=13).passed
+    assert not grade_results(golden, results, ops=["dist"], bound_ulp=4).passed
+    family = read_golden_file(golden / "float64" / "dist.safetensors")
+    grade = grade_results(golden, results, ops=["dist"], families=["A"]).grades[0]
+    a_id = next(i for i, text in family.legend.items() if text.startswith("A:"))
+    assert grade.cases == int((family.family == a_id).sum()) > 0
+    assert set(grade.families) == {"A"}
+    with pytest.raises(OracleInputError, match="no such input family"):
+        grade_results(golden, results, families=["Q"])
+    with pytest.raises(OracleInputError, match="hold no tensor"):
+        grade_results(golden, {"dist": results["dist"]}, ops=["expmap0"])
 
 
 def _save(path: Path, **tensors: torch.Tensor) -> Path:

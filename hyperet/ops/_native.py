@@ -1,0 +1,215 @@
+"""The CPU backend ``"native"``: the train-policy structured Möbius matvec as one C pass per
+direction (``_native_matvec.c``), built on first use with the system C compiler.
+
+Same formulas as :mod:`hyperet.ops._fused` (the eager path), fused per row so that the forward
+reads ``x`` once and writes ``y`` once and the backward reads ``g`` and ``x`` once (it
+recomputes :math:`Mx` per row) and writes ``grad_x`` once (docs/performance.md counts "passes
+of memory traffic"). Scalars per vector are float64, products float32, as in the eager path.
+
+The shared library is compiled with ``$CC`` (default ``cc``) ``-O3 -march=native -fopenmp``
+into ``$HYPERET_CACHE_DIR`` (default ``~/.cache/hyperet``), named by a hash of the source and
+the flags, and written atomically (a temporary file, then a rename), so concurrent processes
+can build it at the same time. Building takes about a second; :func:`status` says why the
+backend is unavailable when it is (no compiler, a failed build).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("_native_matvec.c")
+#: kind name -> the C code of that structure
+KIND_CODES: dict[str, int] = {"diagonal": 1, "block": 2, "banded": 3}
+_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=gnu99")
+
+_i64, _f32p, _f64p, _dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_double
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("HYPERET_CACHE_DIR") or Path.home() / ".cache" / "hyperet"
+    return Path(root) / "native"
+
+
+def _build(compiler: str, openmp: bool) -> Path:
+    source = SOURCE.read_bytes()
+    flags = (*_FLAGS, "-fopenmp") if openmp else _FLAGS
+    tag = hashlib.sha256(source + " ".join((compiler, *flags)).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"matvec-{tag}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run(
+            [compiler, *flags, str(SOURCE), "-o", tmp, "-lm"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        os.replace(tmp, target)  # atomic: a concurrent build writes the same bytes
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def _library() -> tuple[ctypes.CDLL | None, str]:
+    """The loaded library, or ``None`` and the reason it is unavailable."""
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        return None, f"no C compiler ({compiler!r} not found; set CC)"
+    errors = []
+    for openmp in (True, False):
+        try:
+            lib = ctypes.CDLL(str(_build(compiler, openmp)))
+        except (subprocess.CalledProcessError, OSError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            errors.append(detail.strip().splitlines()[-1] if detail.strip() else repr(exc))
+            continue
+        lib.hyperet_matvec_forward.restype = None
+        lib.hyperet_matvec_forward.argtypes = [
+            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f64p, _f64p,
+            _dbl, _dbl, _dbl, ctypes.c_int,
+        ]  # fmt: skip
+        lib.hyperet_matvec_backward.restype = None
+        lib.hyperet_matvec_backward.argtypes = [
+            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f64p, _f64p,
+            _f32p, _f32p, _dbl, _dbl, _dbl, ctypes.c_int,
+        ]  # fmt: skip
+        lib.hyperet_linear_forward.restype = None
+        lib.hyperet_linear_forward.argtypes = [
+            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, ctypes.c_int,
+        ]  # fmt: skip
+        lib.hyperet_linear_backward.restype = None
+        lib.hyperet_linear_transposed_forward.restype = None
+        lib.hyperet_linear_transposed_forward.argtypes = lib.hyperet_linear_forward.argtypes
+        lib.hyperet_linear_backward.argtypes = [
+            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f32p, _f32p, ctypes.c_int,
+            ctypes.c_int,
+        ]  # fmt: skip
+        return lib, "built"
+    return None, f"build failed: {'; '.join(errors)}"
+
+
+def status() -> str:
+    """``"built"`` when the native backend is usable, else why not (builds on first call)."""
+    return _library()[1]
+
+
+def available() -> bool:
+    """Whether the native backend can run here (builds the library on first call)."""
+    return _library()[0] is not None
+
+
+def serves(kind: str, x: Tensor, param: Tensor) -> bool:
+    """Whether this call fits the kernel: a structured kind with unbatched parameters, float32
+    CPU tensors."""
+    return (
+        kind in KIND_CODES
+        and param.dim() == (1 if kind == "diagonal" else 3 if kind == "block" else 2)
+        and x.dim() >= 1
+        and x.shape[-1] == (param.shape[-1] if kind != "block" else param.shape[0] * param.shape[1])
+        and x.device.type == "cpu"
+        and param.device.type == "cpu"
+        and x.dtype == torch.float32
+        and param.dtype == torch.float32
+    )
+
+
+def _width(kind: str, param: Tensor) -> int:
+    return int(param.shape[1] if kind == "block" else (param.shape[0] if kind == "banded" else 1))
+
+
+class NativeMatvec(torch.autograd.Function):
+    """:math:`M \\otimes x` (train policy) for ``x`` ``(N, d)`` float32 on the CPU."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, kind: str, param: Tensor, x: Tensor, c: float, w_min: float, t_max: float
+    ) -> Tensor:
+        lib = _library()[0]
+        assert lib is not None
+        param, x = param.detach().contiguous(), x.detach().contiguous()
+        rows, d = x.shape
+        y = torch.empty_like(x)
+        n = torch.empty(rows, dtype=torch.float64)
+        m = torch.empty(rows, dtype=torch.float64)
+        lib.hyperet_matvec_forward(
+            KIND_CODES[kind], rows, d, param.data_ptr(), _width(kind, param), x.data_ptr(),
+            y.data_ptr(), n.data_ptr(), m.data_ptr(), c, w_min, t_max, torch.get_num_threads(),
+        )  # fmt: skip
+        ctx.kind, ctx.c, ctx.w_min, ctx.t_max = kind, c, w_min, t_max
+        ctx.save_for_backward(param, x, n, m)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        lib = _library()[0]
+        assert lib is not None
+        param, x, n, m = ctx.saved_tensors
+        g = g.contiguous()
+        rows, d = x.shape
+        grad_x = torch.empty_like(x)
+        grad_p = torch.zeros_like(param)
+        lib.hyperet_matvec_backward(
+            KIND_CODES[ctx.kind], rows, d, param.data_ptr(), _width(ctx.kind, param),
+            g.data_ptr(), x.data_ptr(), n.data_ptr(), m.data_ptr(),
+            grad_x.data_ptr(), grad_p.data_ptr(), ctx.c, ctx.w_min, ctx.t_max,
+            torch.get_num_threads(),
+        )  # fmt: skip
+        need_p, need_x = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        return None, grad_p if need_p else None, grad_x if need_x else None, None, None, None
+
+
+class NativeLinear(torch.autograd.Function):
+    """The plain structured product :math:`Mx` (or :math:`M^T x` with ``transposed``; diagonal
+    and banded) along the last axis of ``x`` ``(..., d)`` (float32 CPU): one pass forward, one
+    pass backward (``grad_x`` only when needed)."""
+
+    @staticmethod
+    def forward(ctx: Any, kind: str, param: Tensor, x: Tensor, transposed: bool = False) -> Tensor:
+        lib = _library()[0]
+        assert lib is not None
+        param, x = param.detach().contiguous(), x.detach().contiguous()
+        d = x.shape[-1]
+        rows = x.numel() // d if d else 0
+        y = torch.empty_like(x)
+        assert not (transposed and kind == "block")  # blocks: transpose the blocks instead
+        launch = lib.hyperet_linear_transposed_forward if transposed else lib.hyperet_linear_forward
+        launch(
+            KIND_CODES[kind], rows, d, param.data_ptr(), _width(kind, param), x.data_ptr(),
+            y.data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+        ctx.kind, ctx.transposed = kind, transposed
+        ctx.save_for_backward(param, x)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        lib = _library()[0]
+        assert lib is not None
+        param, x = ctx.saved_tensors
+        g = g.contiguous()
+        d = x.shape[-1]
+        rows = x.numel() // d if d else 0
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[2] else None
+        grad_p = torch.zeros_like(param)
+        lib.hyperet_linear_backward(
+            KIND_CODES[ctx.kind], rows, d, param.data_ptr(), _width(ctx.kind, param),
+            g.data_ptr(), x.data_ptr(), None if grad_x is None else grad_x.data_ptr(),
+            grad_p.data_ptr(), int(ctx.transposed), torch.get_num_threads(),
+        )  # fmt: skip
+        return None, grad_p if ctx.needs_input_grad[1] else None, grad_x, None

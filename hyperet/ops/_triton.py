@@ -1,0 +1,198 @@
+"""The ``"triton"`` backend: autograd functions over the kernels of
+:mod:`hyperet.ops._triton_kernels` (optional extra ``hyperet[gpu]``).
+
+Covered (train policy, float32 results, fixed float curvature): the dense (square) and the three
+structured Möbius matvecs (forward and backward; the dense product itself is a cuBLAS matrix
+product), ``expmap0`` and ``logmap0`` (forward and backward). Everything else - and widths
+beyond :data:`MAX_D` - runs on eager torch. On CPU tensors the kernels run only under Triton's
+interpreter (``TRITON_INTERPRET=1``), which is how the tests check them without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hyperet.ops.policy import input_conorm_floor, output_ceiling
+
+#: Widest row a kernel holds in registers (structured kinds tile (2k+1 or b, d)).
+MAX_D = {"structured": 4096, "row": 16384}
+KIND_CODES: dict[str, int] = {"dense": 0, "diagonal": 1, "block": 2, "banded": 3}
+ROW_OPS = ("expmap0", "logmap0")
+
+
+@functools.cache
+def _kernels() -> tuple[Any, str]:
+    try:
+        from hyperet.ops import _triton_kernels
+    except ImportError as exc:  # triton missing or broken
+        return None, f"triton is not importable ({exc}); install hyperet[gpu]"
+    return _triton_kernels, "loaded"
+
+
+def available() -> bool:
+    """Whether triton imports here (it runs on CUDA tensors, or on CPU under the interpreter)."""
+    return _kernels()[0] is not None
+
+
+def status() -> str:
+    """``"loaded"`` or why the backend is unavailable."""
+    return _kernels()[1]
+
+
+def serves(op: str, *tensors: Tensor) -> bool:
+    """Whether a kernel covers ``op`` (``"matvec:<kind>"`` with ``(x, param)``, or a row op with
+    ``(x,)``) on these tensors: float32, one device, a width the kernels hold."""
+    x = tensors[0]
+    if x.dtype != torch.float32 or any(t.device != x.device for t in tensors):
+        return False
+    if op in ROW_OPS:
+        return 0 < x.shape[-1] <= MAX_D["row"]
+    family, _, kind = op.partition(":")
+    if family != "matvec" or kind not in KIND_CODES or len(tensors) != 2:
+        return False
+    param = tensors[1]
+    if param.dtype != torch.float32 or x.dim() != 2:
+        return False
+    d = x.shape[-1]
+    if kind == "dense":
+        return param.shape == (d, d) and 0 < d <= MAX_D["row"]  # square: one row width
+    shape_ok = {
+        "diagonal": param.dim() == 1 and param.shape[0] == d,
+        "block": param.dim() == 3 and param.shape[0] * param.shape[1] == d,
+        "banded": param.dim() == 2 and param.shape[1] == d,
+    }[kind]
+    return shape_ok and 0 < d <= MAX_D["structured"]
+
+
+def _width(kind: str, param: Tensor) -> int:
+    return {"dense": 1, "diagonal": 1, "block": int(param.shape[-1])}.get(kind, int(param.shape[0]))
+
+
+def _launch_options(tile: int) -> dict[str, int]:
+    return {"num_warps": 4 if tile <= 2048 else (8 if tile <= 8192 else 16)}
+
+
+def _programs(rows: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(rows, 4 * sms))
+    return max(1, min(rows, 4))
+
+
+class TritonMatvec(torch.autograd.Function):
+    """Train-policy :math:`M \\otimes x` for ``x`` ``(N, d)`` float32 (module docstring)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, kind: str, param: Tensor, x: Tensor, c: float, w_min: float, t_max: float
+    ) -> Tensor:
+        kern = _kernels()[0]
+        param, x = param.detach().contiguous(), x.detach().contiguous()
+        rows, d = x.shape
+        y = x @ param.mT if kind == "dense" else torch.empty_like(x)  # dense: scaled in place
+        n = torch.empty(rows, dtype=torch.float64, device=x.device)
+        m = torch.empty(rows, dtype=torch.float64, device=x.device)
+        width = _width(kind, param)
+        wp2 = 1 if kind in ("dense", "diagonal") else kern.triton.next_power_of_2(width)
+        block = kern.block_d(d)
+        if rows:
+            kern.matvec_forward_kernel[(rows,)](
+                x, param, y, n, m, d, c, w_min, t_max,
+                KIND=KIND_CODES[kind], WIDTH=width, WP2=wp2, BLOCK_D=block,
+                **_launch_options(block * wp2),
+            )  # fmt: skip
+        ctx.kind, ctx.c, ctx.w_min, ctx.t_max = kind, c, w_min, t_max
+        ctx.save_for_backward(param, x, y, n, m)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        kern = _kernels()[0]
+        param, x, y, n, m = ctx.saved_tensors
+        kind = ctx.kind
+        g = g.contiguous()
+        rows, d = y.shape
+        width = _width(kind, param)
+        wp2 = 1 if kind in ("dense", "diagonal") else kern.triton.next_power_of_2(width)
+        block = kern.block_d(d)
+        programs = _programs(rows, x.device)
+        if kind == "dense":
+            gm, beta = torch.empty_like(y), torch.empty(rows, dtype=x.dtype, device=x.device)
+            grad_x, partial = x, x  # not written by the dense kernel
+        else:
+            gm = beta = x  # not written
+            grad_x = torch.empty_like(x)
+            partial = torch.zeros(programs, param.numel(), dtype=x.dtype, device=x.device)
+        if rows:
+            kern.matvec_backward_kernel[(programs,)](
+                g, y, x, param, n, m, grad_x, gm, beta, partial, rows, d,
+                ctx.c, ctx.w_min, ctx.t_max,
+                KIND=KIND_CODES[kind], WIDTH=width, WP2=wp2, BLOCK_D=block,
+                **_launch_options(block * wp2),
+            )  # fmt: skip
+        if kind == "dense":
+            grad_p = gm.mT @ x
+            grad_x = torch.addcmul(gm @ param, x, beta[:, None])
+        else:
+            grad_p = partial.sum(0).view(param.shape)
+        need_p, need_x = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        return None, grad_p if need_p else None, grad_x if need_x else None, None, None, None
+
+
+def _flat(v: Tensor) -> Tensor:
+    return v.detach().reshape(-1, v.shape[-1]).contiguous()
+
+
+def _per_row(kernel_name: str, inputs: list[Tensor], *scalars: float) -> Tensor:
+    """Launch a one-program-per-row kernel ``(*inputs, out, d, *scalars)``; ``out`` is like the
+    last input, all ``(N, d)`` contiguous."""
+    kern = _kernels()[0]
+    out = torch.empty_like(inputs[-1])
+    rows, d = out.shape
+    block = kern.block_d(d)
+    if rows:
+        getattr(kern, kernel_name)[(rows,)](
+            *inputs, out, d, *scalars, BLOCK_D=block, **_launch_options(block)
+        )
+    return out
+
+
+class TritonExpmap0(torch.autograd.Function):
+    """Train-policy :math:`\\exp_0` along the last axis (float32)."""
+
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, c: float) -> Tensor:
+        flat = _flat(u)
+        s_max = math.atanh(output_ceiling(u.dtype))
+        ctx.c, ctx.s_max = c, s_max
+        ctx.save_for_backward(flat)
+        return _per_row("expmap0_forward_kernel", [flat], math.sqrt(c), s_max).view(u.shape)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        (flat,) = ctx.saved_tensors
+        gu = _per_row("expmap0_backward_kernel", [_flat(g), flat], ctx.c, ctx.s_max)
+        return gu.view(g.shape), None
+
+
+class TritonLogmap0(torch.autograd.Function):
+    """Train-policy :math:`\\log_0` along the last axis (float32)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, c: float) -> Tensor:
+        flat = _flat(x)
+        w_min = input_conorm_floor(x.dtype)
+        ctx.c, ctx.w_min = c, w_min
+        ctx.save_for_backward(flat)
+        return _per_row("logmap0_forward_kernel", [flat], c, w_min).view(x.shape)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        (flat,) = ctx.saved_tensors
+        gx = _per_row("logmap0_backward_kernel", [_flat(g), flat], ctx.c, ctx.w_min)
+        return gx.view(g.shape), None

@@ -1,0 +1,290 @@
+"""Triton kernels of the ``"triton"`` backend (imported only by :mod:`hyperet.ops._triton`).
+
+One program per row (a row of ``d`` floats fits in registers for ``d`` up to a few thousand):
+each kernel loads the row once, forms its float64 per-row scalars (the formulas of
+:mod:`hyperet.ops._fused` and :mod:`hyperet.ops.ball`'s train mode) and writes the result once.
+The structured products are index maps on 2-D tiles ``(WP2, BLOCK_D)``:
+
+- diagonal (``KIND = 1``): ``(Mx)_i = p_i x_i``;
+- block (``KIND = 2``, ``WIDTH = b``): ``(Mx)_i = sum_s p[i b + s] x[(i // b) b + s]``;
+- banded (``KIND = 3``, ``WIDTH = 2k + 1``): ``(Mx)_i = sum_j p[j d + i] x[i + j - k]``;
+- dense (``KIND = 0``): ``Mx`` comes from a matrix product (cuBLAS) and the kernel fuses the
+  rest.
+
+The parameter gradient of a structured product is accumulated per program over its rows and
+summed over programs afterwards (deterministic, no atomics). Scalar maths uses only ``exp``,
+``log`` and ``sqrt`` (float64), with the Taylor series of the eager path below ``2**-9``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+SERIES_BELOW = 1.0 / 512.0
+
+
+@triton.jit
+def _artanh_ratio(z, w):
+    """artanh(z)/z given w = 1 - z^2 (series; atanh; log1p(z) - log(w)/2)."""
+    small = z < SERIES_BELOW
+    large = z >= 0.5
+    zs = tl.where(small, 0.25, z)  # every branch sees a safe argument (no 0/0 or x/0)
+    z2 = z * z
+    series = 1.0 + z2 / 3.0 + z2 * z2 / 5.0
+    mid = 0.5 * tl.log((1.0 + zs) / tl.where(large, 0.5, 1.0 - zs)) / zs
+    big = (tl.log(1.0 + zs) - 0.5 * tl.log(tl.where(large, w, 1.0))) / zs
+    return tl.where(small, series, tl.where(large, big, mid))
+
+
+@triton.jit
+def _tanh(t):
+    """tanh(t) for t >= 0 (exp(-2t) never overflows)."""
+    e = tl.exp(-2.0 * t)
+    return (1.0 - e) / (1.0 + e)
+
+
+@triton.jit
+def _tanh_ratio(t):
+    """tanh(t)/t for t >= 0."""
+    small = t < SERIES_BELOW
+    ts = tl.where(small, 1.0, t)
+    t2 = t * t
+    return tl.where(small, 1.0 - t2 / 3.0 + t2 * t2 * (2.0 / 15.0), _tanh(ts) / ts)
+
+
+@triton.jit
+def _chi(t):
+    """(2t / sinh 2t - 1) / t^2."""
+    small = t < SERIES_BELOW
+    ts = tl.where(small, 1.0, t)
+    e = tl.exp(-2.0 * ts)
+    two_t_over_sinh = 4.0 * ts * e / (1.0 - e * e)  # 2t / sinh(2t) = 4t e^{-2t} / (1 - e^{-4t})
+    return tl.where(small, -2.0 / 3.0 + 14.0 / 45.0 * t * t, (two_t_over_sinh - 1.0) / (ts * ts))
+
+
+@triton.jit
+def _psi(z, w, r):
+    """(1 / (w R) - 1) / z^2."""
+    small = z < SERIES_BELOW
+    zs = tl.where(small, 1.0, z)
+    return tl.where(small, 2.0 / 3.0 + 26.0 / 45.0 * z * z, (1.0 / (w * r) - 1.0) / (zs * zs))
+
+
+@triton.jit
+def _matvec_scalars(n, m, c, w_min, t_max):
+    """Per-row scalars of the train-policy Möbius matvec from n = |x| and m = |Mx|."""
+    sqrt_c = tl.sqrt(c)
+    w = 1.0 - c * n * n
+    below = w < w_min
+    n_safe = tl.where(below, n, 1.0)
+    scale = tl.where(below, tl.sqrt(1.0 - w_min) / (sqrt_c * n_safe), 1.0)
+    w = tl.maximum(w, w_min)
+    z = sqrt_c * n * scale
+    r = _artanh_ratio(z, w) * scale
+    t = sqrt_c * m * r
+    sat = t >= t_max
+    m_safe = tl.where(sat, m, 1.0)
+    k = tl.where(sat, _tanh(t_max) / (sqrt_c * m_safe), _tanh_ratio(t) * r)
+    return k, t, sat, below, n_safe, z, w, r, m_safe
+
+
+@triton.jit
+def _x_index(i, j, d, KIND: tl.constexpr, WIDTH: tl.constexpr):
+    """Index of x read by term j of (Mx)_i, and whether the term exists."""
+    if KIND == 2:
+        idx = (i // WIDTH) * WIDTH + j
+        ok = (j < WIDTH) & (i < d)
+    elif KIND == 3:
+        idx = i + j - (WIDTH - 1) // 2
+        ok = (j < WIDTH) & (i < d) & (idx >= 0) & (idx < d)
+    else:
+        idx = i + 0 * j
+        ok = (j < 1) & (i < d)
+    return idx, ok
+
+
+@triton.jit
+def _p_index(i, j, d, KIND: tl.constexpr, WIDTH: tl.constexpr):
+    """Index of the parameter of term j of (Mx)_i."""
+    if KIND == 2:
+        return i * WIDTH + j
+    elif KIND == 3:
+        return j * d + i
+    else:
+        return i + 0 * j
+
+
+@triton.jit
+def _t_index(l, j, d, KIND: tl.constexpr, WIDTH: tl.constexpr):
+    """Term j of (M^T v)_l: (row i of M it comes from, parameter index, exists)."""
+    if KIND == 2:
+        i = (l // WIDTH) * WIDTH + j
+        ok = (j < WIDTH) & (l < d)
+        return i, i * WIDTH + l % WIDTH, ok
+    elif KIND == 3:
+        i = l - j + (WIDTH - 1) // 2
+        ok = (j < WIDTH) & (l < d) & (i >= 0) & (i < d)
+        return i, j * d + i, ok
+    else:
+        i = l + 0 * j
+        return i, i, (j < 1) & (l < d)
+
+
+@triton.jit
+def matvec_forward_kernel(
+    x_ptr, p_ptr, y_ptr, n_ptr, m_ptr, d, c, w_min, t_max,
+    KIND: tl.constexpr, WIDTH: tl.constexpr, WP2: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """y = k Mx for one row; stores n = |x| and m = |Mx| (float64). Dense: y holds Mx."""
+    row = tl.program_id(0).to(tl.int64)
+    i = tl.arange(0, BLOCK_D)
+    inside = i < d
+    x = tl.load(x_ptr + row * d + i, mask=inside, other=0.0)
+    n = tl.sqrt(tl.sum(x.to(tl.float64) * x.to(tl.float64), axis=0))
+    if KIND == 0:
+        mx = tl.load(y_ptr + row * d + i, mask=inside, other=0.0)
+    else:
+        j = tl.arange(0, WP2)[:, None]
+        xi, ok = _x_index(i[None, :], j, d, KIND, WIDTH)
+        xs = tl.load(x_ptr + row * d + xi, mask=ok, other=0.0)
+        ps = tl.load(p_ptr + _p_index(i[None, :], j, d, KIND, WIDTH), mask=ok, other=0.0)
+        mx = tl.sum(ps * xs, axis=0)
+    m = tl.sqrt(tl.sum(mx.to(tl.float64) * mx.to(tl.float64), axis=0))
+    k = _matvec_scalars(n, m, c, w_min, t_max)[0]
+    tl.store(y_ptr + row * d + i, mx * k.to(tl.float32), mask=inside)
+    tl.store(n_ptr + row, n)
+    tl.store(m_ptr + row, m)
+
+
+@triton.jit
+def matvec_backward_kernel(
+    g_ptr, y_ptr, x_ptr, p_ptr, n_ptr, m_ptr, gx_ptr, gm_ptr, beta_ptr, gp_ptr,
+    rows, d, c, w_min, t_max,
+    KIND: tl.constexpr, WIDTH: tl.constexpr, WP2: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """Rows pid, pid + P, ...: grad_x = M^T gm + beta x with gm = k g + alpha y, and the
+    program's share of the parameter gradient (structured) into gp[pid]. Dense: stores gm and
+    beta; the matrix products are done outside."""
+    pid = tl.program_id(0).to(tl.int64)  # the row loop then runs in int64 (no overflow)
+    programs = tl.num_programs(0)
+    i = tl.arange(0, BLOCK_D)
+    inside = i < d
+    j = tl.arange(0, WP2)[:, None]
+    xi, ok = _x_index(i[None, :], j, d, KIND, WIDTH)
+    ti, tp, tok = _t_index(i[None, :], j, d, KIND, WIDTH)
+    if KIND != 0:
+        pt = tl.load(p_ptr + tp, mask=tok, other=0.0)  # M^T's terms, reused for every row
+    acc = tl.zeros((WP2, BLOCK_D), dtype=tl.float32)
+    for row in range(pid, rows, programs):
+        base = row * d
+        g = tl.load(g_ptr + base + i, mask=inside, other=0.0)
+        y = tl.load(y_ptr + base + i, mask=inside, other=0.0)
+        n = tl.load(n_ptr + row)
+        m = tl.load(m_ptr + row)
+        k, t, sat, below, n_safe, z, w, r, m_safe = _matvec_scalars(n, m, c, w_min, t_max)
+        a = tl.sum(g.to(tl.float64) * y.to(tl.float64), axis=0) / k  # <g, Mx>
+        chi = _chi(t)
+        rho = tl.where(sat, 0.0, 1.0 + chi * t * t)
+        alpha = a * tl.where(sat, -1.0 / (m_safe * m_safe), chi * c * r * r)  # on y = k Mx
+        beta = k * a * tl.where(below, -rho / (n_safe * n_safe), rho * c * _psi(z, w, r))
+        k32, alpha32, beta32 = k.to(tl.float32), alpha.to(tl.float32), beta.to(tl.float32)
+        gm = g * k32 + y * alpha32
+        if KIND == 0:
+            tl.store(gm_ptr + base + i, gm, mask=inside)
+            tl.store(beta_ptr + row, beta32)
+        else:
+            x = tl.load(x_ptr + base + i, mask=inside, other=0.0)
+            # gm at the rows of M^T's terms, from g and y at those positions
+            gs = tl.load(g_ptr + base + ti, mask=tok, other=0.0)
+            ys = tl.load(y_ptr + base + ti, mask=tok, other=0.0)
+            gx = tl.sum(pt * (gs * k32 + ys * alpha32), axis=0) + beta32 * x
+            tl.store(gx_ptr + base + i, gx, mask=inside)
+            xs = tl.load(x_ptr + base + xi, mask=ok, other=0.0)
+            acc += gm[None, :] * xs
+    if KIND != 0:
+        p_count = d * WIDTH if KIND != 1 else d
+        pi = _p_index(i[None, :], j, d, KIND, WIDTH)
+        tl.store(gp_ptr + pid * p_count + pi, acc, mask=ok)
+
+
+@triton.jit
+def _load_row(ptr, d, BLOCK_D: tl.constexpr):
+    """Row ``program_id`` of an ``(N, d)`` float32 array (zeros past ``d``), and its offsets."""
+    row = tl.program_id(0).to(tl.int64)
+    i = tl.arange(0, BLOCK_D)
+    return tl.load(ptr + row * d + i, mask=i < d, other=0.0), row * d + i, i < d
+
+
+@triton.jit
+def expmap0_forward_kernel(u_ptr, y_ptr, d, sqrt_c, s_max, BLOCK_D: tl.constexpr):
+    """y = k u, k = T(min(s, s_max)) s_max / max(s, s_max), s = sqrt(c)|u| (train policy)."""
+    u, at, inside = _load_row(u_ptr, d, BLOCK_D)
+    s = sqrt_c * tl.sqrt(tl.sum(u.to(tl.float64) * u.to(tl.float64), axis=0))
+    k = _tanh_ratio(tl.minimum(s, s_max)) * (s_max / tl.maximum(s, s_max))
+    tl.store(y_ptr + at, u * k.to(tl.float32), mask=inside)
+
+
+@triton.jit
+def expmap0_backward_kernel(g_ptr, u_ptr, gu_ptr, d, c, s_max, BLOCK_D: tl.constexpr):
+    """grad_u = k g + (dk/ds) sqrt(c) <u, g> / |u| u; k = s_max-saturated T(s) as forward."""
+    g, at, inside = _load_row(g_ptr, d, BLOCK_D)
+    u = _load_row(u_ptr, d, BLOCK_D)[0]
+    u64 = u.to(tl.float64)
+    n2 = tl.sum(u64 * u64, axis=0)
+    ug = tl.sum(u64 * g.to(tl.float64), axis=0)
+    s = tl.sqrt(c * n2)
+    sat = s >= s_max
+    small = s < SERIES_BELOW
+    ss = tl.where(small | sat, 1.0, s)
+    th = _tanh(ss)
+    # k = T(s) below s_max; (1/s)(d T/ds)/s = (sech^2 s - T(s)) / s^2 (series -2/3 + 8 s^2/15)
+    dk = tl.where(small, -2.0 / 3.0 + 8.0 / 15.0 * s * s, ((1.0 - th * th) - th / ss) / (ss * ss))
+    s_safe = tl.where(sat, s, 1.0)
+    k = tl.where(sat, _tanh(s_max) / s_safe, _tanh_ratio(s))
+    # saturated: y = tanh(s_max)/sqrt(c) u/|u|: coefficient of x is -k/|u|^2
+    coef = tl.where(sat, -k * c / (s_safe * s_safe), c * dk) * ug
+    gu = g * k.to(tl.float32) + u * coef.to(tl.float32)
+    tl.store(gu_ptr + at, gu, mask=inside)
+
+
+@triton.jit
+def _logmap0_scalars(n2, c, w_min):
+    """Train-policy logmap0 = R(z) scale x: (coefficient, projected?, z, w, r)."""
+    w = 1.0 - c * n2
+    below = w < w_min
+    ratio = (1.0 - w_min) / tl.where(below, 1.0 - w, 1.0)
+    scale = tl.where(below, tl.sqrt(ratio), 1.0)
+    z = tl.sqrt(c * n2) * scale
+    w = tl.maximum(w, w_min)
+    r = _artanh_ratio(z, w)
+    return r * scale, below, z, w, r
+
+
+@triton.jit
+def logmap0_forward_kernel(x_ptr, v_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+    """v = R(z) x, z = sqrt(c)|x| (points below the co-norm floor projected onto it)."""
+    x, at, inside = _load_row(x_ptr, d, BLOCK_D)
+    n2 = tl.sum(x.to(tl.float64) * x.to(tl.float64), axis=0)
+    coef = _logmap0_scalars(n2, c, w_min)[0]
+    tl.store(v_ptr + at, x * coef.to(tl.float32), mask=inside)
+
+
+@triton.jit
+def logmap0_backward_kernel(g_ptr, x_ptr, gx_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+    """grad_x = R g + c R psi(z) <x, g> x; projected rows: R_eff scale (g - <x,g> x/|x|^2)."""
+    g, at, inside = _load_row(g_ptr, d, BLOCK_D)
+    x = _load_row(x_ptr, d, BLOCK_D)[0]
+    x64 = x.to(tl.float64)
+    n2 = tl.sum(x64 * x64, axis=0)
+    xg = tl.sum(x64 * g.to(tl.float64), axis=0)
+    coef, below, z, w, r = _logmap0_scalars(n2, c, w_min)
+    n2_safe = tl.where(below, n2, 1.0)
+    second = tl.where(below, -coef / n2_safe, c * r * _psi(z, w, r)) * xg
+    gx = g * coef.to(tl.float32) + x * second.to(tl.float32)
+    tl.store(gx_ptr + at, gx, mask=inside)
+
+
+def block_d(d: int) -> int:
+    """The tile width of a row: the next power of two >= d (at least 16)."""
+    return max(16, triton.next_power_of_2(d))

@@ -1,0 +1,187 @@
+"""Every backend of the train-policy structured Möbius matvec (hyperet.ops.backend) against the
+float64 reference (values, float32 contract), against float64 autograd through the eager path
+(gradients), against each other, and the backend switch itself.
+
+The Triton kernels run the same checks under Triton's interpreter in tests/ops/test_ops_triton.py
+(``nox -s triton``) and on a GPU in the CUDA-marked tests there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from backend_cases import EPS32, F64, FNS, INSIDE, REF, normwise, params, points
+from torch import Tensor
+
+import hyperet.ops as ops
+from hyperet.ops import _native, backend
+from hyperet.ops.backend import use_backend
+
+BACKENDS = ["eager", pytest.param("native", marks=pytest.mark.skipif(
+    not _native.available(), reason=f"native backend: {_native.status()}"))]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("kind", sorted(FNS))
+@pytest.mark.parametrize("d", [36, 1024])
+def test_float32_values_meet_the_contract_against_the_reference(
+    name: str, kind: str, d: int
+) -> None:
+    p, x = params(kind, d, 1), points(d, 2, INSIDE, c=0.7)
+    with use_backend(name):
+        got = FNS[kind](p.float(), x.float(), c=0.7).double()
+    want = torch.from_numpy(REF[kind](p.numpy(), x.numpy(), c=0.7))
+    # one rounding of the float64 coefficient and float32 products of at most 5 terms
+    assert float(normwise(got, want).max()) <= 8 * EPS32
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("kind", sorted(FNS))
+@pytest.mark.parametrize("scale", [1.0, 40.0])  # 40: most rows saturate at the output ceiling
+def test_float32_gradients_match_float64_autograd(name: str, kind: str, scale: float) -> None:
+    d = 36
+    # inside only: float32 and float64 project points beyond the boundary onto different floors
+    # (input_conorm_floor), so those rows are compared between backends in the next test
+    radii = [0.0, 1e-6, 0.3, 0.9, 0.99, 1 - 1e-5]
+    p0, x0 = params(kind, d, 3, scale), points(d, 4, radii)
+    cot = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5), dtype=F64)
+    results = {}
+    for label, dtype in (("float32", torch.float32), ("float64", F64)):
+        with use_backend(name if dtype == torch.float32 else "eager"):
+            p = p0.to(dtype).requires_grad_()
+            x = x0.to(dtype).requires_grad_()
+            out = FNS[kind](p, x, c=1.0, policy="train")
+            gp, gx = torch.autograd.grad(out, (p, x), cot.to(dtype))
+        results[label] = (out.detach().double(), gp.double(), gx.double())
+    (o32, p32, x32), (o64, p64, x64) = results["float32"], results["float64"]
+    assert float(normwise(o32, o64).max()) <= 8 * EPS32
+    # gradients: float32 rounding amplified by at most the conditioning of these rows
+    assert float((x32 - x64).norm() / x64.norm()) <= 1e-4
+    assert float((p32 - p64).norm() / p64.norm()) <= 1e-4
+
+
+@pytest.mark.parametrize("kind", sorted(FNS))
+@pytest.mark.parametrize("block", [2, 4, 8])
+def test_native_agrees_with_eager_in_float32(kind: str, block: int) -> None:
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    d = 48
+    p0, x0 = params(kind, d, 6, block=block), points(d, 7, [*INSIDE, 1.0, 2.0])
+    cot = torch.randn(x0.shape, generator=torch.Generator().manual_seed(8))
+    got = {}
+    for name in ("eager", "native"):
+        with use_backend(name):
+            p = p0.float().requires_grad_()
+            x = x0.float().requires_grad_()
+            out = FNS[kind](p, x, c=1.3)
+            got[name] = (out.detach(), *torch.autograd.grad(out, (p, x), cot))
+    for a, b in zip(got["native"], got["eager"], strict=True):
+        torch.testing.assert_close(a, b, rtol=4 * EPS32, atol=1e-6 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_parameter_gradient_does_not_depend_on_threads_beyond_rounding(
+    threads: int,
+) -> None:
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    d = 64
+    p0, x0 = params("banded", d, 9), points(d, 10, INSIDE * 4)
+    cot = torch.randn(x0.shape, generator=torch.Generator().manual_seed(11))
+    before = torch.get_num_threads()
+    try:
+        out = {}
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            with use_backend("native"):
+                p = p0.float().requires_grad_()
+                x = x0.float().requires_grad_()
+                y = ops.banded_matvec(p, x, c=1.0)
+                out[n] = (y.detach(), *torch.autograd.grad(y, (p, x), cot))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(out[threads], out[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=4 * EPS32, atol=1e-6 * float(b.abs().max()))
+
+
+def test_native_structured_equals_dense_product() -> None:
+    d = 40
+    blocks = params("block", d, 12)
+    x = points(d, 13, INSIDE).float()
+    with use_backend("native" if _native.available() else "eager"):
+        got = ops.block_diagonal_matvec(blocks.float(), x, c=1.0)
+    with use_backend("eager"):
+        dense = ops.mobius_matvec(ops.block_diagonal_to_dense(blocks).float(), x, c=1.0)
+    torch.testing.assert_close(got, dense, rtol=8 * EPS32, atol=1e-7)
+
+
+def test_backend_switch_validates_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"^backend: expected one of"):
+        backend.set_backend("cuda")
+    monkeypatch.setenv(backend.ENV, "nope")
+    with pytest.raises(ValueError, match=r"^HYPERET_BACKEND: expected one of"):
+        backend.get_backend()
+    monkeypatch.setenv(backend.ENV, "eager")
+    assert backend.get_backend() == "eager"
+    with use_backend("native"):
+        assert backend.get_backend() == "native"
+    assert backend.get_backend() == "eager"
+    x = torch.zeros(2, 8)
+    assert backend.resolve("matvec:diagonal", x, torch.ones(8)) == "eager"
+
+
+def test_forced_backend_that_cannot_load_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native, "_library", lambda: (None, "no C compiler (test)"))
+    x = torch.zeros(2, 8)
+    with use_backend("native"), pytest.raises(RuntimeError, match="no C compiler"):
+        ops.diagonal_matvec(torch.ones(8), x, c=1.0)
+    with use_backend("auto"):  # auto falls back to eager
+        assert backend.resolve("matvec:diagonal", x, torch.ones(8)) == "eager"
+        torch.testing.assert_close(ops.diagonal_matvec(torch.ones(8), x, c=1.0), x)
+
+
+def test_auto_picks_native_for_float32_cpu_structured_only() -> None:
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    x32, p32 = torch.zeros(2, 8), torch.ones(8)
+    with use_backend("auto"):
+        assert backend.resolve("matvec:diagonal", x32, p32) == "native"
+        assert backend.resolve("matvec:dense", x32, torch.eye(8)) == "eager"
+        assert backend.resolve("matvec:diagonal", x32.double(), p32.double()) == "eager"
+
+
+APPLY: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "diagonal": ops.structured.diagonal_apply,
+    "block": ops.structured.block_diagonal_apply,
+    "banded": ops.structured.banded_apply,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(APPLY))
+@pytest.mark.parametrize("x_grad", [True, False])
+def test_native_plain_product_matches_the_dense_matrix(kind: str, x_grad: bool) -> None:
+    # HRA's fast mode: M x along the last axis of a non-contiguous (2, 3, d) input
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    d = 24
+    p64 = params(kind, d, 14, block=3)
+    dense = {"diagonal": ops.diagonal_to_dense, "block": ops.block_diagonal_to_dense}.get(
+        kind, ops.banded_to_dense
+    )(p64)
+    g = torch.Generator().manual_seed(15)
+    x64 = torch.randn(2, d, 3, generator=g, dtype=F64).float().double().transpose(1, 2)
+    cot = torch.randn(2, 3, d, generator=g, dtype=F64).float().double()
+    with use_backend("native"):
+        p = p64.float().requires_grad_()
+        x = x64.float().requires_grad_(x_grad)
+        y = APPLY[kind](p, x)
+        grads = torch.autograd.grad(y, (p, x) if x_grad else (p,), cot.float())
+    want_y = x64 @ dense.mT
+    torch.testing.assert_close(y.detach().double(), want_y, rtol=1e-6, atol=1e-6)
+    p_ref = p64.clone().requires_grad_()
+    want_p = torch.autograd.grad((APPLY[kind](p_ref, x64) * cot).sum(), p_ref)[0]
+    torch.testing.assert_close(grads[0].double(), want_p, rtol=1e-5, atol=1e-5)
+    if x_grad:
+        torch.testing.assert_close(grads[1].double(), cot @ dense, rtol=1e-5, atol=1e-5)
