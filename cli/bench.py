@@ -25,8 +25,8 @@ from hyperet.cli.console import console, emit_json, fail, json_option
 def command(suites: tuple[str, ...], quick: bool, threads: int, as_json: bool) -> None:
     """Benchmark torch ops, structured products and HRA (ratios measured in one run).
 
-    SUITES: any of structured, geoopt, pairwise, hra (default: all). Ratios are theirs / ours,
-    measured side by side in one process (geoopt needs the `bench` extra).
+    SUITES: any of structured, geoopt, pairwise, hra, recipe (default: all). Ratios are
+    theirs / ours, measured side by side in one process (geoopt needs the `bench` extra).
 
     \b
     Examples:

@@ -35,10 +35,27 @@ device_option = click.option(
 )
 
 
+def log_every_option(default: int, unit: str) -> Any:
+    """``--log-every N``: the interval of plain progress lines when stderr is not a terminal."""
+    return click.option(
+        "--log-every",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        help=f"When stderr is not a terminal: print a plain progress line every N {unit} "
+        "(a terminal gets progress bars instead).",
+    )
+
+
 def emit_json(payload: Any) -> None:
     """Write ``payload`` as one JSON document on stdout."""
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def plain_line(text: str) -> None:
+    """One unstyled, unwrapped line on stderr (progress lines of a log file)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:

@@ -13,6 +13,8 @@ from hyperet.cli.console import (
     emit_json,
     fail,
     json_option,
+    log_every_option,
+    plain_line,
 )
 
 
@@ -33,10 +35,17 @@ from hyperet.cli.console import (
     show_default=True,
     help="Images or prompts per forward pass (memory and speed).",
 )
+@log_every_option(10, "batches of each task")
 @device_option
 @json_option
 def command(
-    run_dir: Path, split: str, limit: int | None, batch_size: int, device: str, as_json: bool
+    run_dir: Path,
+    split: str,
+    limit: int | None,
+    batch_size: int,
+    log_every: int,
+    device: str,
+    as_json: bool,
 ) -> None:
     """Evaluate RUN_DIR: VQA, baselines, multiple choice, retrieval, radius probe, parameters.
 
@@ -72,8 +81,15 @@ def command(
             tasks[task] = progress.add_task(task, total=total)
         progress.update(tasks[task], completed=done)
 
+    display: Any = progress
+    if not console.is_terminal:  # a log file: plain lines instead of bars
+        from contextlib import nullcontext
+
+        from hyperet.progress_log import EvalLog
+
+        on_progress, display = EvalLog(plain_line, log_every), nullcontext()  # type: ignore[assignment]
     try:
-        with progress:
+        with display:
             results = evaluate(
                 run_dir,
                 split=split,
@@ -128,6 +144,8 @@ def render(r: dict[str, Any]) -> None:
         _pct(r["majority_baseline"]["overall"]),
     )
     console.print(vqa)
+
+    _render_confusion(r["vqa"]["confusion"])
 
     mc = r["multiple_choice"]
     table = Table(
@@ -187,6 +205,23 @@ def render(r: dict[str, Any]) -> None:
         f"stage, HyperET {p['hyperet']:,} ({p['hyperet_percent']:.3f} %)",
         highlight=False,
     )
+
+
+def _render_confusion(confusion: dict[str, dict[str, dict[str, int]]], top: int = 3) -> None:
+    """The ``top`` most frequent wrong answers of each question type (JSON has the full table)."""
+    from rich.table import Table
+
+    table = Table(
+        title="VQA: most frequent errors (true -> predicted: count)", title_justify="left"
+    )
+    table.add_column("type", justify="left")
+    table.add_column("errors", justify="left")
+    for qtype, rows in confusion.items():
+        errors = [(n, t, p) for t, c in rows.items() for p, n in c.items() if p != t]
+        errors.sort(key=lambda e: (-e[0], e[1], e[2]))
+        text = ", ".join(f"{t} -> {p or '(empty)'}: {n}" for n, t, p in errors[:top])
+        table.add_row(qtype, text or "none")
+    console.print(table)
 
 
 def _num(x: float | None) -> str:

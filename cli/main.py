@@ -32,6 +32,11 @@ from hyperet import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "Train the compact MLLM (staged recipe, optional HyperET) into a run dir."),
     "eval": ("evaluate", "Evaluate a run dir: VQA, multiple choice, retrieval, radius probe."),
+    "branch": ("branch", "Start a run from another run's checkpoints after a completed stage."),
+    "probe": (
+        "probe",
+        "Linear probes of a run's frozen vision features (colour, shape, count...).",
+    ),
     "bench": ("bench", "Benchmark ops, structured products and HRA (ratios measured in one run)."),
     "oracle": ("oracle", "Golden vectors, grading other implementations, accuracy vs mpmath."),
 }

@@ -16,6 +16,8 @@ from hyperet.cli.console import (
     emit_json,
     fail,
     json_option,
+    log_every_option,
+    plain_line,
 )
 
 from hyperet.config import (
@@ -27,7 +29,7 @@ from hyperet.config import (
     STAGES,
     preset,
 )
-from hyperet.data.captions import LEVELS
+from hyperet.data.mixture import VISION_LEVELS
 
 
 def _budgets(name: str) -> str:
@@ -82,10 +84,11 @@ _STAGE_NAMES = ", ".join((STAGES[0], ITC_STAGE, *STAGES[1:]))
 )
 @click.option(
     "--vision-level",
-    type=click.Choice(LEVELS),
+    type=click.Choice(VISION_LEVELS),
     default="count",
     show_default=True,
-    help="Caption level of CLIP-style vision pretraining (stage 0a).",
+    help="Caption level of CLIP-style vision pretraining (stage 0a); 'mixture' draws each "
+    "pair's level from the coarse-skewed mixture of docs/mllm.md.",
 )
 @click.option(
     "--objective",
@@ -102,6 +105,15 @@ _STAGE_NAMES = ", ".join((STAGES[0], ITC_STAGE, *STAGES[1:]))
     help=f"Step budget of one stage, replacing the preset's (repeatable). STAGE: {_STAGE_NAMES}"
     " (vision = 0a, itc after it with an ITC --objective, lm = 0b, align = 1, instruct = 2).",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Set any config.json field by its dotted path, e.g. projector.shuffle=1 or "
+    "train.stages.instruct.lr=1e-3 (repeatable; applied after the other options).",
+)
+@log_every_option(100, "steps")
 @click.option(
     "--checkpoint-every",
     type=click.IntRange(min=1),
@@ -170,6 +182,10 @@ def command(ctx: click.Context, **opts: Any) -> None:
         config = with_overrides(
             base, steps=steps, checkpoint_every=opts["checkpoint_every"], **overrides
         )
+        if opts["settings"]:
+            from hyperet.overrides import apply_settings
+
+            config = apply_settings(config, opts["settings"])
         device = resolve_device(opts["device"])
         distributed.init_from_env(device)  # under torchrun: join the other ranks
     except (ValueError, CheckpointError) as err:
@@ -187,14 +203,22 @@ def command(ctx: click.Context, **opts: Any) -> None:
     )
     console.print("generating data and building the model ...", style="dim")
     renderer = _ProgressRenderer()
+    on_event: Any = renderer
+    display: Any = renderer.progress
+    if not console.is_terminal:  # a log file: plain lines instead of bars
+        from contextlib import nullcontext
+
+        from hyperet.progress_log import TrainLog
+
+        on_event, display = TrainLog(plain_line, opts["log_every"]), nullcontext()
     try:
-        with renderer.progress:
+        with display:
             metrics = train(
                 config,
                 out,
                 resume=opts["resume"],
                 force=opts["force"],
-                on_event=renderer,
+                on_event=on_event,
                 device=device,
             )
     except NonFiniteLossError as err:

@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from hyperet.data.captions import LEVELS
+from hyperet.data.mixture import VISION_LEVELS
 
 #: Stage names in training order.
 STAGES: tuple[str, ...] = ("vision", "lm", "align", "instruct")
@@ -167,6 +167,10 @@ class TrainConfig:
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
     mc_fraction: float = 0.2
+    #: LM pretraining on length-bucketed batches: sort pools of N batches by length (0: off)
+    lm_bucket_batches: int = 0
+    #: validation points (learning curves) every N steps of align and instruct (0: none)
+    val_every: int = 250
     #: budget of the ITC stage (run after ``vision`` only when ``objective`` is an ITC one)
     itc: StageConfig = field(
         default_factory=lambda: StageConfig(steps=600, lr=1e-3, warmup_steps=50)
@@ -258,14 +262,20 @@ class RunConfig:
                 raise ValueError(f"{path}.warmup_steps: must be >= 0")
             if s.weight_decay < 0:
                 raise ValueError(f"{path}.weight_decay: must be >= 0")
-        if t.vision_level not in LEVELS:
-            raise ValueError(f"train.vision_level: {t.vision_level!r} is not one of {LEVELS}")
+        if t.vision_level not in VISION_LEVELS:
+            raise ValueError(
+                f"train.vision_level: {t.vision_level!r} is not one of {VISION_LEVELS}"
+            )
         if t.objective not in OBJECTIVES:
             raise ValueError(f"train.objective: {t.objective!r} is not one of {OBJECTIVES}")
         if not t.grad_clip > 0:
             raise ValueError(f"train.grad_clip: must be > 0, got {t.grad_clip}")
         if t.checkpoint_every < 1:
             raise ValueError(f"train.checkpoint_every: must be >= 1, got {t.checkpoint_every}")
+        if t.lm_bucket_batches < 0:
+            raise ValueError(f"train.lm_bucket_batches: must be >= 0, got {t.lm_bucket_batches}")
+        if t.val_every < 0:
+            raise ValueError(f"train.val_every: must be >= 0, got {t.val_every}")
         if not 0 <= t.mc_fraction <= 1:
             raise ValueError(f"train.mc_fraction: must be in [0, 1], got {t.mc_fraction}")
         if self.format != CONFIG_FORMAT:

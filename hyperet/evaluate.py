@@ -197,6 +197,7 @@ def evaluate_vqa(
             "by_kind": _grouped(relational, hits),
         }
         if name == "vqa":
+            results["confusion"] = confusion(types, answers, preds)
             results["examples"] = [
                 {"question": split.qa[i][1].question, "answer": answers[i], "predicted": preds[i]}
                 for i in range(min(8, len(preds)))
@@ -209,6 +210,19 @@ def evaluate_vqa(
         "answers": majority,
     }
     return results
+
+
+def confusion(
+    groups: Sequence[str], truth: Sequence[str], predicted: Sequence[str]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per group (question type): ``{true answer: {predicted answer: count}}``, sorted keys."""
+    table: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+    for g, t, p in zip(groups, truth, predicted, strict=True):
+        table[g][t][p] += 1
+    return {
+        g: {t: dict(sorted(c.items())) for t, c in sorted(rows.items())}
+        for g, rows in sorted(table.items())
+    }
 
 
 def majority_answers(config: RunConfig) -> dict[str, str]:
@@ -410,6 +424,23 @@ def parameter_report(run: LoadedRun) -> dict[str, Any]:
     }
 
 
+def load_split(run: LoadedRun, split: str, limit: int | None = None) -> Split:
+    """The run's ``split`` regenerated from its seed, limited to its first ``limit`` scenes."""
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {SPLITS}")
+    d = run.config.data
+    n_scenes = {"train": d.train_scenes, "val": d.val_scenes, "test": d.test_scenes}
+    full = build_split(
+        split,
+        n_scenes=n_scenes[split],
+        seed=run.config.seed,
+        image_size=d.image_size,
+        min_objects=d.min_objects,
+        max_objects=d.max_objects,
+    )
+    return _limit(full, limit)
+
+
 def evaluate(
     run_dir: Path,
     *,
@@ -430,22 +461,7 @@ def evaluate(
     progress: ProgressHandler = on_progress or (lambda task, done, total: None)
     run = LoadedRun(Path(run_dir), device=device)
     cfg = run.config
-    n_scenes = {
-        "train": cfg.data.train_scenes,
-        "val": cfg.data.val_scenes,
-        "test": cfg.data.test_scenes,
-    }
-    data = _limit(
-        build_split(
-            split,
-            n_scenes=n_scenes[split],
-            seed=cfg.seed,
-            image_size=cfg.data.image_size,
-            min_objects=cfg.data.min_objects,
-            max_objects=cfg.data.max_objects,
-        ),
-        limit,
-    )
+    data = load_split(run, split, limit)
     features = _features(run.model, data.images, batch_size)
     vqa = evaluate_vqa(run, data, features, batch=batch_size, progress=progress)
     itc = {}
@@ -463,7 +479,12 @@ def evaluate(
             "stage": cfg.hyperet.stage,
             "c": cfg.hyperet.c,
         },
-        "vqa": {"n": vqa["n"], **vqa["vqa"], "examples": vqa["examples"]},
+        "vqa": {
+            "n": vqa["n"],
+            **vqa["vqa"],
+            "confusion": vqa["confusion"],
+            "examples": vqa["examples"],
+        },
         "text_only_prior": vqa["text_only_prior"],
         "majority_baseline": vqa["majority_baseline"],
         "multiple_choice": evaluate_multiple_choice(

@@ -51,6 +51,7 @@ from hyperet.batching import (
     encode_text,
     encode_vqa,
 )
+from hyperet.bucketing import BucketedSampler
 from hyperet.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -67,7 +68,9 @@ from hyperet.checkpoint import (
     write_json,
 )
 from hyperet.config import ITC_STAGE, STAGES, RunConfig, StageConfig
+from hyperet.curves import CURVE_STAGES, ValidationCurve
 from hyperet.data import Split, Tokenizer, build_split
+from hyperet.data.mixture import CaptionMixture
 from hyperet.device import place
 from hyperet.model import IGNORE, MLLM
 
@@ -200,8 +203,9 @@ class TrainingData:
     split: Split
     tokenizer: Tokenizer
     images: Tensor  # (N, 3, H, W) uint8
-    vision_captions: list[Encoded]
-    vision_caption_ids: np.ndarray  # (N,) id of each image's caption string (duplicates share)
+    vision_mixture: CaptionMixture
+    vision_captions: list[Encoded]  # (L * N,): row k * N + i = image i at mixture level k
+    vision_caption_ids: np.ndarray  # (L * N,) id of each caption string (duplicates share)
     lm_texts: list[Encoded]
     align: list[Encoded]
     vqa: list[tuple[int, Encoded]]
@@ -219,10 +223,9 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
         min_objects=d.min_objects,
         max_objects=d.max_objects,
     )
-    level = config.train.vision_level
-    if level not in split.captions:
-        raise ValueError(f"train.vision_level: {level!r} is not one of {tuple(split.captions)}")
-    vision_texts = split.captions[level]
+    mixture = CaptionMixture.named(config.train.vision_level)
+    # vision pool: row ``k * N + i`` is image i's caption at mixture level k
+    vision_texts = [c for level in mixture.levels for c in split.captions[level]]
     unique = {text: i for i, text in enumerate(sorted(set(vision_texts)))}
     lm_texts = [encode_text(tokenizer, c) for texts in split.captions.values() for c in texts]
     lm_texts += [encode_text(tokenizer, f"{qa.question} {qa.answer}") for _, qa in split.qa]
@@ -241,6 +244,7 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
         split=split,
         tokenizer=tokenizer,
         images=torch.from_numpy(np.ascontiguousarray(split.images)),
+        vision_mixture=mixture,
         vision_captions=[encode_text(tokenizer, c) for c in vision_texts],
         vision_caption_ids=np.asarray([unique[t] for t in vision_texts], dtype=np.int64),
         lm_texts=lm_texts,
@@ -317,7 +321,7 @@ class StageTask:
 
     params: list[nn.Parameter]
     no_decay: set[int]  # ids of parameters without weight decay
-    samplers: dict[str, Sampler]
+    samplers: dict[str, Any]  # Sampler or BucketedSampler: take(k), state(), restore()
     loss: Callable[[int, int], Tensor]  # (step, batch_size) -> loss
     cached_features: bool = False
     hyperet_active: bool = False
@@ -351,17 +355,28 @@ def _seed(config: RunConfig, stage: str, stream: int = 0) -> list[int]:
 
 
 def vision_stage(ctx: Context) -> StageTask:
-    """0a: CLIP-style pretraining of the ViT (and text tower) on one caption level."""
+    """0a: CLIP-style pretraining of the ViT (and text tower) on a caption-level mixture.
+
+    Each pair's caption level is drawn from ``train.vision_level`` (one level, or the coarse-
+    skewed :data:`~hyperet.data.mixture.CAPTION_MIXTURE`); identical caption texts are positives.
+    """
     m, data = ctx.model, ctx.data
     _set_trainable(m, [m.vision, m.text, m.clip_head], [])
     sampler = Sampler(len(data.images), _seed(ctx.config, "vision"))
 
+    n_images = len(data.images)
+    level_seed = _seed(ctx.config, "vision", 1)
+
     def loss(step: int, batch_size: int) -> Tensor:
-        idx = distributed.shard(sampler.take(batch_size))
-        text = collate([data.vision_captions[i] for i in idx])
-        image_emb = m.vision.embed(m.vision(data.images[idx]))
+        idx = sampler.take(batch_size)
+        # caption row of each pair: level drawn for the global batch, then this rank's share
+        rows = distributed.shard(
+            idx + n_images * data.vision_mixture.draw(level_seed, step, len(idx))
+        )
+        text = collate([data.vision_captions[i] for i in rows])
+        image_emb = m.vision.embed(m.vision(data.images[rows % n_images]))
         text_emb = m.text(text.input_ids, text.lengths)
-        caption_ids = torch.from_numpy(data.vision_caption_ids[idx])
+        caption_ids = torch.from_numpy(data.vision_caption_ids[rows])
         gather = distributed.gather_rows  # data parallel: the loss sees the global batch
         return m.clip_head(gather(image_emb), gather(text_emb), gather(caption_ids))
 
@@ -372,7 +387,11 @@ def lm_stage(ctx: Context) -> StageTask:
     """0b: language-model pretraining on the dataset's text."""
     m, data = ctx.model, ctx.data
     _set_trainable(m, [m.lm], [])
-    sampler = Sampler(len(data.lm_texts), _seed(ctx.config, "lm"))
+    sampler: Any = Sampler(len(data.lm_texts), _seed(ctx.config, "lm"))
+    pool = ctx.config.train.lm_bucket_batches
+    if pool:  # batches of similar length (hyperet.bucketing)
+        lengths = np.asarray([len(e.ids) for e in data.lm_texts])
+        sampler = BucketedSampler(sampler, lengths, pool, _seed(ctx.config, "lm", 1))
 
     def loss(step: int, batch_size: int) -> Tensor:
         batch = collate([data.lm_texts[i] for i in distributed.shard(sampler.take(batch_size))])
@@ -534,13 +553,19 @@ def run_stage(
     out: Path,
     on_event: EventHandler,
     resume_from: Any = None,
+    curve: Any = None,
 ) -> dict[str, Any]:
-    """Train one stage to its step budget, checkpointing every ``checkpoint_every`` steps."""
+    """Train one stage to its step budget, checkpointing every ``checkpoint_every`` steps.
+
+    ``curve`` (a :class:`hyperet.curves.ValidationCurve`) measures validation points on its
+    schedule; they are stored in the checkpoints and in the metrics as ``val_curve``.
+    """
     config = ctx.config
     stage = config.train.itc if name == ITC_STAGE else config.train.stages[name]
     ckpt_dir = out / "checkpoints" / name
     optimizer = _optimizer(task, stage)
     losses: list[float] = []
+    points: list[dict[str, Any]] = []
     start, wall_before = 0, 0.0
     if resume_from is not None:
         optimizer_from_tensors(optimizer, resume_from.state, resume_from.meta["optimizer"])
@@ -550,6 +575,7 @@ def run_stage(
             )
         torch.set_rng_state(resume_from.state["torch_rng_state"])
         losses = resume_from.state["losses"].tolist()
+        points = list(resume_from.meta.get("val_curve", []))
         start, wall_before = int(resume_from.meta["step"]), float(resume_from.meta["wall_time_s"])
     on_event(StageStarted(name, stage.steps, start, task.cached_features, task.hyperet_active))
     step_loss = distributed.data_parallel(ctx.model, task.loss)  # task.loss with one process
@@ -560,6 +586,7 @@ def run_stage(
         wall = wall_before + time.perf_counter() - t0
         tensors, rest = optimizer_to_tensors(optimizer)
         meta, extra = _progress_meta(name, step, complete, task, losses, wall, applied, rest)
+        meta["val_curve"] = points
         distributed.on_main(
             save_checkpoint,
             ckpt_dir,
@@ -588,6 +615,10 @@ def run_stage(
         losses.append(value)
         on_event(StepDone(name, step + 1, stage.steps, value, lr))
         done = step + 1
+        if curve is not None and curve.due(done, stage.steps):
+            since = points[-1]["step"] if points else 0
+            frozen = not task.hyperet_active
+            points.append(curve.point(done, losses, since=since, frozen_vision=frozen))
         if done % config.train.checkpoint_every == 0 and done < stage.steps:
             save(done, complete=False)
     wall = wall_before + time.perf_counter() - t0
@@ -609,6 +640,7 @@ def run_stage(
         "hyperet_parameters": sum(p.numel() for p in ctx.hyperet_params),
         "cached_features": task.cached_features,
         "torch_threads": torch.get_num_threads(),
+        "val_curve": points,
     }
     if name == ITC_STAGE:
         metrics["alignment"] = itc_metrics(ctx.model, task)
@@ -708,7 +740,10 @@ def train(
         "stages": {},
     }
     if resume and metrics_path.is_file():
-        metrics["stages"] = read_json(metrics_path).get("stages", {})
+        stored = read_json(metrics_path)
+        metrics["stages"] = stored.get("stages", {})
+        if "branched_from" in stored:  # provenance of a run started by hyperet.branch
+            metrics["branched_from"] = stored["branched_from"]
     for name, stage_fn in STAGE_RECIPE:
         if name not in order:
             continue
@@ -721,7 +756,10 @@ def train(
         from_ckpt = None
         if latest is not None and latest.meta["stage"] == name and not latest.complete:
             from_ckpt = latest
-        metrics["stages"][name] = run_stage(ctx, name, task, out, emit, from_ckpt)
+        curve = None
+        if name in CURVE_STAGES and config.train.val_every:
+            curve = ValidationCurve(name, config, tokenizer, model, config.train.val_every)
+        metrics["stages"][name] = run_stage(ctx, name, task, out, emit, from_ckpt, curve)
         distributed.on_main(write_json, metrics_path, metrics)
     distributed.on_main(write_json, metrics_path, metrics)
     return metrics

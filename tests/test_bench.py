@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hyperet.cli.main import main
 
 
-@pytest.mark.parametrize("suite", ["structured", "geoopt", "pairwise"])
+@pytest.mark.parametrize("suite", ["structured", "geoopt", "pairwise", "recipe"])
 def test_bench_quick_emits_valid_json(suite: str) -> None:
     result = CliRunner().invoke(main, ["bench", suite, "--quick", "--json"])
     assert result.exit_code == 0, result.output

@@ -39,6 +39,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "geoopt": ("hyperet.bench.ops_geoopt", "hyperet.ops vs geoopt at equal dtype"),
     "pairwise": ("hyperet.bench.ops_pairwise", "pairwise_dist (matmul) vs broadcast"),
     "hra": ("hyperet.bench.hra", "HRA training step and merged inference"),
+    "recipe": ("hyperet.bench.recipe_step", "where a training step of the compact MLLM goes"),
 }
 
 

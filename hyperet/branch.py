@@ -1,0 +1,140 @@
+"""Branch a run after a completed stage: cheap ablations of the later stages.
+
+Ranking levers of stage 2 (learning rate, budget, multiple-choice fraction, HyperET on or off)
+needs many runs that share stages 0a-1. :func:`branch_run` copies a finished run's checkpoints
+up to and including stage ``after`` into a new run directory whose config may differ from the
+source **only in fields that no stage up to ``after`` reads**; ``hyperet train --out DST
+--resume`` then trains the remaining stages. The result is bitwise the run one would get by
+training the new config from scratch (tested), at a fraction of the cost.
+
+Fields free after each stage (besides ``train.checkpoint_every`` and ``train.val_every``, which
+never change weights): the budgets and optimiser settings of the later stages,
+
+============  ==========================================================================
+after         may differ
+============  ==========================================================================
+``vision``    ``train.stages.{lm,align,instruct}.*``, ``train.mc_fraction``
+``itc``       as after ``vision``
+``lm``        ``train.stages.{align,instruct}.*``, ``train.mc_fraction``
+``align``     ``train.stages.instruct.*``, ``train.mc_fraction``
+============  ==========================================================================
+
+and ``hyperet.*`` when neither config applies HRA in any stage up to ``after`` (e.g. branch
+after ``align`` into ``hyperet.structure=diagonal`` with ``hyperet.stage=finetune``: both arms
+of a HyperET comparison share stages 0a-1 exactly; HRA starts at the identity and draws no
+random numbers). Architecture fields (``projector.*``, ``language.*``, ...) are never free:
+the parts are initialised one after another from one seed, so changing any part's shape
+changes the initial weights of the parts built after it - train such changes from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hyperet.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    TOKENIZER_FILE,
+    load_checkpoint,
+    load_config,
+)
+from hyperet.config import ITC_STAGE, STAGES, RunConfig
+from hyperet.train import (
+    RunDirectoryError,
+    hyperet_applied_in,
+    prepare_run_directory,
+    run_stage_names,
+)
+
+#: Fields read only by a stage and those after it (dotted prefixes of ``config.json`` paths).
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "lm": ("train.stages.lm.",),
+    "align": ("train.stages.align.",),
+    "instruct": ("train.stages.instruct.", "train.mc_fraction"),
+}
+#: Fields that never change trained weights.
+FREE_FIELDS: tuple[str, ...] = ("train.checkpoint_every", "train.val_every")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def config_changes(old: RunConfig, new: RunConfig) -> list[str]:
+    """Dotted paths of every field whose value differs between ``old`` and ``new``."""
+    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def free_fields(after: str, old: RunConfig, new: RunConfig) -> tuple[str, ...]:
+    """Field prefixes that may differ when branching after ``after`` (module docstring)."""
+    stage = STAGES[0] if after == ITC_STAGE else after
+    later = STAGES[STAGES.index(stage) + 1 :]
+    free = [*FREE_FIELDS, *(f for s in later for f in STAGE_FIELDS.get(s, ()))]
+    if not hyperet_applied_in(old, stage) and not hyperet_applied_in(new, stage):
+        free.append("hyperet.")
+    return tuple(free)
+
+
+def branch_run(
+    source: Path, out: Path, config: RunConfig, *, after: str, force: bool = False
+) -> list[str]:
+    """Start run ``out`` (config ``config``) from ``source``'s checkpoints up to ``after``.
+
+    Returns the changed fields. Raises :class:`~hyperet.train.RunDirectoryError` when
+    ``after`` is not a completed stage of ``source`` or a changed field is read by a stage up to
+    ``after``; :class:`~hyperet.checkpoint.CheckpointError` on a missing or corrupt source.
+    """
+    source, out = Path(source), Path(out)
+    old = load_config(source / CONFIG_FILE)
+    order = run_stage_names(old)
+    if after not in order[:-1] or run_stage_names(config) != order:
+        raise RunDirectoryError(
+            f"--after: {after!r} is not one of the stages {order[:-1]} of {source} "
+            "(or the new config runs other stages)"
+        )
+    ckpt = load_checkpoint(source / "checkpoints" / after)
+    if not ckpt.complete:
+        raise RunDirectoryError(f"{source}: stage {after!r} is not complete; resume it first")
+    changes = config_changes(old, config)
+    free = free_fields(after, old, config)
+    bound = [c for c in changes if not c.startswith(free)]
+    if bound:
+        raise RunDirectoryError(
+            f"{source}: fields {', '.join(bound)} are read by stages up to {after!r}; "
+            "branch after an earlier stage or train from scratch"
+        )
+    if source.resolve() == out.resolve():
+        raise RunDirectoryError(f"{out}: the branch must go to a new directory")
+    prepare_run_directory(out, config, resume=False, force=force)
+    shutil.copy2(source / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    text = config.to_json() + "\n"
+    kept = order[: order.index(after) + 1]
+    for stage in kept:
+        target = out / "checkpoints" / stage
+        shutil.copytree(source / "checkpoints" / stage, target)
+        (target / CONFIG_FILE).write_text(text)
+        stage_metrics = target / METRICS_FILE
+        if stage_metrics.is_file():
+            data = json.loads(stage_metrics.read_text())
+            data["config"] = config.to_dict()
+            stage_metrics.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    metrics = json.loads((source / METRICS_FILE).read_text())
+    metrics["stages"] = {k: v for k, v in metrics.get("stages", {}).items() if k in kept}
+    metrics["config"] = config.to_dict()
+    metrics["branched_from"] = {"run": str(source), "after": after, "changed": changes}
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return changes
+
+
+__all__ = ["FREE_FIELDS", "STAGE_FIELDS", "branch_run", "config_changes", "free_fields"]
