@@ -276,3 +276,21 @@ def _render_alignment(a: dict[str, Any]) -> None:
     console.print(table)
     if rad["histogram_png"]:
         console.print(f"radius histograms: {rad['histogram_png']}", highlight=False)
+    ent = a.get("entailment")
+    if ent:
+        table = Table(
+            title=f"hierarchy: entailment cones (K = {ent['K']:g}), score psi - Xi",
+            title_justify="left",
+        )
+        table.add_column("statistic", justify="left")
+        table.add_column("value", justify="right")
+        auroc = ent["auroc"]
+        table.add_row(
+            f"AUROC: true (coarse, fine) pairs vs cross-scene pairs "
+            f"({ent['true_pairs']} / {ent['false_pairs']})",
+            "-" if auroc is None else f"{auroc:.3f}",
+        )
+        table.add_row("accuracy (score >= 0 predicts entailment)", f"{ent['accuracy']:.3f}")
+        table.add_row("true pairs inside the cone", f"{ent['true_inside_fraction']:.3f}")
+        table.add_row("false pairs inside the cone", f"{ent['false_inside_fraction']:.3f}")
+        console.print(table)

@@ -37,7 +37,14 @@ HYPERET_STRUCTURES: tuple[str, ...] = ("none", "diagonal", "block", "banded")
 #: Where HyperET is active: stage 1 (``pretrain`` = align), stage 2 (``finetune`` = instruct).
 HYPERET_STAGES: tuple[str, ...] = ("pretrain", "finetune", "both")
 #: Training objectives; the ITC ones add the ``itc`` stage after ``vision`` (docs/alignment.md).
-OBJECTIVES: tuple[str, ...] = ("lm", "hyperbolic-itc", "poincare-itc", "euclidean-itc")
+OBJECTIVES: tuple[str, ...] = (
+    "lm",
+    "hyperbolic-itc",
+    "poincare-itc",
+    "euclidean-itc",
+    "hyperbolic-entail",
+    "meru",
+)
 #: The image-text contrastive stage run by ITC objectives (budget: ``TrainConfig.itc``).
 ITC_STAGE = "itc"
 PRESETS: tuple[str, ...] = ("nano", "small")

@@ -5,17 +5,31 @@
 - :mod:`~hyperet.alignment.pruning`: Random Text Pruning;
 - :mod:`~hyperet.alignment.aligner`: the composed model and its config;
 - :mod:`~hyperet.alignment.metrics`: retrieval recall, Spearman, AUROC, radius histograms;
-- :mod:`~hyperet.alignment.monitors`: stability monitors and the NaN guard.
+- :mod:`~hyperet.alignment.monitors`: stability monitors and the NaN guard;
+- :mod:`~hyperet.alignment.entailment`: entailment-cone terms and MERU's Lorentz embedding.
 """
 
 from __future__ import annotations
 
-from hyperet.alignment.aligner import OBJECTIVES, AlignerConfig, AlignmentOutput, ImageTextAligner
+from hyperet.alignment.aligner import (
+    OBJECTIVES,
+    RECIPES,
+    AlignerConfig,
+    AlignmentOutput,
+    ImageTextAligner,
+)
 from hyperet.alignment.connector import (
     BallProjection,
     BoundedLogScalar,
     QueryConnector,
     TextEncoder,
+)
+from hyperet.alignment.entailment import (
+    caption_entailment,
+    image_entailment,
+    lorentz_expmap0,
+    lorentz_to_ball,
+    pairwise_lorentz_dist,
 )
 from hyperet.alignment.losses import (
     ContrastiveLoss,
@@ -31,6 +45,8 @@ from hyperet.alignment.metrics import (
     average_ranks,
     caption_relevance,
     chance_recall,
+    entailment_accuracy,
+    hierarchy_pairs,
     plot_radius_histograms,
     radius_histogram,
     recall_at_k,
@@ -49,6 +65,7 @@ from hyperet.alignment.pruning import random_text_pruning
 
 __all__ = [
     "OBJECTIVES",
+    "RECIPES",
     "AlignerConfig",
     "AlignmentOutput",
     "BallProjection",
@@ -63,12 +80,19 @@ __all__ = [
     "aggregate_queries",
     "auroc",
     "average_ranks",
+    "caption_entailment",
     "caption_relevance",
     "chance_recall",
     "duplicate_positives",
     "embedding_stats",
+    "entailment_accuracy",
     "grad_norm",
+    "hierarchy_pairs",
+    "image_entailment",
     "info_nce",
+    "lorentz_expmap0",
+    "lorentz_to_ball",
+    "pairwise_lorentz_dist",
     "plot_radius_histograms",
     "radius_histogram",
     "random_query_mask",

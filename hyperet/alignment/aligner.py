@@ -2,8 +2,10 @@
 
 One module holds everything an ITC stage trains on top of a frozen vision encoder. The
 objective names of ``hyperet train --objective`` map to the similarity (see
-:data:`OBJECTIVES`); everything else (queries, RQS, RTP, scales) is shared so that the three
-objectives differ only in the similarity and in whether embeddings are mapped into the ball.
+:data:`OBJECTIVES`) and, for the entailment objectives, to a few more settings
+(:data:`RECIPES`); everything else (queries, RQS, RTP, scales) is shared so that the objectives
+differ only in the similarity, the embedding space (ball, hyperboloid or Euclidean) and the
+entailment terms (:mod:`~hyperet.alignment.entailment`).
 
 Defaults are **our choices**, not the hyperbolic BLIP-2 paper's (its RQS count, pruning rate,
 temperature and curvature could not be read): ``K = 8`` queries, RQS keeping 1 query per image,
@@ -31,6 +33,7 @@ from hyperet.alignment.connector import (
     QueryConnector,
     TextEncoder,
 )
+from hyperet.alignment.entailment import caption_entailment, image_entailment, lorentz_to_ball
 from hyperet.alignment.losses import (
     USES_BALL,
     Aggregation,
@@ -46,6 +49,16 @@ OBJECTIVES: dict[str, Similarity] = {
     "hyperbolic-itc": "cosine",
     "poincare-itc": "poincare",
     "euclidean-itc": "euclidean",
+    "hyperbolic-entail": "cosine",
+    "meru": "lorentz",
+}
+
+#: Per-objective settings beyond the similarity (docs/alignment.md, "Entailment objectives").
+#: ``meru`` follows MERU: entailment weight 0.2, learnable curvature in [0.1, 10], no label
+#: smoothing; ``hyperbolic-entail`` adds caption-caption entailment (our choice of weight).
+RECIPES: dict[str, dict[str, Any]] = {
+    "hyperbolic-entail": {"entailment_weight": 0.2, "caption_entailment": True},
+    "meru": {"entailment_weight": 0.2, "learn_curvature": True, "label_smoothing": 0.0},
 }
 
 
@@ -77,13 +90,22 @@ class AlignerConfig:
     rqs_per: Per = "sample"
     eval_aggregation: Aggregation = "max"
     text_prune_rate: float = 0.2
+    #: ``--objective`` name ("" in configs saved before objectives had recipes)
+    objective: str = ""
+    #: weight of the entailment terms (0: none; MERU: 0.2)
+    entailment_weight: float = 0.0
+    #: also make each coarser caption of a scene entail a finer one (``hyperbolic-entail``)
+    caption_entailment: bool = False
+    #: aperture scale ``K`` of the cones (Ganea et al.'s and MERU's 0.1)
+    aperture_K: float = 0.1
 
     @classmethod
     def for_objective(cls, objective: str, **kwargs: Any) -> AlignerConfig:
         """The config of an ``--objective`` name (``hyperbolic-itc`` etc.) with overrides."""
         if objective not in OBJECTIVES:
             raise ValueError(f"objective: expected one of {sorted(OBJECTIVES)}, got {objective!r}")
-        return cls(similarity=OBJECTIVES[objective], **kwargs)
+        settings = {**RECIPES.get(objective, {}), **kwargs}
+        return cls(similarity=OBJECTIVES[objective], objective=objective, **settings)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +129,8 @@ class AlignmentOutput:
     text: Tensor
     c: Tensor
     logit_scale: Tensor
+    #: the entailment term before its weight (``None`` when the objective has none)
+    entailment: Tensor | None = None
 
 
 class ImageTextAligner(nn.Module):
@@ -123,6 +147,14 @@ class ImageTextAligner(nn.Module):
             )
         self.config = config
         to_ball = USES_BALL[config.similarity]
+        lorentz = config.similarity == "lorentz"
+        if config.entailment_weight < 0 or config.aperture_K <= 0:
+            raise ValueError(
+                f"entailment_weight, aperture_K: need >= 0 and > 0, got "
+                f"{config.entailment_weight}, {config.aperture_K}"
+            )
+        if config.entailment_weight > 0 and not (to_ball or lorentz):
+            raise ValueError("entailment_weight: the Euclidean objective has no cones")
         self.connector = QueryConnector(
             config.vision_dim,
             config.width,
@@ -140,10 +172,18 @@ class ImageTextAligner(nn.Module):
             pooling=config.pooling,
         )
         self.image_proj = BallProjection(
-            config.width, config.embed_dim, scale_bounds=config.scale_bounds, to_ball=to_ball
+            config.width,
+            config.embed_dim,
+            scale_bounds=config.scale_bounds,
+            to_ball=to_ball,
+            to_lorentz=lorentz,
         )
         self.text_proj = BallProjection(
-            config.width, config.embed_dim, scale_bounds=config.scale_bounds, to_ball=to_ball
+            config.width,
+            config.embed_dim,
+            scale_bounds=config.scale_bounds,
+            to_ball=to_ball,
+            to_lorentz=lorentz,
         )
         low, high = config.curvature_bounds
         self.curvature = BoundedLogScalar(
@@ -176,11 +216,64 @@ class ImageTextAligner(nn.Module):
         """Token ids ``(N, L)`` -> text embeddings ``(N, E)`` (no pruning here)."""
         return self.text_proj(self.text_encoder(ids), c=self.c())
 
+    @property
+    def hyperbolic(self) -> bool:
+        """Whether embeddings are hyperbolic points (ball or, for ``meru``, hyperboloid)."""
+        return self.uses_ball or self.config.similarity == "lorentz"
+
     def radius(self, x: Tensor) -> Tensor:
-        """``Rad(x) = dist0(x)`` for ball points, ``|x|`` for Euclidean embeddings ``(..., E)``."""
+        """Hyperbolic radius (distance to the origin) of embeddings ``(..., E)``: ``dist0`` of
+        ball points, :math:`\\operatorname{asinh}(\\sqrt c|x_s|)/\\sqrt c` of hyperboloid points,
+        ``|x|`` for Euclidean embeddings."""
         if self.uses_ball:
             return ops.dist0(x, c=self.c())
-        return torch.linalg.vector_norm(x, dim=-1)
+        norm = torch.linalg.vector_norm(x, dim=-1)
+        if self.config.similarity == "lorentz":
+            sqrt_c = self.c().to(x.dtype) ** 0.5
+            return torch.asinh(sqrt_c * norm) / sqrt_c
+        return norm
+
+    def ball_points(self, x: Tensor) -> Tensor:
+        """The embeddings as points of the Poincaré ball (``ValueError`` for Euclidean ones)."""
+        if self.uses_ball:
+            return x
+        if self.config.similarity == "lorentz":
+            return lorentz_to_ball(x, c=self.c().to(x.dtype))
+        raise ValueError("x: Euclidean embeddings are not points of the ball")
+
+    def entailment_loss(
+        self,
+        text: Tensor,
+        image: Tensor,
+        hierarchy: tuple[Tensor, Tensor] | None,
+        *,
+        rows: slice | None = None,
+        gather: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """The (unweighted) entailment term: image queries in the cones of their captions and,
+        with ``caption_entailment``, finer captions in the cones of coarser ones.
+
+        ``text`` ``(B, E)`` holds the captions of the ``B`` images ``(B, K, E)``; ``hierarchy``
+        is ``(coarse_ids, fine_ids)`` ``(B, L)``, two captions per image, unpruned (data
+        parallel: the global batch's, encoded on this process's ``rows`` and gathered, like the
+        contrastive captions).
+        """
+        c, K = self.c(), self.config.aperture_K
+        if not self.config.caption_entailment:
+            return image_entailment(self.ball_points(text), self.ball_points(image), c=c, K=K)
+        if hierarchy is None:
+            raise ValueError("hierarchy: caption_entailment needs (coarse_ids, fine_ids)")
+        coarse_ids, fine_ids = hierarchy
+        if rows is not None:
+            coarse_ids, fine_ids = coarse_ids[rows], fine_ids[rows]
+        coarse, fine = self.encode_text(torch.cat([coarse_ids, fine_ids])).chunk(2)  # (B, E) x 2
+        if gather is not None:
+            coarse, fine = gather(coarse), gather(fine)
+        coarse, fine = self.ball_points(coarse), self.ball_points(fine)
+        img = self.ball_points(image)
+        return 0.5 * (
+            image_entailment(coarse, img, c=c, K=K) + image_entailment(fine, img, c=c, K=K)
+        ) + caption_entailment(coarse, fine, c=c, K=K)
 
     def forward(
         self,
@@ -189,10 +282,13 @@ class ImageTextAligner(nn.Module):
         *,
         positives: Tensor | None = None,
         generator: torch.Generator | None = None,
+        hierarchy: tuple[Tensor, Tensor] | None = None,
         rows: slice | None = None,
         gather: Callable[[Tensor], Tensor] | None = None,
     ) -> AlignmentOutput:
-        """Contrastive loss of ``B`` images ``(B, T, Dv)`` against ``N`` captions ``(N, L)``.
+        """Contrastive loss of ``B`` images ``(B, T, Dv)`` against ``N`` captions ``(N, L)``,
+        plus ``entailment_weight`` times :meth:`entailment_loss` (then ``N == B``: caption ``i``
+        belongs to image ``i``; ``hierarchy`` as there).
 
         In training mode captions are pruned (RTP) and queries randomly selected (RQS) with
         ``generator``; ``positives`` ``(B, N)`` defaults to the identity.
@@ -218,13 +314,18 @@ class ImageTextAligner(nn.Module):
         if gather is not None:
             image, text = gather(image), gather(text)
         out = self.loss(image, text, c=c, positives=positives, generator=generator)
+        loss, entail = out.loss, None
+        if self.config.entailment_weight > 0:
+            entail = self.entailment_loss(text, image, hierarchy, rows=rows, gather=gather)
+            loss = loss + self.config.entailment_weight * entail
         return AlignmentOutput(
-            loss=out.loss,
+            loss=loss,
             logits=out.logits,
             image=image,
             text=text,
             c=c,
             logit_scale=out.logit_scale,
+            entailment=entail,
         )
 
     def bounded_scalars(self) -> dict[str, BoundedLogScalar]:

@@ -32,12 +32,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hyperet import ops
 from hyperet.alignment.aligner import ImageTextAligner
 from hyperet.alignment.metrics import (
     KS,
     auroc,
     caption_relevance,
     chance_recall,
+    entailment_accuracy,
+    hierarchy_pairs,
     plot_radius_histograms,
     radius_histogram,
     recall_at_k,
@@ -196,12 +199,13 @@ def _evaluate(
                 "max": float(r.max())}  # fmt: skip
 
     return {
+        "objective": aligner.config.objective or None,
         "similarity": aligner.config.similarity,
         "scalars": aligner.scalars(),
         "scenes": n,
         "retrieval": {"overall": overall, "per_level": per_level},
         "radius": {
-            "kind": "hyperbolic" if aligner.uses_ball else "euclidean_norm",
+            "kind": "hyperbolic" if aligner.hyperbolic else "euclidean_norm",
             "image": stats(image_rad),
             "text_by_level": {lv: stats(text_rad[lv]) for lv in levels},
             "spearman": {
@@ -221,4 +225,40 @@ def _evaluate(
             "histograms": histograms,
             "histogram_png": png,
         },
+        "entailment": _entailment(
+            aligner, [text[lv] for lv in levels], [split.captions[lv] for lv in levels]
+        ),
+    }
+
+
+def _entailment(
+    aligner: ImageTextAligner, embeddings: list[Tensor], captions: list[Sequence[str]]
+) -> dict[str, Any] | None:
+    """AUROC and accuracy of :math:`\\psi_c(t_a) - \\Xi_c(t_a, t_b)` separating the true
+    (coarse, fine) caption pairs of one scene from false pairs across scenes
+    (:func:`~hyperet.alignment.metrics.hierarchy_pairs`); ``None`` for Euclidean embeddings.
+
+    The cones use the aligner's curvature and aperture scale ``K`` (0.1 for objectives trained
+    without cones), in float64 with the ``train`` policy: an apex inside the cone-free core
+    (:math:`\\sqrt c|x| < r_{in}`) gets the aperture :math:`\\approx \\pi/2` rather than an error.
+    """
+    if not aligner.hyperbolic:
+        return None
+    c, K = aligner.c().detach().double(), aligner.config.aperture_K
+    ball = [aligner.ball_points(e.double()) for e in embeddings]
+    pairs = hierarchy_pairs(captions)
+    points = torch.stack(ball)  # (levels, N, E)
+    coarse = points[torch.from_numpy(pairs.coarse_level), torch.from_numpy(pairs.coarse_scene)]
+    fine = points[torch.from_numpy(pairs.fine_level), torch.from_numpy(pairs.fine_scene)]
+    psi = ops.entailment_aperture(coarse, c=c, K=K, policy="train")
+    xi = ops.entailment_angle(coarse, fine, c=c, policy="train")
+    score = (psi - xi).numpy()
+    return {
+        "K": K,
+        "true_pairs": int(pairs.label.sum()),
+        "false_pairs": int((~pairs.label).sum()),
+        "auroc": _none_if_nan(auroc(score, pairs.label)),
+        "accuracy": entailment_accuracy(score, pairs.label),
+        "true_inside_fraction": float(np.mean(score[pairs.label] >= 0)),
+        "false_inside_fraction": float(np.mean(score[~pairs.label] >= 0)),
     }

@@ -173,6 +173,9 @@ def _flatten(run: dict[str, Any]) -> dict[str, float | None]:
     for level, s in ev["radius"]["text_by_level"].items():
         out[f"radius/text/{level}"] = s["mean"]
     out["radius/image"] = ev["radius"]["image"]["mean"]
+    for name, v in (ev.get("entailment") or {}).items():
+        if name in ("auroc", "accuracy", "true_inside_fraction", "false_inside_fraction"):
+            out[f"entailment/{name}"] = v
     mon = run["training"]["monitors"]["modalities"]
     for modality in ("image", "text"):
         out[f"monitor/{modality}/boundary_fraction_max"] = mon[modality]["boundary_fraction_max"]
@@ -265,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a mea
         f"spearman/{k}" for k in ("text_vs_level", "image_vs_object_count", "image_vs_corruption")
     ]
     keys += ["auroc/image_to_text", "auroc/text_to_image"]
+    keys += ["entailment/auroc", "entailment/accuracy"]
     print(markdown_table(result["summary"], keys))
 
 

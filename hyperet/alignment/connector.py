@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from hyperet import ops
+from hyperet.alignment.entailment import lorentz_expmap0
 
 Pooling = Literal["cls", "mean"]
 
@@ -250,6 +251,8 @@ class BallProjection(nn.Module):
         Range of ``alpha`` (:data:`SCALE_BOUNDS`).
     to_ball : bool
         Apply ``expmap0`` (hyperbolic objectives) or not (the Euclidean baseline).
+    to_lorentz : bool
+        Instead apply MERU's exponential map onto the hyperboloid (space components).
     """
 
     def __init__(
@@ -260,6 +263,7 @@ class BallProjection(nn.Module):
         scale: float | None = None,
         scale_bounds: tuple[float, float] = SCALE_BOUNDS,
         to_ball: bool = True,
+        to_lorentz: bool = False,
     ) -> None:
         super().__init__()
         self.linear = nn.Linear(in_dim, embed_dim, bias=False)
@@ -267,7 +271,7 @@ class BallProjection(nn.Module):
         self.scale = BoundedLogScalar(
             init, low=scale_bounds[0], high=scale_bounds[1], learnable=True
         )
-        self.to_ball = to_ball
+        self.to_ball, self.to_lorentz = to_ball, to_lorentz
 
     def tangent(self, h: Tensor) -> Tensor:
         """The scaled tangent vector ``u = alpha W h`` of shape ``(..., E)``."""
@@ -276,4 +280,6 @@ class BallProjection(nn.Module):
     def forward(self, h: Tensor, *, c: Tensor) -> Tensor:
         """Embed features ``(..., D)`` as points ``(..., E)`` of the ball of curvature ``-c``."""
         u = self.tangent(h)
+        if self.to_lorentz:
+            return lorentz_expmap0(u, c=c)
         return ops.expmap0(u, c=c) if self.to_ball else u

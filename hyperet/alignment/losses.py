@@ -10,6 +10,8 @@ Three similarities between an image embedding ``x`` and a text embedding ``y``:
   unstable: the loss rewards pushing points towards the boundary, where distances saturate).
 - ``"euclidean"``: the cosine of Euclidean embeddings (no ``expmap0``), the baseline. Its
   formula is the cosine's; the name records that the embeddings were never mapped to the ball.
+- ``"lorentz"``: the negative Lorentz distance of hyperboloid points given by their space
+  components (MERU; :func:`~hyperet.alignment.entailment.pairwise_lorentz_dist`).
 
 Image embeddings carry ``K`` query vectors ``(B, K, E)``; a text embedding is ``(N, E)``. The
 image-text score reduces the ``K`` query similarities: ``max`` (BLIP-2), ``mean``, or, in
@@ -44,15 +46,21 @@ from torch import Tensor, nn
 
 from hyperet import ops
 from hyperet.alignment.connector import BoundedLogScalar
+from hyperet.alignment.entailment import pairwise_lorentz_dist
 
-Similarity = Literal["cosine", "poincare", "euclidean"]
+Similarity = Literal["cosine", "poincare", "euclidean", "lorentz"]
 Aggregation = Literal["max", "mean"]
 Selection = Literal["max", "random"]
 Per = Literal["sample", "batch"]
 
-SIMILARITIES: tuple[Similarity, ...] = ("cosine", "poincare", "euclidean")
+SIMILARITIES: tuple[Similarity, ...] = ("cosine", "poincare", "euclidean", "lorentz")
 #: Whether each similarity works on points of the ball (and so needs expmap0 upstream).
-USES_BALL: dict[str, bool] = {"cosine": True, "poincare": True, "euclidean": False}
+USES_BALL: dict[str, bool] = {
+    "cosine": True,
+    "poincare": True,
+    "euclidean": False,
+    "lorentz": False,
+}
 
 
 def similarity_matrix(
@@ -82,6 +90,10 @@ def similarity_matrix(
         if c is None:
             raise ValueError("c: the 'poincare' similarity needs the curvature")
         return -ops.pairwise_dist(image, text, c=c)
+    if kind == "lorentz":
+        if c is None:
+            raise ValueError("c: the 'lorentz' similarity needs the curvature")
+        return -pairwise_lorentz_dist(image, text, c=c)
     raise ValueError(f"kind: expected one of {SIMILARITIES}, got {kind!r}")
 
 

@@ -24,6 +24,13 @@ Spearman's rho is Pearson's correlation of those ranks; AUROC is the Mann-Whitne
     = P(s_+ > s_-) + \\tfrac12 P(s_+ = s_-).
 
 Both return ``nan`` where they are undefined (a constant input; a single class).
+
+Hierarchy. :func:`hierarchy_pairs` lists the true ``(coarse, fine)`` caption pairs of each scene
+(every pair of levels ``a < b``) and, for each, a false pair: the same two levels with the fine
+caption taken from another scene (a seeded random permutation), dropped when either caption
+string equals the true one (then the pair is true as well). An entailment score (``psi - Xi``:
+positive inside the cone) is graded by :func:`auroc` and :func:`entailment_accuracy` (score
+``>= 0`` predicts "entails").
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -200,3 +208,48 @@ def plot_radius_histograms(
     _io.atomic_write_bytes(Path(path), buffer.getvalue())
     plt.close(fig)
     return True
+
+
+class HierarchyPairs(NamedTuple):
+    """Caption pairs: caption ``(coarse_level[p], coarse_scene[p])`` should entail caption
+    ``(fine_level[p], fine_scene[p])`` exactly when ``label[p]``."""
+
+    coarse_level: NDArray[np.int64]
+    coarse_scene: NDArray[np.int64]
+    fine_level: NDArray[np.int64]
+    fine_scene: NDArray[np.int64]
+    label: NDArray[np.bool_]
+
+
+def hierarchy_pairs(captions_by_level: Sequence[Sequence[str]], *, seed: int = 0) -> HierarchyPairs:
+    """True pairs (level ``a < b`` of one scene) and their false counterparts (module docstring).
+
+    ``captions_by_level[l][i]`` is the caption of scene ``i`` at level ``l`` (coarse first).
+    """
+    levels = len(captions_by_level)
+    n = len(captions_by_level[0]) if levels else 0
+    perm = np.random.default_rng(seed).permutation(n)
+    rows: list[tuple[int, int, int, int, bool]] = []
+    for a in range(levels):
+        for b in range(a + 1, levels):
+            for i in range(n):
+                rows.append((a, i, b, i, True))
+                j = int(perm[i])
+                same = (
+                    captions_by_level[a][j] == captions_by_level[a][i]
+                    or captions_by_level[b][j] == captions_by_level[b][i]
+                )
+                if not same:
+                    rows.append((a, i, b, j, False))
+    cols = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
+    ints = [np.asarray(col, dtype=np.int64) for col in cols[:4]]
+    return HierarchyPairs(ints[0], ints[1], ints[2], ints[3], np.asarray(cols[4], dtype=bool))
+
+
+def entailment_accuracy(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Fraction of pairs classified right by the sign of the score (``>= 0``: entails)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    if s.shape != y.shape or s.size == 0:
+        raise ValueError(f"scores: shape {s.shape} must equal labels' {y.shape} and be non-empty")
+    return float(np.mean((s >= 0) == y))

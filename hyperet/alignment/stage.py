@@ -155,11 +155,22 @@ def itc_stage(ctx: Context) -> StageTask:
         keys = torch.from_numpy(captions.string_id[level, idx])  # (B,)
         gen = torch.Generator(features.device).manual_seed(int(rng.integers(0, 2**62)))
         rows = distributed.shard_slice(len(idx))  # data parallel: this process's images
+        hierarchy = None
+        if aligner.config.caption_entailment:  # a second, different level per image
+            other = (level + rng.integers(1, len(captions.levels), size=len(idx))) % len(
+                captions.levels
+            )
+            pair = np.sort(np.stack([level, other]), axis=0)  # (2, B): coarse, fine
+            both = collate(
+                [captions.encoded[lv][i] for row in pair for lv, i in zip(row, idx, strict=True)]
+            )
+            hierarchy = (both.input_ids[: len(idx)], both.input_ids[len(idx) :])
         out = aligner(
             features[torch.from_numpy(idx[rows])],
             ids.input_ids,
             positives=duplicate_positives(keys),
             generator=gen,
+            hierarchy=hierarchy,
             rows=rows if distributed.is_active() else None,
             gather=distributed.gather_rows if distributed.is_active() else None,
         )
@@ -191,7 +202,8 @@ def itc_metrics(model: nn.Module, task: StageTask) -> dict[str, Any]:
     watch: _ITCMonitoring = task.loss.monitoring  # type: ignore[attr-defined]
     summary = watch.finish()
     return {
-        "objective": {v: k for k, v in OBJECTIVES.items()}[aligner.config.similarity],
+        "objective": aligner.config.objective
+        or {v: k for k, v in OBJECTIVES.items()}[aligner.config.similarity],
         "aligner": aligner.config.to_dict(),
         "scalars": aligner.scalars(),
         "monitors": _finite(summary),

@@ -22,6 +22,8 @@ from hyperet.ops.ball import (
     project,
     transport,
 )
+from hyperet.ops.cones import entailment_angle, entailment_aperture, entailment_energy
+from hyperet.ops.lorentz import from_lorentz, lorentz_dist, to_lorentz
 from hyperet.ops.pairwise import pairwise_dist
 from hyperet.ops.policy import POLICIES, radius_ceiling, resolve_policy
 from hyperet.ops.structured import (
@@ -44,11 +46,16 @@ __all__ = [
     "diagonal_to_dense",
     "dist",
     "dist0",
+    "entailment_angle",
+    "entailment_aperture",
+    "entailment_energy",
     "expmap",
     "expmap0",
+    "from_lorentz",
     "gyration",
     "logmap",
     "logmap0",
+    "lorentz_dist",
     "mobius_add",
     "mobius_matvec",
     "mobius_scalar_mul",
@@ -56,5 +63,6 @@ __all__ = [
     "project",
     "radius_ceiling",
     "resolve_policy",
+    "to_lorentz",
     "transport",
 ]

@@ -133,6 +133,8 @@ def _exact_case(op: str, a: dict[str, np.ndarray], c: float, digits: int) -> Any
         return fn(a["x"], c=c, eps=float(a["eps"]), dps=digits)
     if op == "mobius_scalar_mul":
         return fn(float(a["r"]), a["x"], c=c, dps=digits)
+    if "K" in a:
+        return fn(*(v for n, v in a.items() if n != "K"), c=c, K=float(a["K"]), dps=digits)
     return fn(*a.values(), c=c, dps=digits)
 
 

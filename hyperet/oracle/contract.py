@@ -17,6 +17,9 @@ near the boundary of the ball:
 - ``hra_*(u, params)`` (the literal chain ``logmap0(M (x) expmap0(u))``):
   :math:`a = \\max(1, (\\lambda_p + \\lambda_q) / 4)` with ``p = expmap0(u)`` and ``q = M (x) p``,
   the intermediate points whose rounding the literal chain cannot avoid;
+- ``entailment_energy(x, y)`` :math:`= \\max(0, \\Xi - \\psi)`:
+  :math:`a = \\max(1, \\mathrm{ulp}(\\max(\\Xi, \\psi)) / \\mathrm{ulp}(E))` (a difference of two
+  angles, accurate in ulps of the larger one: :func:`energy_allowance`);
 
 with :math:`\\lambda_x = 2 / (1 - c|x|^2)` the conformal factor, evaluated in float64 at the
 stored inputs. The normwise error in ulps is the one of :mod:`hyperet.oracle.ulp`, in ulps of the
@@ -101,6 +104,12 @@ OPS: tuple[str, ...] = (
     "hra_diagonal",
     "hra_block",
     "hra_banded",
+    "entailment_aperture",
+    "entailment_angle",
+    "entailment_energy",
+    "to_lorentz",
+    "from_lorentz",
+    "lorentz_dist",
 )
 
 #: The published contract: format -> op -> bound against the exact value.
@@ -169,6 +178,21 @@ def pair_allowance(lambda_1: np.ndarray, lambda_2: np.ndarray) -> np.ndarray:
     array([  1., 100.])
     """
     return np.maximum(1.0, np.asarray(lambda_1, np.float64) * np.asarray(lambda_2, np.float64) / 4)
+
+
+def energy_allowance(angle: np.ndarray, aperture: np.ndarray, energy: np.ndarray) -> np.ndarray:
+    """Per-case allowance of ``entailment_energy = max(0, Xi - psi)``: the ulp of the larger
+    angle over the ulp of the energy, ``max(1, ulp(max(Xi, psi)) / ulp(E))`` - the energy is
+    a difference of two angles, each accurate to its own ulps, so its error is bounded in ulps of
+    the larger one (an exact energy of 0 allows an error of a few ulp of the angles).
+
+    >>> float(energy_allowance(np.array(1.0), np.array(0.5), np.array(0.5))[()])
+    2.0
+    """
+    big = np.maximum(np.asarray(angle, np.float64), np.asarray(aperture, np.float64))
+    ratio = np.spacing(big) / np.spacing(np.asarray(energy, np.float64))
+    # at E = 0 the ratio reaches ~1e308: capped at 2**1020 so that bound * allowance stays finite
+    return np.clip(ratio, 1.0, 2.0**1020)
 
 
 def chain_allowance(lambda_p: np.ndarray, lambda_q: np.ndarray) -> np.ndarray:

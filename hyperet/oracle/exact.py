@@ -38,15 +38,22 @@ __all__ = [
     "diagonal_to_dense",
     "dist",
     "dist0",
+    "entailment_angle",
+    "entailment_angle_by_arccos",
+    "entailment_aperture",
+    "entailment_energy",
     "expmap",
     "expmap0",
+    "from_lorentz",
     "gyration",
     "logmap",
     "logmap0",
+    "lorentz_dist",
     "mobius_add",
     "mobius_matvec",
     "mobius_scalar_mul",
     "project",
+    "to_lorentz",
     "transport",
 ]
 
@@ -417,3 +424,109 @@ def block_diagonal_matvec(blocks: Any, x: Any, *, c: float, dps: int = DEFAULT_D
 def banded_matvec(bands: Any, x: Any, *, c: float, dps: int = DEFAULT_DPS) -> ObjArray:
     """Banded :math:`M\\otimes x` via the dense matrix."""
     return mobius_matvec(_dense_float(banded_to_dense(bands)), x, c=c, dps=dps)
+
+
+# --------------------------------------------------------------------------- cones and Lorentz
+
+
+def _aperture_mp(x: Vec, c: mpmath.mpf, K: mpmath.mpf) -> mpmath.mpf:
+    w = _w(x, c)
+    n = _norm(x)
+    arg = K * w / (mpmath.sqrt(c) * n) if n != 0 else mpmath.inf
+    if arg > 1:
+        raise ValueError("x: lies inside the cone-free core (sqrt(c)|x| < r_in)")
+    return mpmath.asin(arg)
+
+
+def _angle_mp(x: Vec, y: Vec, c: mpmath.mpf) -> mpmath.mpf:
+    """Ganea et al.'s exterior angle at ``sqrt(c) x``, as the atan2 of the textbook numerator
+    and :math:`w|x \\wedge y|` (the textbook denominator is :math:`\\sqrt{num^2 + (w|x\\wedge
+    y|)^2}`; a test checks the arccos form against this one)."""
+    _w(y, c)
+    w = _w(x, c)
+    xy, x2, y2 = _dot(x, y), _dot(x, x), _dot(y, y)
+    if x2 == 0:
+        raise ValueError("x: the apex x = 0 has no cone")
+    if all(a == b for a, b in zip(x, y, strict=True)):
+        raise ValueError("y: equals x")
+    num = xy * (1 + c * x2) - x2 * (1 + c * y2)
+    pairs = range(len(x))
+    wedge2 = mpmath.fsum((x[i] * y[j] - x[j] * y[i]) ** 2 for i in pairs for j in pairs if i < j)
+    return mpmath.atan2(w * mpmath.sqrt(wedge2), num)
+
+
+def entailment_angle_by_arccos(x: Vec, y: Vec, c: mpmath.mpf) -> mpmath.mpf:
+    """The textbook arccos form of the exterior angle for mpf vectors (loses about half the
+    working digits near the axis; the tests compare it with :func:`entailment_angle`)."""
+    s = mpmath.sqrt(c)
+    xs, ys = _scale(s, x), _scale(s, y)
+    xy, x2, y2 = _dot(xs, ys), _dot(xs, xs), _dot(ys, ys)
+    num = xy * (1 + x2) - x2 * (1 + y2)
+    diff = _norm([a - b for a, b in zip(xs, ys, strict=True)])
+    den = mpmath.sqrt(x2) * diff * mpmath.sqrt(1 + x2 * y2 - 2 * xy)
+    return mpmath.acos(num / den)
+
+
+def entailment_aperture(x: Any, *, c: float, K: float, dps: int = DEFAULT_DPS) -> ObjArray:
+    """:math:`\\psi_c(x) = \\arcsin(K(1 - c|x|^2)/(\\sqrt c|x|))`, shape ``(...)``."""
+    cm, km = _c(c), _mp(K)
+    return _pointwise(lambda v: _aperture_mp(v, cm, km), [("x", x)], dps, vector_out=False)
+
+
+def entailment_angle(x: Any, y: Any, *, c: float, dps: int = DEFAULT_DPS) -> ObjArray:
+    """Exterior angle :math:`\\Xi_c(x, y)` (see :func:`_angle_mp`), shape ``(...)``."""
+    cm = _c(c)
+    return _pointwise(lambda a, b: _angle_mp(a, b, cm), [("x", x), ("y", y)], dps, vector_out=False)
+
+
+def entailment_energy(x: Any, y: Any, *, c: float, K: float, dps: int = DEFAULT_DPS) -> ObjArray:
+    """:math:`\\max(0, \\Xi_c(x, y) - \\psi_c(x))`, shape ``(...)``."""
+    cm, km = _c(c), _mp(K)
+
+    def kernel(a: Vec, b: Vec) -> mpmath.mpf:
+        return mpmath.mpf(max(0, _angle_mp(a, b, cm) - _aperture_mp(a, cm, km)))
+
+    return _pointwise(kernel, [("x", x), ("y", y)], dps, vector_out=False)
+
+
+def to_lorentz(x: Any, *, c: float, dps: int = DEFAULT_DPS) -> ObjArray:
+    """:math:`((1 + c|x|^2)/(\\sqrt c\\,w),\\; 2x/w)`, time first; shape ``(..., d + 1)``."""
+    cm = _c(c)
+
+    def kernel(v: Vec) -> Vec:
+        w = _w(v, cm)
+        return [(1 + cm * _dot(v, v)) / (mpmath.sqrt(cm) * w), *_scale(2 / w, v)]
+
+    return _pointwise(kernel, [("x", x)], dps, vector_out=True)
+
+
+def _lorentz_space(v: Vec) -> Vec:
+    if len(v) < 2 or v[0] <= 0:
+        raise ValueError("v: a Lorentz point needs a positive time and >= 1 space component")
+    return v[1:]
+
+
+def from_lorentz(v: Any, *, c: float, dps: int = DEFAULT_DPS) -> ObjArray:
+    """:math:`v_s / (1 + \\sqrt{1 + c|v_s|^2})` (the point is its space part); ``(..., d)``."""
+    cm = _c(c)
+
+    def kernel(p: Vec) -> Vec:
+        s = _lorentz_space(p)
+        return _scale(1 / (1 + mpmath.sqrt(1 + cm * _dot(s, s))), s)
+
+    return _pointwise(kernel, [("v", v)], dps, vector_out=True)
+
+
+def lorentz_dist(u: Any, v: Any, *, c: float, dps: int = DEFAULT_DPS) -> ObjArray:
+    """:math:`\\operatorname{arcosh}(c(u_0 v_0 - \\langle u_s, v_s\\rangle))/\\sqrt c` with
+    :math:`u_0 = \\sqrt{1/c + |u_s|^2}` (textbook form); shape ``(...)``."""
+    cm = _c(c)
+
+    def kernel(a: Vec, b: Vec) -> mpmath.mpf:
+        us, vs = _lorentz_space(a), _lorentz_space(b)
+        u0 = mpmath.sqrt(1 / cm + _dot(us, us))
+        v0 = mpmath.sqrt(1 / cm + _dot(vs, vs))
+        arg = cm * (u0 * v0 - _dot(us, vs))
+        return mpmath.acosh(max(arg, mpmath.mpf(1))) / mpmath.sqrt(cm)
+
+    return _pointwise(kernel, [("u", u), ("v", v)], dps, vector_out=False)

@@ -19,7 +19,14 @@ Families:
 ``I``       pairs of near-boundary points in random directions
 ``J``       scalar multiplication with r = 0, +-1, 1e3, 1e6
 ``K``       matrix products: M = 0, x in ker M, orthogonal M, gain 1e8, structured layouts
+``N``       entailment cones: y near the axis through x (beyond x, between 0 and x), offsets
+            1e-3 ... 1e-300 relative, and exactly on it
+``R``       entailment cones: apex at ``sqrt(c)|x| = r_in + (1 - r_in) 10**-k`` (aperture
+            near pi/2), K = 0.1, 1, 10
 ``L``       invalid input (see :func:`invalid_cases`)
+
+The cone ops take an apex (kind ``X``: a point with ``sqrt(c)|x| >= r_in`` for the case's ``K``)
+and the Lorentz ops hyperboloid points (kind ``Q``: ``to_lorentz`` of ball points, rounded).
 ==========  ==================================================================================
 
 Points are always strictly inside the ball at their float64 values (checked with the
@@ -49,6 +56,7 @@ __all__ = [
     "ball_points",
     "cases",
     "invalid_cases",
+    "lorentz_points",
     "random_points",
     "unit_vectors",
 ]
@@ -66,10 +74,13 @@ FAMILIES: dict[str, str] = {
     "I": "pairs of near-boundary points",
     "J": "scalar r = 0, +-1, 1e3, 1e6",
     "K": "M = 0, ker M, orthogonal, gain 1e8, structured",
+    "N": "near the axis of a cone (offsets 1e-3 ... 1e-300, and 0)",
+    "R": "cone apex near r_in (aperture near pi/2), K = 0.1, 1, 10",
 }
 
 # argument kinds: P point, T tangent vector (any size), V vector (gyration z, transport v,
-# project x), S per-point scalar, M dense matrices, W diagonal, B blocks, N bands
+# project x), S per-point scalar, M dense matrices, W diagonal, B blocks, N bands, X cone apex
+# (a point with sqrt(c)|x| >= r_in), Q Lorentz point (time first)
 SIGNATURES: dict[str, str] = {
     "conformal_factor": "P",
     "mobius_add": "PP",
@@ -90,10 +101,30 @@ SIGNATURES: dict[str, str] = {
     "diagonal_to_dense": "W",
     "block_diagonal_to_dense": "B",
     "banded_to_dense": "N",
+    "entailment_aperture": "X",
+    "entailment_angle": "XP",
+    "entailment_energy": "XP",
+    "to_lorentz": "P",
+    "from_lorentz": "Q",
+    "lorentz_dist": "QQ",
 }
 OPS: tuple[str, ...] = tuple(SIGNATURES)
 
-_PAIR_OPS = {"mobius_add", "logmap", "dist", "gyration", "transport"}
+#: Aperture scale of the cone cases (Ganea et al.'s default; family R varies it).
+CONE_K = 0.1
+_CONE_OPS = {"entailment_aperture", "entailment_angle", "entailment_energy"}
+_LORENTZ_OPS = {"to_lorentz", "from_lorentz", "lorentz_dist"}
+
+_PAIR_OPS = {
+    "mobius_add",
+    "logmap",
+    "dist",
+    "gyration",
+    "transport",
+    "entailment_angle",
+    "entailment_energy",
+    "lorentz_dist",
+}
 _MATVEC_OPS = {"mobius_matvec", "diagonal_matvec", "block_diagonal_matvec", "banded_matvec"}
 _DENSE_OPS = {"diagonal_to_dense", "block_diagonal_to_dense", "banded_to_dense"}
 
@@ -218,8 +249,22 @@ class _Filler:
     def bands(self) -> Array:
         return self.rng.standard_normal((5, self.d)) / 2.0
 
+    def apex(self, K: float = CONE_K) -> Array:
+        """Points with ``sqrt(c)|x|`` from ``r_in(K)`` to the boundary (radius uniform)."""
+        r_in = 2.0 * K / (1.0 + math.sqrt(1.0 + 4.0 * K * K))
+        rad_in = 2.0 * math.atanh(r_in)
+        rad = self.rng.uniform(rad_in * (1 + 1e-9), 36.0, self.n)
+        return ball_points(
+            unit_vectors(self.rng, self.n, self.d), 2.0 / (np.exp(rad) + 1.0), self.c
+        )
+
+    def lorentz(self) -> Array:
+        return lorentz_points(random_points(self.rng, self.n, self.d, self.c), self.c)
+
     def fill(self, kind: str) -> Array:
         return {
+            "X": self.apex,
+            "Q": self.lorentz,
             "P": self.point,
             "T": self.tangent,
             "V": self.vector,
@@ -242,7 +287,16 @@ def _default_args(op: str, f: _Filler, **override: Callable[[], Array]) -> tuple
     return tuple(out)
 
 
+def lorentz_points(x: Array, c: float) -> Array:
+    """Hyperboloid points (time first) of ball points ``x`` (float64, via the reference)."""
+    from hyperet.reference.lorentz import to_lorentz
+
+    return to_lorentz(x, c=c)
+
+
 def _kwargs(op: str, rng: np.random.Generator) -> dict[str, float]:
+    if op in ("entailment_aperture", "entailment_energy"):
+        return {"K": CONE_K}
     if op == "project":
         return {"eps": float(rng.choice([0.0, 1e-15, 1e-5, 0.1]))}
     return {}
@@ -255,9 +309,19 @@ def _family_cases(op: str, family: str, rng: np.random.Generator, n: int, d: int
     sig = SIGNATURES[op]
     out: list[Case] = []
 
-    def add(label: str, c: float, **override: Callable[[], Array]) -> None:
+    def add(
+        label: str,
+        c: float,
+        kwargs: dict[str, float] | None = None,
+        **override: Callable[[], Array],
+    ) -> None:
         f = _Filler(rng, n, d, c)
-        out.append(Case(op, family, label, _default_args(op, f, **override), c, _kwargs(op, rng)))
+        args = _default_args(op, f, **override)
+        out.append(Case(op, family, label, args, c, _kwargs(op, rng) if kwargs is None else kwargs))
+
+    if op in _CONE_OPS or op in _LORENTZ_OPS:
+        _geometry_family(op, family, rng, n, d, add)
+        return out
 
     if op in _DENSE_OPS:
         if family == "random":
@@ -374,6 +438,104 @@ def _family_cases(op: str, family: str, rng: np.random.Generator, n: int, d: int
     return out
 
 
+def _geometry_family(
+    op: str,
+    family: str,
+    rng: np.random.Generator,
+    n: int,
+    d: int,
+    add: Callable[..., None],
+) -> None:
+    """The families that apply to the cone and Lorentz ops (their domains differ: an apex is
+    never 0 nor inside ``r_in``, ``y != x``; Lorentz points are ``to_lorentz`` of ball points)."""
+    lorentz = op in _LORENTZ_OPS
+    kw = {"K": CONE_K} if op in ("entailment_aperture", "entailment_energy") else {}
+
+    def as_arg(x: Array, c: float) -> Array:
+        return lorentz_points(x, c) if op in ("from_lorentz", "lorentz_dist") else x
+
+    def pair(x: Array, y: Array, c: float, label: str) -> None:
+        """A case from ball points: the apex / first point ``x`` and second point ``y``."""
+        if op == "lorentz_dist":
+            add(label, c, kw, Q1=_const(lorentz_points(x, c)), Q2=_const(lorentz_points(y, c)))
+        elif op == "from_lorentz":
+            add(label, c, kw, Q=_const(lorentz_points(x, c)))
+        elif op in ("entailment_angle", "entailment_energy"):
+            add(label, c, kw, X=_const(x), P=_const(y))
+        else:
+            add(label, c, kw, X=_const(x), P=_const(x))
+
+    if family in ("random", "F"):
+        sweep = (
+            (1.0, 1e-6, 1e-2, 0.37, 10.0, 1e3) if family == "random" else (1e-12, 1e-6, 1.0, 1e3)
+        )
+        for c in sweep:
+            add(f"c={c:g}", c, kw)
+    elif family == "A":
+        for k in (1, 4, 8, 12, 15, 16):
+            x = ball_points(unit_vectors(rng, n, d), 10.0**-k, 1.0)
+            y = ball_points(unit_vectors(rng, n, d), 10.0**-k * rng.uniform(1, 9, n), 1.0)
+            pair(x, y, 1.0, f"1-r=1e-{k}")
+    elif family == "B":
+        for e in (8, 50, 150):
+            tiny = unit_vectors(rng, n, d) * 10.0**-e
+            if op in _PAIR_OPS:
+                pair(_Filler(rng, n, d, 1.0).apex(), tiny, 1.0, f"|y|=1e-{e}")
+            elif lorentz:
+                pair(tiny, tiny, 1.0, f"|x|=1e-{e}")
+    elif family == "D":
+        zero = np.zeros((n, d))
+        if op in _PAIR_OPS:
+            pair(_Filler(rng, n, d, 1.0).apex(), zero, 1.0, "y = 0")
+        elif lorentz:
+            pair(zero, zero, 1.0, "origin")
+    elif family == "G" and op in _PAIR_OPS:
+        for k in (2, 8, 15):
+            x = ball_points(unit_vectors(rng, n, d), 10.0**-k, 1.0)
+            pair(x, -x, 1.0, f"antipodal 1-r=1e-{k}")
+    elif family == "H" and op in _PAIR_OPS:
+        for delta in (1e-4, 1e-8, 1e-12, 1e-15):
+            for k in (1, 8, 15):
+                x = ball_points(unit_vectors(rng, n, d), 10.0**-k, 1.0)
+                y = _pull_inside(x * (1.0 + delta * rng.standard_normal((n, d))), 1.0)
+                y[np.all(y == x, axis=-1)] *= 1 - 2.0**-52  # never y = x exactly
+                pair(x, _pull_inside(y, 1.0), 1.0, f"delta={delta:g} 1-r=1e-{k}")
+    elif family == "N" and op in _PAIR_OPS:
+        for offset in (1e-3, 1e-8, 1e-15, 1e-30, 1e-300, 0.0):
+            for scale in (0.3, 1.5):
+                x = ball_points(unit_vectors(rng, n, d), rng.uniform(0.05, 0.6, n), 1.0)
+                perp = rng.standard_normal((n, d))
+                perp -= np.sum(perp * x, -1, keepdims=True) / np.sum(x * x, -1, keepdims=True) * x
+                y = _pull_inside(scale * x + offset * perp, 1.0)
+                pair(x, y, 1.0, f"axis offset {offset:g} scale {scale:g}")
+    elif family == "R" and op in ("entailment_aperture", "entailment_energy"):
+        for K in (0.1, 1.0, 10.0):
+            r_in = 2.0 * K / (1.0 + math.sqrt(1.0 + 4.0 * K * K))
+            for k in (1, 4, 8, 12, 15):
+                x = _outside_core(unit_vectors(rng, n, d) * (r_in + (1.0 - r_in) * 10.0**-k), K)
+                y = random_points(rng, n, d, 1.0)
+                kwr = {"K": K}
+                if op in _PAIR_OPS:
+                    add(f"K={K:g} r=r_in+(1-r_in)1e-{k}", 1.0, kwr, X=_const(x), P=_const(y))
+                else:
+                    add(f"K={K:g} r=r_in+(1-r_in)1e-{k}", 1.0, kwr, X=_const(x))
+
+
+def _outside_core(x: Array, K: float) -> Array:
+    """Push rows whose rounded radius fell inside ``r_in`` out by whole ulps."""
+    from hyperet.reference.cones import entailment_aperture
+
+    x = np.array(x, dtype=np.float64)
+    for i in range(x.shape[0]):
+        for _ in range(64):
+            try:
+                entailment_aperture(x[i], c=1.0, K=K)
+                break
+            except ValueError:
+                x[i] *= 1.0 + 2.0**-52
+    return x
+
+
 def _matrix_family(
     op: str, rng: np.random.Generator, n: int, d: int, add: Callable[..., None]
 ) -> None:
@@ -476,6 +638,8 @@ def invalid_cases(op: str, *, d: int = 4) -> list[InvalidCase]:
     kw: dict[str, Any] = {} if op in _DENSE_OPS else {"c": 1.0}
     if op == "project":
         kw["eps"] = 0.0
+    if op in ("entailment_aperture", "entailment_energy"):
+        kw["K"] = CONE_K
     out: list[InvalidCase] = []
 
     def with_arg(i: int, value: Any) -> tuple[Any, ...]:
@@ -493,12 +657,12 @@ def invalid_cases(op: str, *, d: int = 4) -> list[InvalidCase]:
         out.append(
             InvalidCase(op, f"{name} complex dtype", with_arg(i, a.astype(np.complex128)), kw, name)
         )
-        if kind == "P":
+        if kind in "PX":
             on = np.zeros_like(a)
             on[..., 0] = 1.0  # exactly on the boundary for c = 1
             out.append(InvalidCase(op, f"{name} on the boundary", with_arg(i, on), kw, name))
             out.append(InvalidCase(op, f"{name} outside the ball", with_arg(i, 2.0 * on), kw, name))
-        if kind in "PTV" and i > 0 and SIGNATURES[op][0] in "PTV":
+        if kind in "PTVXQ" and i > 0 and SIGNATURES[op][0] in "PTVXQ":
             short = a[..., :-1]
             out.append(InvalidCase(op, f"{name} wrong vector length", with_arg(i, short), kw, name))
     if "c" in kw:
@@ -507,6 +671,34 @@ def invalid_cases(op: str, *, d: int = 4) -> list[InvalidCase]:
     if op == "project":
         for bad_eps in (-0.1, 1.0, math.nan):
             out.append(InvalidCase(op, f"eps = {bad_eps}", base, {**kw, "eps": bad_eps}, "eps"))
+    out.extend(_geometry_invalid(op, base, kw, d))
+    return out
+
+
+def _geometry_invalid(
+    op: str, base: tuple[Any, ...], kw: dict[str, Any], d: int
+) -> list[InvalidCase]:
+    """Domain errors of the cone and Lorentz ops: apex 0 or inside r_in, y = x, bad K; a
+    Lorentz point with a non-positive or inconsistent time component."""
+    out: list[InvalidCase] = []
+    if op in _CONE_OPS:
+        x = np.array(base[0], dtype=np.float64)
+        rest = base[1:]
+        out.append(InvalidCase(op, "apex x = 0", (np.zeros_like(x), *rest), kw, "x"))
+        core = unit_vectors(np.random.default_rng(1), x.shape[0], d) * 0.05  # r_in(0.1) = 0.099
+        if op != "entailment_angle":
+            out.append(InvalidCase(op, "apex inside r_in", (core, *rest), kw, "x"))
+            for bad_k in (0.0, -1.0, math.nan):
+                out.append(InvalidCase(op, f"K = {bad_k}", base, {**kw, "K": bad_k}, "K"))
+        if len(base) > 1:
+            out.append(InvalidCase(op, "y = x", (x, x.copy()), kw, "y"))
+    if op in ("from_lorentz", "lorentz_dist"):
+        v = np.array(base[0], dtype=np.float64)
+        name = _ARG_NAMES[op][0]
+        for label, t in (("time <= 0", -v[..., 0]), ("time inconsistent", 2.0 * v[..., 0])):
+            bad = v.copy()
+            bad[..., 0] = t
+            out.append(InvalidCase(op, f"{name} {label}", (bad, *base[1:]), kw, name))
     return out
 
 
@@ -530,4 +722,10 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
     "diagonal_to_dense": ("w",),
     "block_diagonal_to_dense": ("blocks",),
     "banded_to_dense": ("bands",),
+    "entailment_aperture": ("x",),
+    "entailment_angle": ("x", "y"),
+    "entailment_energy": ("x", "y"),
+    "to_lorentz": ("x",),
+    "from_lorentz": ("v",),
+    "lorentz_dist": ("u", "v"),
 }

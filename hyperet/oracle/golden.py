@@ -260,6 +260,7 @@ class OpSpec:
 
 _V = (DIM,)
 _S: tuple[int, ...] = ()
+_L = (DIM + 1,)  # a Lorentz point, time first
 _BLOCK = 4
 _BANDWIDTH = 2
 DIAGONAL_LAYOUT = "w of shape (d,): M = diag(w)"
@@ -379,6 +380,43 @@ SPECS: dict[str, OpSpec] = {
             "HRA(u) = logmap0(banded(bands) (x) expmap0(u)) (= W u in exact arithmetic)",
             BANDED_LAYOUT,
         ),
+        OpSpec(
+            "entailment_aperture",
+            ("x", "K"),
+            {"x": _V, "K": _S, "expected": _S},
+            "psi = arcsin(K (1 - c|x|^2) / (sqrt(c)|x|)), sqrt(c)|x| >= r_in(K)",
+        ),
+        OpSpec(
+            "entailment_angle",
+            ("x", "y"),
+            {"x": _V, "y": _V, "expected": _S},
+            "Xi = arccos((<x,y>(1+c|x|^2) - |x|^2(1+c|y|^2)) / "
+            "(|x| |x-y| sqrt(1 + c^2|x|^2|y|^2 - 2c<x,y>)))",
+        ),
+        OpSpec(
+            "entailment_energy",
+            ("x", "y", "K"),
+            {"x": _V, "y": _V, "K": _S, "expected": _S},
+            "max(0, Xi(x, y) - psi(x))",
+        ),
+        OpSpec(
+            "to_lorentz",
+            ("x",),
+            {"x": _V, "expected": _L},
+            "((1 + c|x|^2) / (sqrt(c)(1 - c|x|^2)), 2x / (1 - c|x|^2)), time first",
+        ),
+        OpSpec(
+            "from_lorentz",
+            ("v",),
+            {"v": _L, "expected": _V},
+            "v_s / (1 + sqrt(1 + c|v_s|^2)) (v = (v_0, v_s), time first)",
+        ),
+        OpSpec(
+            "lorentz_dist",
+            ("u", "v"),
+            {"u": _L, "v": _L, "expected": _S},
+            "arcosh(c (u_0 v_0 - <u_s, v_s>)) / sqrt(c), u_0 = sqrt(1/c + |u_s|^2)",
+        ),
     ]
 }
 assert tuple(SPECS) == contract.OPS
@@ -476,6 +514,11 @@ def _allowance(spec: OpSpec, values: Mapping[str, np.ndarray], c: float) -> floa
         lam1 = reference.conformal_factor(values[first], c=c)
         lam2 = reference.conformal_factor(values[second], c=c)
         return float(contract.pair_allowance(lam1, lam2))
+    if spec.op == "entailment_energy":
+        xi = reference.entailment_angle(values["x"], values["y"], c=c)
+        psi = reference.entailment_aperture(values["x"], c=c, K=float(values["K"]))
+        energy = reference.entailment_energy(values["x"], values["y"], c=c, K=float(values["K"]))
+        return float(contract.energy_allowance(xi, psi, energy))
     if spec.op.startswith("hra_"):
         from hyperet.oracle.implementations import TO_DENSE
 

@@ -39,9 +39,11 @@ TO_DENSE: dict[str, Callable[[Any], np.ndarray]] = {
 }
 
 
-#: Ops called as ``fn(*inputs, c=c)`` with the golden inputs in order (all but project and HRA).
+#: Ops called as ``fn(*inputs, c=c)`` with the golden inputs in order (all but project, HRA
+#: and the ops with an aperture scale ``K``, passed as a keyword).
+_KEYWORD_K = ("entailment_aperture", "entailment_energy")
 _PLAIN_OPS: tuple[str, ...] = tuple(
-    op for op in SPECS if op != "project" and not op.startswith("hra_")
+    op for op in SPECS if op != "project" and not op.startswith("hra_") and op not in _KEYWORD_K
 )
 _HRA = {"hra_diagonal": ("diagonal", "w"), "hra_block": ("block", "blocks")}
 _HRA["hra_banded"] = ("banded", "bands")
@@ -51,6 +53,17 @@ def _plain(
     fn: Callable[..., Any], names: tuple[str, ...], convert: Callable[[Any], Any], **kw: Any
 ) -> CaseFn:
     return lambda a, c: fn(*(convert(a[name]) for name in names), c=c, **kw)
+
+
+def _with_K(module: Any, convert: Callable[[Any], Any], **kw: Any) -> dict[str, CaseFn]:
+    """The cone ops whose aperture scale ``K`` is a golden input but a keyword of the op."""
+
+    def call(op: str) -> CaseFn:
+        fn = getattr(module, op)
+        names = [n for n in SPECS[op].inputs if n != "K"]
+        return lambda a, c: fn(*(convert(a[n]) for n in names), c=c, K=float(a["K"]), **kw)
+
+    return {op: call(op) for op in _KEYWORD_K}
 
 
 def _reference_table() -> dict[str, CaseFn]:
@@ -67,6 +80,7 @@ def _reference_table() -> dict[str, CaseFn]:
 
     table = {op: _plain(getattr(ref, op), SPECS[op].inputs, np.asarray) for op in _PLAIN_OPS}
     table["project"] = lambda a, c: ref.project(a["x"], c=c, eps=float(a["eps"]))
+    table.update(_with_K(ref, np.asarray))
     table.update({op: hra(name) for op, (_, name) in _HRA.items()})
     return table
 
@@ -103,6 +117,7 @@ def _ops_table(dtype: str, policy: str | None) -> dict[str, CaseFn]:
 
     table = {op: _plain(getattr(ops, op), SPECS[op].inputs, t, policy=policy) for op in _PLAIN_OPS}
     table["project"] = lambda a, c: ops.project(t(a["x"]), c=c, eps=float(a["eps"]), policy=policy)
+    table.update(_with_K(ops, t, policy=policy))
     table.update({op: hra(*spec) for op, spec in _HRA.items()})
     return table
 

@@ -18,13 +18,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from hyperet import reference
-from hyperet.oracle import exact
+from hyperet.oracle import contract, exact
 from hyperet.oracle.families import FAMILIES, OPS, Case, cases
 from hyperet.oracle.ulp import ulp_error
 
 __all__ = ["Row", "accuracy_rows", "conditioning", "format_markdown", "grade_case", "main"]
 
-_SCALAR_OPS = {"conformal_factor", "dist", "dist0"}
+_SCALAR_OPS = {
+    "conformal_factor",
+    "dist",
+    "dist0",
+    "entailment_aperture",
+    "entailment_angle",
+    "entailment_energy",
+    "lorentz_dist",
+}
 _CONDITIONED = {"mobius_add": (0, 1), "gyration": (0, 1), "transport": (0, 1)}
 
 
@@ -44,6 +52,14 @@ class Row:
 def conditioning(case: Case) -> np.ndarray:
     """Per point, ``max(1, lambda_x lambda_y / 4)`` for the two point arguments of the ops whose
     contract is conditioning-scaled (ones for every other op)."""
+    if case.op == "entailment_energy":
+        x, y = case.args
+        K = case.kwargs["K"]
+        return contract.energy_allowance(
+            reference.entailment_angle(x, y, c=case.c),
+            reference.entailment_aperture(x, c=case.c, K=K),
+            reference.entailment_energy(x, y, c=case.c, K=K),
+        )
     pair = _CONDITIONED.get(case.op)
     if pair is None:
         return np.ones(1)

@@ -32,6 +32,8 @@ from .ball import (
     project,
     transport,
 )
+from .cones import entailment_angle, entailment_aperture, entailment_energy, inner_radius
+from .lorentz import from_lorentz, lorentz_dist, to_lorentz
 from .structured import (
     banded_matvec,
     banded_to_dense,
@@ -51,15 +53,22 @@ __all__ = [
     "diagonal_to_dense",
     "dist",
     "dist0",
+    "entailment_angle",
+    "entailment_aperture",
+    "entailment_energy",
     "expmap",
     "expmap0",
+    "from_lorentz",
     "gyration",
+    "inner_radius",
     "logmap",
     "logmap0",
+    "lorentz_dist",
     "mobius_add",
     "mobius_matvec",
     "mobius_scalar_mul",
     "project",
+    "to_lorentz",
     "track_saturation",
     "transport",
 ]

@@ -117,7 +117,9 @@ def test_aligner_forward_backward_and_scalar_bookkeeping(objective: str) -> None
     tokens = torch.randn(6, 5, 8)
     ids = torch.randint(3, 40, (6, 6))
     ids[:, 0], ids[:, -1] = 1, 2
-    out = model(tokens, ids, generator=torch.Generator().manual_seed(0))
+    # the coarse/fine caption pairs of hyperbolic-entail's caption-caption cones
+    hierarchy = (ids, ids.flip(0)) if model.config.caption_entailment else None
+    out = model(tokens, ids, generator=torch.Generator().manual_seed(0), hierarchy=hierarchy)
     assert (
         out.logits.shape == (6, 6) and out.image.shape == (6, 4, 16) and out.text.shape == (6, 16)
     )

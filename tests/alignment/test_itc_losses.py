@@ -87,8 +87,10 @@ def test_query_similarities_have_shape_b_k_n() -> None:
 def test_poincare_similarity_needs_the_curvature() -> None:
     with pytest.raises(ValueError, match=r"^c:"):
         similarity_matrix(torch.zeros(2, 3), torch.zeros(2, 3), kind="poincare")
+    with pytest.raises(ValueError, match=r"^c:"):
+        similarity_matrix(torch.zeros(2, 3), torch.zeros(2, 3), kind="lorentz")
     with pytest.raises(ValueError, match=r"^kind:"):
-        similarity_matrix(torch.zeros(2, 3), torch.zeros(2, 3), kind="lorentz")  # type: ignore[arg-type]
+        similarity_matrix(torch.zeros(2, 3), torch.zeros(2, 3), kind="klein")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("c", [1e-6, 1e-2, 0.3, 1.0, 10.0, 1e3])
