@@ -35,6 +35,17 @@ device_option = click.option(
 )
 
 
+def split_option(help_text: str) -> Any:
+    """``--split {train,val,test}`` (default test): which of the run's seeded splits to score."""
+    return click.option(
+        "--split",
+        type=click.Choice(["train", "val", "test"]),
+        default="test",
+        show_default=True,
+        help=help_text,
+    )
+
+
 def log_every_option(default: int, unit: str) -> Any:
     """``--log-every N``: the interval of plain progress lines when stderr is not a terminal."""
     return click.option(

@@ -16,17 +16,14 @@ from hyperet.cli.console import (
     log_every_option,
     os_error_message,
     plain_line,
+    split_option,
 )
 
 
 @click.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--split",
-    type=click.Choice(["train", "val", "test"]),
-    default="test",
-    show_default=True,
-    help="Which scenes of the run's seeded data to evaluate on (test: held out from training).",
+@split_option(
+    "Which scenes of the run's seeded data to evaluate on (test: held out from training)."
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N scenes.")
 @click.option(

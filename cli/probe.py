@@ -6,20 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import click
-from hyperet.cli.console import EXIT_BAD_INPUT, console, emit_json, fail, json_option
+from hyperet.cli.console import (
+    EXIT_BAD_INPUT,
+    console,
+    emit_json,
+    fail,
+    json_option,
+    split_option,
+)
 
 from hyperet.config import ITC_STAGE, STAGES
 
 
 @click.command(name="probe")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--split",
-    type=click.Choice(["train", "val", "test"]),
-    default="test",
-    show_default=True,
-    help="Split the probes are scored on (regenerated from the run's seed).",
-)
+@split_option("Split the probes are scored on (regenerated from the run's seed).")
 @click.option("--limit", type=click.IntRange(min=1), help="Score on the first N scenes only.")
 @click.option(
     "--stage",
