@@ -11,6 +11,7 @@ Stages of the recipe (LLaVA-style, in order; see docs/mllm.md):
 name           paper  what trains
 =============  =====  ===================================================================
 ``vision``     0a     vision encoder + CLIP text tower (symmetric InfoNCE, one caption level)
+``itc``        -      ITC objectives only: the image-text aligner on the frozen ViT's tokens
 ``lm``         0b     language model on the dataset's text (next token)
 ``align``      1      projector only (captions; vision encoder and LM frozen)
 ``instruct``   2      projector + LM (VQA + multiple choice; loss on answer tokens)
@@ -47,6 +48,8 @@ OBJECTIVES: tuple[str, ...] = (
 )
 #: The image-text contrastive stage run by ITC objectives (budget: ``TrainConfig.itc``).
 ITC_STAGE = "itc"
+#: Every stage of the recipe in training order (``itc`` only runs for ITC objectives).
+RECIPE_STAGES: tuple[str, ...] = (STAGES[0], ITC_STAGE, *STAGES[1:])
 PRESETS: tuple[str, ...] = ("nano", "small")
 #: Version of the config.json layout; bumped on incompatible changes.
 CONFIG_FORMAT = 1
@@ -176,6 +179,19 @@ class TrainConfig:
     itc: StageConfig = field(
         default_factory=lambda: StageConfig(steps=600, lr=1e-3, warmup_steps=50)
     )
+
+    def budget(self, stage: str) -> StageConfig:
+        """The budget of ``stage`` (one of :data:`RECIPE_STAGES`)."""
+        return self.itc if stage == ITC_STAGE else self.stages[stage]
+
+    def stage_names(self) -> tuple[str, ...]:
+        """The stages a run goes through, in order (``itc`` only for the ITC objectives)."""
+        return tuple(s for s in RECIPE_STAGES if s != ITC_STAGE or is_itc(self.objective))
+
+
+def is_itc(objective: str) -> bool:
+    """Whether ``objective`` trains the image-text aligner (every objective but ``lm``)."""
+    return objective != "lm"
 
 
 @dataclass(frozen=True)
@@ -501,9 +517,9 @@ def parse_steps(items: tuple[str, ...] | list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or name not in (*STAGES, ITC_STAGE):
+        if not sep or name not in RECIPE_STAGES:
             raise ValueError(
-                f"steps: expected STAGE=N with STAGE one of {(*STAGES, ITC_STAGE)}, got {item!r}"
+                f"steps: expected STAGE=N with STAGE one of {RECIPE_STAGES}, got {item!r}"
             )
         try:
             out[name] = int(value)

@@ -60,7 +60,6 @@ from hyperet.train import (
     build_model,
     check_metrics_file,
     load_stage_checkpoints,
-    run_stage_names,
 )
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -91,7 +90,7 @@ class LoadedRun:
             self.tokenizer = Tokenizer.from_json(text)
         except ValueError as err:
             raise CheckpointError(f"{run_dir / TOKENIZER_FILE}: {err}") from None
-        order = run_stage_names(self.config)
+        order = self.config.train.stage_names()
         final = run_dir / CHECKPOINTS / order[-1]
         if not (final.exists() or final.is_symlink()):
             raise CheckpointError(
@@ -401,14 +400,13 @@ def evaluate_itc(
     :func:`hyperet.alignment.analysis.evaluate_alignment`).
     """
     from hyperet.alignment.analysis import evaluate_alignment
-    from hyperet.alignment.stage import get_aligner
 
     trained = [p.detach().clone() for p in run.hyperet_params]
     try:
         for p, ident in zip(run.hyperet_params, run.identity, strict=True):
             p.copy_(ident)
         return evaluate_alignment(
-            get_aligner(run.model),
+            run.model.image_text_aligner(),
             vision=run.model.vision,
             split=split,
             tokenizer=run.tokenizer,

@@ -148,7 +148,7 @@ def test_non_finite_loss_stops_training_and_is_never_checkpointed(
         return dataclasses.replace(task, loss=loss)
 
     recipe = [(n, poisoned if n == "instruct" else f) for n, f in STAGE_RECIPE]
-    monkeypatch.setattr("hyperet.train.STAGE_RECIPE", recipe)
+    monkeypatch.setattr("hyperet.train.stages.STAGE_RECIPE", recipe)
     with pytest.raises(NonFiniteLossError, match="stage 'instruct' at step 6"):
         train(NANO, tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "instruct")
