@@ -46,6 +46,8 @@ OBJECTIVES: tuple[str, ...] = (
     "hyperbolic-entail",
     "meru",
 )
+#: The objectives that train the image-text aligner (every one but ``lm``).
+ITC_OBJECTIVES: tuple[str, ...] = OBJECTIVES[1:]
 #: The image-text contrastive stage run by ITC objectives (budget: ``TrainConfig.itc``).
 ITC_STAGE = "itc"
 #: Every stage of the recipe in training order (``itc`` only runs for ITC objectives).
@@ -190,8 +192,8 @@ class TrainConfig:
 
 
 def is_itc(objective: str) -> bool:
-    """Whether ``objective`` trains the image-text aligner (every objective but ``lm``)."""
-    return objective != "lm"
+    """Whether ``objective`` trains the image-text aligner (:data:`ITC_OBJECTIVES`)."""
+    return objective in ITC_OBJECTIVES
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def _forbid_writes_off_main() -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"rank {dist.get_rank()} tried to write {args[:1]}")
 
-    setattr(engine, "save_checkpoint", refuse)
+    engine.save_checkpoint = refuse  # type: ignore[assignment]
     for name in ("write_json", "prepare_run_directory"):
         setattr(run, name, refuse)
 

@@ -183,6 +183,4 @@ def aligner_config(config: RunConfig, tokenizer: Tokenizer) -> AlignerConfig | N
 def build_model(config: RunConfig, tokenizer: Tokenizer) -> MLLM:
     """A freshly initialised model of a run (weights depend only on ``config.seed``)."""
     torch.manual_seed(config.seed)
-    return MLLM(
-        config, vocab_size=tokenizer.vocab_size, aligner=aligner_config(config, tokenizer)
-    )
+    return MLLM(config, vocab_size=tokenizer.vocab_size, aligner=aligner_config(config, tokenizer))

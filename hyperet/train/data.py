@@ -20,6 +20,7 @@ from hyperet.data.mixture import CaptionMixture
 #: Caption level used by projector alignment (states colour, shape, size and position).
 ALIGN_LEVEL = "detailed"
 
+
 @dataclass
 class TrainingData:
     """The training split and the tokenised example pools of every stage."""
