@@ -18,7 +18,13 @@ from hyperet.config import ITC_OBJECTIVES, PRESETS
     required=True,
     help="Result JSON (every run and the summary; holds the finished runs while it runs).",
 )
-@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
+@click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    default="small",
+    show_default=True,
+    help="Model size, data and step budgets (vision and itc stages).",
+)
 @click.option(
     "--seed",
     "seeds",
@@ -58,7 +64,10 @@ def command(**opts: Any) -> None:
     Examples:
       hyperet align-compare --preset nano --seed 0 --out /tmp/compare.json
       hyperet align-compare --seed 0 --steps vision=500 --steps itc=300 --out s0.json
-      hyperet align-compare --merge s0.json s1.json s2.json --out merged.json
+      hyperet align-compare --merge s0.json --merge s1.json --out merged.json
+
+    \b
+    Exit codes: 0 done; 2 bad options or file (one line on stderr); 3 non-finite loss.
     """
     from hyperet.config import parse_steps
     from hyperet.train import NonFiniteLossError

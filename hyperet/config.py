@@ -53,6 +53,8 @@ ITC_STAGE = "itc"
 #: Every stage of the recipe in training order (``itc`` only runs for ITC objectives).
 RECIPE_STAGES: tuple[str, ...] = (STAGES[0], ITC_STAGE, *STAGES[1:])
 PRESETS: tuple[str, ...] = ("nano", "small")
+#: The preset of ``hyperet train`` without ``--preset``.
+DEFAULT_PRESET = "small"
 #: Version of the config.json layout; bumped on incompatible changes.
 CONFIG_FORMAT = 1
 

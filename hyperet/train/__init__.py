@@ -39,6 +39,7 @@ from hyperet.train.run import (
     check_new_directory,
     load_stage_checkpoints,
     prepare_run_directory,
+    run_config,
     train,
 )
 from hyperet.train.stages import (
@@ -83,6 +84,7 @@ __all__ = [
     "load_stage_checkpoints",
     "make_optimizer",
     "prepare_run_directory",
+    "run_config",
     "run_stage",
     "train",
     "vision_stage",

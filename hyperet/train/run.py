@@ -12,6 +12,7 @@ samplers and RNG, so the run reaches bitwise the same weights and losses as an u
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,12 @@ from hyperet.checkpoint import (
     write_json,
     write_marker,
 )
-from hyperet.config import RunConfig
+from hyperet.config import DEFAULT_PRESET, RunConfig, parse_steps, preset, with_overrides
 from hyperet.curves import CURVE_STAGES, ValidationCurve
 from hyperet.data import Tokenizer
 from hyperet.device import place
 from hyperet.model import build_model
+from hyperet.overrides import apply_settings
 from hyperet.train import stages
 from hyperet.train.data import build_training_data
 from hyperet.train.engine import Context, EventHandler, StageSkipped, run_stage, state_field
@@ -55,6 +57,34 @@ from hyperet.train.stages import apply_hyperet_to, hyperet_applied_in
 
 class RunDirectoryError(ValueError):
     """The output directory cannot be used (non-empty without resume, incompatible, ...)."""
+
+
+def run_config(
+    out: Path,
+    *,
+    preset_name: str | None = None,
+    resume: bool = False,
+    steps: Sequence[str] = (),
+    settings: Sequence[str] = (),
+    **options: Any,
+) -> RunConfig:
+    """The config of ``hyperet train``: the preset (resuming: the run's stored ``config.json``)
+    with only the options that were given applied.
+
+    ``options`` are :func:`~hyperet.config.with_overrides`'s (``None``: not given, the preset
+    decides); then ``steps`` (``"STAGE=N"``) and ``settings`` (``"dotted.path=value"``,
+    :func:`~hyperet.overrides.apply_settings`). Raises ``ValueError`` naming the bad option
+    (:class:`RunDirectoryError` when ``preset_name`` contradicts the run being resumed).
+    """
+    stored = out / CONFIG_FILE
+    if resume and (stored.exists() or stored.is_symlink()):
+        base = load_config(stored, root=out)
+        if preset_name is not None and preset_name != base.preset:
+            raise RunDirectoryError(f"--preset {preset_name}: the run in {out} uses {base.preset}")
+    else:
+        base = preset(DEFAULT_PRESET if preset_name is None else preset_name)
+    config = with_overrides(base, steps=parse_steps(list(steps)), **options)
+    return apply_settings(config, settings) if settings else config
 
 
 def check_new_directory(out: Path, force: bool) -> None:
