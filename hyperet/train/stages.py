@@ -65,7 +65,7 @@ def apply_hyperet_to(model: MLLM, config: RunConfig) -> list[nn.Parameter]:
         mode=h.mode,
         block_size=h.block_size,
         bandwidth=h.bandwidth,
-        freeze_base=False,  # each stage sets what trains (_set_trainable)
+        freeze_base=False,  # each stage sets what trains (set_trainable)
     )
 
 
