@@ -95,7 +95,7 @@ class ValidationCurve:
         if self.features is None or not frozen_vision:
             self.features = torch.cat(
                 [
-                    self.model.vision(self.images[s : s + CURVE_BATCH])
+                    self.model.visual_features(self.images[s : s + CURVE_BATCH])
                     for s in range(0, len(self.images), CURVE_BATCH)
                 ]
             )

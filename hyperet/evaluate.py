@@ -143,7 +143,9 @@ def _limit(split: Split, limit: int | None) -> Split:
 @torch.no_grad()
 def _features(model: MLLM, images: np.ndarray, batch: int) -> Tensor:
     imgs = torch.from_numpy(np.ascontiguousarray(images))
-    return torch.cat([model.vision(imgs[r.start : r.stop]) for r in _batches(len(imgs), batch)])
+    return torch.cat(
+        [model.visual_features(imgs[r.start : r.stop]) for r in _batches(len(imgs), batch)]
+    )
 
 
 def _accuracy(hits: Sequence[bool]) -> float | None:
