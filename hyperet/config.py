@@ -174,6 +174,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
     mc_fraction: float = 0.2
+    #: multiple-choice responses restate the chosen option first ("red. The answer is B.");
+    #: the LM stage's text keeps the plain "The answer is B."
+    mc_restate: bool = False
     #: LM pretraining on length-bucketed batches: sort pools of N batches by length (0: off)
     lm_bucket_batches: int = 0
     #: validation points (learning curves) every N steps of align and instruct (0: none)

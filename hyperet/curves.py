@@ -82,7 +82,10 @@ class ValidationCurve:
         else:
             for i, qa in split.qa:
                 self.groups[f"vqa/{qa.qtype}"].append((i, encode_vqa(tokenizer, qa)))
-            self.groups["mc"] = [(i, encode_mc(tokenizer, item)) for i, item in split.mc]
+            restate = config.train.mc_restate
+            self.groups["mc"] = [
+                (i, encode_mc(tokenizer, item, restate=restate)) for i, item in split.mc
+            ]
         self.features: Tensor | None = None
 
     def due(self, step: int, total: int) -> bool:
