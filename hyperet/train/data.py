@@ -75,5 +75,7 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
         lm_texts=lm_texts,
         align=[encode_caption(tokenizer, c) for c in split.captions[ALIGN_LEVEL]],
         vqa=[(i, encode_vqa(tokenizer, qa)) for i, qa in split.qa],
-        mc=[(i, encode_mc(tokenizer, item)) for i, item in split.mc],
+        mc=[
+            (i, encode_mc(tokenizer, item, restate=config.train.mc_restate)) for i, item in split.mc
+        ],
     )

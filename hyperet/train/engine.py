@@ -183,7 +183,7 @@ class Context:
             with torch.no_grad():
                 for start in range(0, len(self.data.images), FEATURE_CHUNK):
                     chunks.append(
-                        self.model.vision(self.data.images[start : start + FEATURE_CHUNK])
+                        self.model.visual_features(self.data.images[start : start + FEATURE_CHUNK])
                     )
             self.cache, self.cache_key = torch.cat(chunks), key
         return self.cache
