@@ -86,7 +86,7 @@ _STAGE_NAMES = ", ".join((STAGES[0], ITC_STAGE, *STAGES[1:]))
 @click.option(
     "--vision-level",
     type=click.Choice(VISION_LEVELS),
-    default="count",
+    default="mixture",
     show_default=True,
     help="Caption level of CLIP-style vision pretraining (stage 0a); 'mixture' draws each "
     "pair's level from the coarse-skewed mixture of docs/mllm.md.",

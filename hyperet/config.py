@@ -97,11 +97,12 @@ class ProjectorConfig:
     shuffle: int = 2
     hidden: int = 192
     #: ViT tokens the projector reads: -1 the encoder's output (``ln_post``), k >= 0 the
-    #: residual stream after k blocks (LLaVA reads the penultimate block)
-    feature_layer: int = -1
+    #: residual stream after k blocks (LLaVA reads the penultimate block); the small preset
+    #: reads block 2 of 4, which keeps position and shape (docs/mllm.md)
+    feature_layer: int = 2
     #: add a learned position embedding to each visual token (the LM's text positions do not
     #: cover the visual prefix; LLaVA's LLM gives image tokens positions too)
-    position: bool = False
+    position: bool = True
 
 
 @dataclass(frozen=True)
@@ -169,16 +170,16 @@ class TrainConfig:
 
     stages: dict[str, StageConfig] = field(default_factory=_default_stages)
     objective: str = "lm"
-    vision_level: str = "count"
+    vision_level: str = "mixture"
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
     mc_fraction: float = 0.2
     #: multiple-choice responses restate the chosen option first ("red. The answer is B.");
     #: the LM stage's text keeps the plain "The answer is B."
-    mc_restate: bool = False
+    mc_restate: bool = True
     #: LM pretraining on length-bucketed batches: sort pools of N batches by length (0: off)
-    lm_bucket_batches: int = 0
+    lm_bucket_batches: int = 16
     #: validation points (learning curves) every N steps of align and instruct (0: none)
     val_every: int = 250
     #: budget of the ITC stage (run after ``vision`` only when ``objective`` is an ITC one)
@@ -496,7 +497,8 @@ def preset(name: str) -> RunConfig:
             data=DataConfig(train_scenes=256, val_scenes=32, test_scenes=48),
             vision=VisionConfig(patch_size=8, width=32, layers=2, heads=2, embed_dim=32),
             text=TextEncoderConfig(width=32, layers=1, heads=2),
-            projector=ProjectorConfig(shuffle=1, hidden=48),
+            # nano keeps the plainest path of every switch (tests exercise the others)
+            projector=ProjectorConfig(shuffle=1, hidden=48, feature_layer=-1, position=False),
             language=LanguageConfig(width=48, layers=1, heads=2),
             train=TrainConfig(
                 stages={
@@ -505,6 +507,9 @@ def preset(name: str) -> RunConfig:
                 },
                 checkpoint_every=4,
                 itc=StageConfig(steps=6, batch_size=16, lr=3e-3, warmup_steps=2),
+                vision_level="count",
+                lm_bucket_batches=0,
+                mc_restate=False,
             ),
         )
     raise ValueError(f"preset: {name!r} is not one of {PRESETS}")
