@@ -180,7 +180,7 @@ def grade(
     Exit codes: 0 every graded case within tolerance; 1 some case out of tolerance;
     2 bad input (missing or malformed files, unknown keys, wrong shapes or dtypes).
     """
-    from hyperet.oracle.golden import OracleInputError
+    from hyperet.oracle.files import OracleInputError
     from hyperet.oracle.grade import grade_results
 
     try:
@@ -246,7 +246,7 @@ def results(directory: Path, output: Path, library: str, dtype: str, policy: str
     \b
     Exit codes: 0 written; 2 bad input (missing golden files, library not installed).
     """
-    from hyperet.oracle.golden import OracleInputError
+    from hyperet.oracle.files import OracleInputError
     from hyperet.oracle.implementations import write_results
 
     try:
