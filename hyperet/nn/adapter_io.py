@@ -37,7 +37,8 @@ from hyperet import __version__, _io
 from hyperet.nn.adapter_config import HyperETConfig
 from hyperet.nn.adapter_dir import read_adapter_dir, write_adapter_dir
 from hyperet.nn.hra import HyperbolicRadiusAdjustment
-from hyperet.nn.inject import MERGED_ATTR, AdapterSite, adapter_sites
+from hyperet.nn.inject import AdapterSite, adapter_sites
+from hyperet.nn.merge import MERGED_ATTR
 from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix
 
 FORMAT = "hyperet-adapters"
