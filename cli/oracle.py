@@ -24,10 +24,12 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from hyperet.choices import POLICIES
+from hyperet.oracle.contract import PRECISION_BITS
+from hyperet.oracle.implementations import LIBRARIES
+
 if TYPE_CHECKING:
     from hyperet.oracle.grade import OpGrade
-
-LIBRARIES = ("reference", "ops", "geoopt")
 
 
 def _ulp(value: float | None) -> str:
@@ -219,14 +221,14 @@ def grade(
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["float64", "float32", "float16", "bfloat16"]),
+    type=click.Choice(tuple(PRECISION_BITS)),
     default="float64",
     show_default=True,
     help="Compute dtype; the others run on the float32 tier's inputs (reference: rounded output).",
 )
 @click.option(
     "--policy",
-    type=click.Choice(["exact", "train"]),
+    type=click.Choice(POLICIES),
     default=None,
     help="hyperet.ops policy (default: exact for float64, train for float32).",
 )

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from hyperet.choices import STRUCTURES
 from hyperet.ops.structured import (
     banded_apply,
     banded_apply_transposed,
@@ -36,7 +37,6 @@ from hyperet.ops.structured import (
 )
 
 Structure = Literal["diagonal", "block", "banded"]
-STRUCTURES: tuple[str, ...] = ("diagonal", "block", "banded")
 
 
 class StructuredMatrix(nn.Module):
