@@ -58,11 +58,9 @@ def read_adapter_dir(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str
         if not path.is_file():
             raise AdapterCheckpointError(f"path: {str(directory)!r} has no {path.name}")
     config = read_config_json(config_path)
-    if config.get("format_version") != DIR_FORMAT_VERSION:
-        raise AdapterCheckpointError(
-            f"path: format version {config.get('format_version')!r} is not supported "
-            f"(this hyperet reads {DIR_FORMAT_VERSION!r})"
-        )
+    _io.check_version(
+        config.get("format_version"), DIR_FORMAT_VERSION, "path", AdapterCheckpointError
+    )
     if not isinstance(config.get("adapters"), dict):
         raise AdapterCheckpointError(f"path: {str(config_path)!r} has no 'adapters' description")
     # the digest is verified when present (directories of hyperet <= 0.1.0 have none)

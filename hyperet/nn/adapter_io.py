@@ -145,11 +145,9 @@ def _read_adapter_file(
     )
     if metadata.get("format") != FORMAT:
         raise AdapterCheckpointError(f"path: {str(path)!r} is not a hyperet adapter file")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise AdapterCheckpointError(
-            f"path: format version {metadata.get('format_version')!r} is not supported "
-            f"(this hyperet reads {FORMAT_VERSION!r})"
-        )
+    _io.check_version(
+        metadata.get("format_version"), FORMAT_VERSION, "path", AdapterCheckpointError
+    )
     try:
         described = _io.parse_json(metadata["adapters"].encode(), "adapters", max_depth=3)
     except (KeyError, ValueError) as error:

@@ -137,11 +137,7 @@ def read_golden_file(path: Path) -> GoldenFile:
     )
     if metadata.get("format") != FORMAT_NAME:
         raise OracleInputError(f"{path}: not a hyperet golden file (metadata 'format' missing)")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise OracleInputError(
-            f"{path}: golden format version {metadata.get('format_version')!r}, "
-            f"this hyperet reads version {FORMAT_VERSION}"
-        )
+    _io.check_version(metadata.get("format_version"), FORMAT_VERSION, str(path), OracleInputError)
     try:
         names = _metadata_json(metadata, "inputs", path)
         legend = {int(k): v for k, v in _metadata_json(metadata, "families", path).items()}
