@@ -13,5 +13,9 @@ POLICIES: tuple[str, ...] = ("exact", "train")
 STRUCTURES: tuple[str, ...] = ("diagonal", "block", "banded")
 #: How the HRA module evaluates ``logmap0(M (x) expmap0(u))`` (docs/hra.md).
 HRA_MODES: tuple[str, ...] = ("fast", "literal", "official")
+#: Devices a run may ask for (``hyperet.device``); "auto" picks CUDA when present.
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: Splits of the synthetic data set.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
 
-__all__ = ["HRA_MODES", "POLICIES", "STRUCTURES"]
+__all__ = ["DEVICES", "HRA_MODES", "POLICIES", "SPLITS", "STRUCTURES"]

@@ -24,6 +24,7 @@ from torch import nn
 from hyperet import _io
 from hyperet.nn.inject import adapted_module_names, adapter_sites, apply_hyperet
 from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix
+from hyperet.nn.wrappers import ROLES
 
 #: Name of the method in serialised configs (not "hra": PEFT's Householder adapter).
 METHOD = "hyperet"
@@ -149,7 +150,7 @@ class HyperETConfig:
         roles = {s.key.rpartition(".")[2] for s in sites}
         return cls(
             structure=one("structure", [a.structure for a in adapters]),
-            targets=tuple(r for r in ("q", "k", "v") if r in roles),
+            targets=tuple(r for r in ROLES if r in roles),
             target=one("target", [s.target for s in sites]),
             # learned curvatures differ per adapter and live in the weights: c is then the first
             c=adapters[0].c_value if learned else one("c", [a.c_value for a in adapters]),
