@@ -77,6 +77,26 @@ def _ops_table(dtype: str, policy: str | None) -> dict[str, CaseFn]:
     }
 
 
+#: The golden ops geoopt offers, by geoopt's function name (same arguments in the same order,
+#: curvature ``k = -c``). It has no ``project`` with our ``eps``, no cones and no Lorentz ops;
+#: the block and banded products run densified, HRA through the dense matrix.
+GEOOPT_FUNCTIONS: dict[str, str] = {
+    "conformal_factor": "lambda_x",
+    "mobius_add": "mobius_add",
+    "mobius_scalar_mul": "mobius_scalar_mul",
+    "mobius_matvec": "mobius_matvec",
+    "expmap0": "expmap0",
+    "logmap0": "logmap0",
+    "expmap": "expmap",
+    "logmap": "logmap",
+    "dist": "dist",
+    "dist0": "dist0",
+    "gyration": "gyration",
+    "transport": "parallel_transport",
+    "diagonal_matvec": "mobius_pointwise_mul",
+}
+
+
 def _geoopt_table(dtype: str) -> dict[str, CaseFn]:
     import geoopt.manifolds.stereographic.math as gm
     import torch
@@ -88,6 +108,10 @@ def _geoopt_table(dtype: str) -> dict[str, CaseFn]:
 
     def k(c: float) -> torch.Tensor:
         return torch.tensor(-c, dtype=tdtype)
+
+    def plain(op: str) -> CaseFn:
+        spec, fn = SPECS[op], getattr(gm, GEOOPT_FUNCTIONS[op])
+        return lambda a, c: fn(*(t(a[name]) for name in spec.positional), k=k(c))
 
     def densified(name: str) -> CaseFn:
         to_dense = TO_DENSE[name]
@@ -102,26 +126,11 @@ def _geoopt_table(dtype: str) -> dict[str, CaseFn]:
 
         return run
 
-    return {
-        "conformal_factor": lambda a, c: gm.lambda_x(t(a["x"]), k=k(c)),
-        "mobius_add": lambda a, c: gm.mobius_add(t(a["x"]), t(a["y"]), k=k(c)),
-        "mobius_scalar_mul": lambda a, c: gm.mobius_scalar_mul(t(a["r"]), t(a["x"]), k=k(c)),
-        "mobius_matvec": lambda a, c: gm.mobius_matvec(t(a["m"]), t(a["x"]), k=k(c)),
-        "expmap0": lambda a, c: gm.expmap0(t(a["u"]), k=k(c)),
-        "logmap0": lambda a, c: gm.logmap0(t(a["x"]), k=k(c)),
-        "expmap": lambda a, c: gm.expmap(t(a["x"]), t(a["u"]), k=k(c)),
-        "logmap": lambda a, c: gm.logmap(t(a["x"]), t(a["y"]), k=k(c)),
-        "dist": lambda a, c: gm.dist(t(a["x"]), t(a["y"]), k=k(c)),
-        "dist0": lambda a, c: gm.dist0(t(a["x"]), k=k(c)),
-        "gyration": lambda a, c: gm.gyration(t(a["a"]), t(a["b"]), t(a["z"]), k=k(c)),
-        "transport": lambda a, c: gm.parallel_transport(t(a["x"]), t(a["y"]), t(a["v"]), k=k(c)),
-        "diagonal_matvec": lambda a, c: gm.mobius_pointwise_mul(t(a["w"]), t(a["x"]), k=k(c)),
-        "block_diagonal_matvec": densified("blocks"),
-        "banded_matvec": densified("bands"),
-        "hra_diagonal": hra("w"),
-        "hra_block": hra("blocks"),
-        "hra_banded": hra("bands"),
-    }
+    table = {op: plain(op) for op in GEOOPT_FUNCTIONS}
+    table["block_diagonal_matvec"] = densified("blocks")
+    table["banded_matvec"] = densified("bands")
+    table.update({op: hra(spec.inputs[0]) for op, spec in SPECS.items() if spec.structure})
+    return table
 
 
 def library_available(library: str) -> bool:
