@@ -28,12 +28,13 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from hyperet.choices import HRA_MODES, STRUCTURES
 from hyperet.data.mixture import VISION_LEVELS
 
 #: Stage names in training order.
 STAGES: tuple[str, ...] = ("vision", "lm", "align", "instruct")
 #: HRA structures accepted by ``--hyperet`` ("none" disables HyperET).
-HYPERET_STRUCTURES: tuple[str, ...] = ("none", "diagonal", "block", "banded")
+HYPERET_STRUCTURES: tuple[str, ...] = ("none", *STRUCTURES)
 #: Where HyperET is active: stage 1 (``pretrain`` = align), stage 2 (``finetune`` = instruct).
 HYPERET_STAGES: tuple[str, ...] = ("pretrain", "finetune", "both")
 #: Training objectives; the ITC ones add the ``itc`` stage after ``vision`` (docs/alignment.md).
@@ -255,10 +256,8 @@ class RunConfig:
             raise ValueError(f"hyperet.stage: {h.stage!r} is not one of {HYPERET_STAGES}")
         if not h.c > 0:
             raise ValueError(f"hyperet.c: curvature must be > 0, got {h.c}")
-        if h.mode not in ("fast", "literal", "official"):
-            raise ValueError(
-                f"hyperet.mode: {h.mode!r} is not one of ('fast', 'literal', 'official')"
-            )
+        if h.mode not in HRA_MODES:
+            raise ValueError(f"hyperet.mode: {h.mode!r} is not one of {HRA_MODES}")
         if h.structure == "block" and self.vision.width % h.block_size:
             raise ValueError(
                 f"hyperet.block_size: {h.block_size} does not divide vision.width "
