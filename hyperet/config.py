@@ -29,12 +29,13 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from hyperet.choices import HRA_MODES, STRUCTURES
 from hyperet.data.mixture import VISION_LEVELS
 
 #: Stage names in training order.
 STAGES: tuple[str, ...] = ("vision", "lm", "align", "instruct")
 #: HRA structures accepted by ``--hyperet`` ("none" disables HyperET).
-HYPERET_STRUCTURES: tuple[str, ...] = ("none", "diagonal", "block", "banded")
+HYPERET_STRUCTURES: tuple[str, ...] = ("none", *STRUCTURES)
 #: Where HyperET is active: stage 1 (``pretrain`` = align), stage 2 (``finetune`` = instruct).
 HYPERET_STAGES: tuple[str, ...] = ("pretrain", "finetune", "both")
 #: Training objectives; the ITC ones add the ``itc`` stage after ``vision`` (docs/alignment.md).
@@ -104,11 +105,12 @@ class ProjectorConfig:
     shuffle: int = 2
     hidden: int = 192
     #: ViT tokens the projector reads: -1 the encoder's output (``ln_post``), k >= 0 the
-    #: residual stream after k blocks (LLaVA reads the penultimate block)
-    feature_layer: int = -1
+    #: residual stream after k blocks (LLaVA reads the penultimate block); the small preset
+    #: reads block 2 of 4, which keeps position and shape (docs/mllm.md)
+    feature_layer: int = 2
     #: add a learned position embedding to each visual token (the LM's text positions do not
     #: cover the visual prefix; LLaVA's LLM gives image tokens positions too)
-    position: bool = False
+    position: bool = True
 
 
 @dataclass(frozen=True)
@@ -176,16 +178,16 @@ class TrainConfig:
 
     stages: dict[str, StageConfig] = field(default_factory=_default_stages)
     objective: str = "lm"
-    vision_level: str = "count"
+    vision_level: str = "mixture"
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
     mc_fraction: float = 0.2
     #: multiple-choice responses restate the chosen option first ("red. The answer is B.");
     #: the LM stage's text keeps the plain "The answer is B."
-    mc_restate: bool = False
+    mc_restate: bool = True
     #: LM pretraining on length-bucketed batches: sort pools of N batches by length (0: off)
-    lm_bucket_batches: int = 0
+    lm_bucket_batches: int = 16
     #: validation points (learning curves) every N steps of align and instruct (0: none)
     val_every: int = 250
     #: budget of the ITC stage (run after ``vision`` only when ``objective`` is an ITC one)
@@ -274,10 +276,8 @@ class RunConfig:
             raise ValueError(f"hyperet.stage: {h.stage!r} is not one of {HYPERET_STAGES}")
         if not h.c > 0:
             raise ValueError(f"hyperet.c: curvature must be > 0, got {h.c}")
-        if h.mode not in ("fast", "literal", "official"):
-            raise ValueError(
-                f"hyperet.mode: {h.mode!r} is not one of ('fast', 'literal', 'official')"
-            )
+        if h.mode not in HRA_MODES:
+            raise ValueError(f"hyperet.mode: {h.mode!r} is not one of {HRA_MODES}")
         if h.structure == "block" and self.vision.width % h.block_size:
             raise ValueError(
                 f"hyperet.block_size: {h.block_size} does not divide vision.width "
@@ -516,7 +516,8 @@ def preset(name: str) -> RunConfig:
             data=DataConfig(train_scenes=256, val_scenes=32, test_scenes=48),
             vision=VisionConfig(patch_size=8, width=32, layers=2, heads=2, embed_dim=32),
             text=TextEncoderConfig(width=32, layers=1, heads=2),
-            projector=ProjectorConfig(shuffle=1, hidden=48),
+            # nano keeps the plainest path of every switch (tests exercise the others)
+            projector=ProjectorConfig(shuffle=1, hidden=48, feature_layer=-1, position=False),
             language=LanguageConfig(width=48, layers=1, heads=2),
             train=TrainConfig(
                 stages={
@@ -525,6 +526,9 @@ def preset(name: str) -> RunConfig:
                 },
                 checkpoint_every=4,
                 itc=StageConfig(steps=6, batch_size=16, lr=3e-3, warmup_steps=2),
+                vision_level="count",
+                lm_bucket_batches=0,
+                mc_restate=False,
             ),
         )
     raise ValueError(f"preset: {name!r} is not one of {PRESETS}")

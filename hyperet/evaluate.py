@@ -51,6 +51,7 @@ from hyperet.checkpoint import (
     read_marker,
     read_tokenizer_text,
 )
+from hyperet.choices import SPLITS
 from hyperet.config import STAGES, RunConfig
 from hyperet.data import Split, Tokenizer, build_split, parse_answer
 from hyperet.device import place
@@ -62,7 +63,6 @@ from hyperet.train import (
     load_stage_checkpoints,
 )
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 PROBE_CURVATURE = 0.01
 ProgressHandler = Callable[[str, int, int], None]  # (task, done, total)
 
