@@ -10,6 +10,10 @@ mean and standard deviation over seeds; :func:`markdown_table` renders the headl
 This runs the stages with a plain loop (AdamW, warm-up + cosine, gradient clipping: the recipe's
 optimizer settings) and no checkpoints: it is a measurement, not a run directory.
 
+An objective may carry :class:`~hyperet.alignment.aligner.AlignerConfig` overrides, a *variant*
+(:func:`parse_variant`): ``hyperbolic-entail:aperture_K=0.05,learn_curvature=true`` trains the
+objective with those two settings changed; its runs are summarised under the whole spec.
+
 Usage (from a directory other than the repository root)::
 
     python -m hyperet.alignment.compare --preset small --seeds 0 1 2 --out compare.json
@@ -29,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hyperet.alignment.aligner import OBJECTIVES
+from hyperet.alignment.aligner import OBJECTIVES, AlignerConfig, ImageTextAligner
 from hyperet.alignment.analysis import evaluate_alignment
-from hyperet.alignment.stage import attach_aligner, get_aligner, itc_metrics, itc_stage
+from hyperet.alignment.stage import aligner_config_for, get_aligner, itc_metrics, itc_stage
 from hyperet.config import RunConfig, StageConfig, parse_steps, preset, with_overrides
 from hyperet.data import LEVELS, Tokenizer, build_split
 
@@ -71,6 +75,49 @@ def _train(task: Any, stage: StageConfig, grad_clip: float, log: Log, name: str)
     return losses
 
 
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"objective:key=value,key=value"`` -> ``(objective, overrides)``; values are JSON
+    (``0.05``, ``true``, ``"poincare"``) or else plain strings.
+
+    >>> parse_variant("hyperbolic-entail:aperture_K=0.05,similarity=poincare")
+    ('hyperbolic-entail', {'aperture_K': 0.05, 'similarity': 'poincare'})
+    """
+    objective, _, rest = spec.partition(":")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objectives: {spec!r} must start with one of {sorted(OBJECTIVES)}")
+    fields = {f.name for f in dataclasses.fields(AlignerConfig)}
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, text = item.partition("=")
+        if not eq or key not in fields:
+            raise ValueError(f"objectives: {item!r} in {spec!r} is not KEY=VALUE of AlignerConfig")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return objective, overrides
+
+
+def _pretrained_vision(ctx: Any, cache: Path | None, log: Log, name: str) -> float:
+    """Run the vision stage (seconds), or load its result from ``cache`` (0 s) and save it there."""
+    from hyperet.train import vision_stage
+
+    if cache is not None and cache.exists():
+        ctx.model.load_state_dict(torch.load(cache, weights_only=True))
+        log(f"{name}: loaded {cache}")
+        return 0.0
+    t0 = time.perf_counter()
+    stage = ctx.config.train.stages["vision"]
+    _train(vision_stage(ctx), stage, ctx.config.train.grad_clip, log, name)
+    seconds = time.perf_counter() - t0
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save(ctx.model.state_dict(), tmp)
+        tmp.replace(cache)
+    return seconds
+
+
 def compare_objectives(
     *,
     preset_name: str = "small",
@@ -80,13 +127,17 @@ def compare_objectives(
     steps: dict[str, int] | None = None,
     log: Log = lambda message: None,
     on_run: Callable[[dict[str, Any]], None] = lambda run: None,
+    vision_cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate every objective for every seed; returns the runs and their summary.
+    """Train and evaluate every objective (or variant, :func:`parse_variant`) for every seed;
+    returns the runs and their summary.
 
     Budgets are the preset's (``train.stages["vision"]``, ``train.itc``) unless ``steps``
     overrides them (``{"vision": 500, "itc": 300}``); ``on_run`` receives each finished run.
+    With ``vision_cache`` (a directory) the pretrained model of each seed and vision budget is
+    saved there and reused by later calls (it is the same for every objective).
     """
-    from hyperet.train import Context, build_model, build_training_data, vision_stage
+    from hyperet.train import Context, build_model, build_training_data
 
     budgets = with_overrides(preset(preset_name), steps=steps).train
     itc = budgets.itc
@@ -97,10 +148,11 @@ def compare_objectives(
         data = build_training_data(base, tok)
         model = build_model(base, tok)
         ctx = Context(config=base, data=data, model=model)
-        t0 = time.perf_counter()
-        _train(vision_stage(ctx), base.train.stages["vision"], base.train.grad_clip, log,
-               f"seed {seed} vision")  # fmt: skip
-        vision_s = time.perf_counter() - t0
+        cache = None
+        if vision_cache is not None:
+            vision_steps = base.train.stages["vision"].steps
+            cache = vision_cache / f"{preset_name}-seed{seed}-vision{vision_steps}.pt"
+        vision_s = _pretrained_vision(ctx, cache, log, f"seed {seed} vision")
         model.eval()
         n_test = base.data.test_scenes if test_scenes is None else test_scenes
         test = build_split(
@@ -108,17 +160,19 @@ def compare_objectives(
             min_objects=base.data.min_objects, max_objects=base.data.max_objects,
         )  # fmt: skip
         features = None  # frozen ViT tokens of the training images, shared by the objectives
-        for objective in objectives:
+        for spec in objectives:
+            objective, overrides = parse_variant(spec)
             config = base.replace(train=dataclasses.replace(base.train, objective=objective))
             torch.manual_seed(seed)
-            attach_aligner(model, config, tok)
+            aligner_config = dataclasses.replace(aligner_config_for(config, tok), **overrides)
+            model.aligner = ImageTextAligner(aligner_config)
             run_ctx = Context(config=config, data=data, model=model)
             if features is not None:
                 run_ctx.cache, run_ctx.cache_key = features, ("vision",)
             task = itc_stage(run_ctx)
             features = run_ctx.cache
             t0 = time.perf_counter()
-            losses = _train(task, itc, base.train.grad_clip, log, f"seed {seed} {objective}")
+            losses = _train(task, itc, base.train.grad_clip, log, f"seed {seed} {spec}")
             itc_s = time.perf_counter() - t0
             report = evaluate_alignment(
                 get_aligner(model), vision=model.vision, split=test, tokenizer=tok
@@ -126,7 +180,7 @@ def compare_objectives(
             runs.append(
                 {
                     "seed": seed,
-                    "objective": objective,
+                    "objective": spec,
                     "vision_seconds": vision_s,
                     "itc_seconds": itc_s,
                     "final_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
@@ -135,7 +189,7 @@ def compare_objectives(
                 }
             )
             on_run(runs[-1])
-            log(f"seed {seed} {objective}: " + json.dumps(_headline(report)))
+            log(f"seed {seed} {spec}: " + json.dumps(_headline(report)))
     return {
         "preset": preset_name,
         "seeds": list(seeds),
@@ -226,10 +280,13 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a mea
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", choices=["nano", "small"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
+    parser.add_argument(
+        "--objectives", nargs="+", default=list(OBJECTIVES), help="objectives or variants"
+    )
     parser.add_argument("--test-scenes", type=int, default=None)
     parser.add_argument("--steps", nargs="*", default=[], help="STAGE=N budget overrides")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--vision-cache", type=Path, help="directory of pretrained vision models")
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="Only merge these result files into --out."
     )
@@ -258,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a mea
             steps=parse_steps(args.steps),
             log=lambda message: print(message, flush=True),
             on_run=save_partial,
+            vision_cache=args.vision_cache,
         )
     write(result)
     keys = ["overall/image_to_text/R@1", "overall/text_to_image/R@1"]

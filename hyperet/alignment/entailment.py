@@ -19,6 +19,7 @@ the ball's through the isometry (``from_lorentz``): MERU's
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -86,3 +87,45 @@ def image_entailment(text: Tensor, image: Tensor, *, c: Tensor | float, K: float
 def caption_entailment(coarse: Tensor, fine: Tensor, *, c: Tensor | float, K: float) -> Tensor:
     """Mean cone violation of finer captions ``(B, E)`` in the cones of coarser ones ``(B, E)``."""
     return ops.entailment_energy(coarse, fine, c=c, K=K, policy="train").mean()
+
+
+class Hierarchy(NamedTuple):
+    """The extra captions of a training batch of ``B`` images for ``hyperbolic-entail``.
+
+    Token ids ``(B, L)``; ``negatives[i, j]`` is true where the coarse caption of image ``i``
+    does not describe scene ``j`` (its caption at that level is another string), so neither
+    scene ``j``'s fine caption nor its image belongs in that cone; ``parts`` holds one object of
+    each scene as a caption of its own (``"a red circle."``) and ``part_in_fine[i]`` whether
+    image ``i``'s fine caption names that object (level ``objects`` or finer).
+    """
+
+    coarse: Tensor
+    fine: Tensor
+    negatives: Tensor | None = None  # (B, B) bool
+    parts: Tensor | None = None  # (B, L)
+    part_in_fine: Tensor | None = None  # (B,) bool
+
+
+def negative_entailment(
+    apex: Tensor, points: Tensor, valid: Tensor, *, c: Tensor | float, K: float, margin: float
+) -> Tensor:
+    """Ganea et al.'s negative term over every pair of a batch: the mean over valid ``(i, j)``
+    of :math:`\\max(0, m - E_c(a_i, p_j))` for apexes ``(B, E)`` and points ``(B, E)`` (or
+    image queries ``(B, K, E)``, averaged over ``K``); ``valid`` ``(B, B)`` bool."""
+    if points.dim() == 3:
+        energy = ops.entailment_energy(
+            apex[:, None, None, :], points[None], c=c, K=K, policy="train"
+        ).mean(-1)  # (B, B)
+    else:
+        energy = ops.entailment_energy(apex[:, None, :], points[None], c=c, K=K, policy="train")
+    hinge = (margin - energy).clamp_min(0.0) * valid
+    return hinge.sum() / valid.sum().clamp_min(1)
+
+
+def masked_entailment(
+    apex: Tensor, points: Tensor, mask: Tensor, *, c: Tensor | float, K: float
+) -> Tensor:
+    """Mean cone violation of ``points`` in the cones of ``apex`` (both ``(B, E)``) over the
+    rows where ``mask`` ``(B,)`` is true (0 when none is)."""
+    energy = ops.entailment_energy(apex, points, c=c, K=K, policy="train") * mask
+    return energy.sum() / mask.sum().clamp_min(1)

@@ -20,6 +20,7 @@ summary for metrics.json.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +30,13 @@ from torch import nn
 
 from hyperet import distributed
 from hyperet.alignment.aligner import OBJECTIVES, AlignerConfig, ImageTextAligner
+from hyperet.alignment.entailment import Hierarchy
 from hyperet.alignment.losses import duplicate_positives
 from hyperet.alignment.monitors import StabilityMonitor
 from hyperet.batching import Encoded, collate, encode_text
 from hyperet.config import RunConfig
-from hyperet.data import LEVELS, Tokenizer
+from hyperet.data import LEVELS, Tokenizer, caption
+from hyperet.data.scenes import Scene, SceneObject
 
 if TYPE_CHECKING:  # hyperet.train imports this module: import it back lazily only
     from hyperet.train import Context, StageTask
@@ -97,6 +100,57 @@ class _Captions:
         )  # (levels, N)
 
 
+class _Parts:
+    """Each scene's objects as captions of their own (``"a red circle."``: the ``objects``
+    caption of a scene holding only that object), tokenised once per distinct string."""
+
+    def __init__(self, scenes: list[Scene], tokenizer: Tokenizer) -> None:
+        cache: dict[str, Encoded] = {}
+
+        def encode(scene: Scene, obj: SceneObject) -> Encoded:
+            text = caption(dataclasses.replace(scene, objects=(obj,)), "objects")
+            if text not in cache:
+                cache[text] = encode_text(tokenizer, text)
+            return cache[text]
+
+        self.encoded = [[encode(scene, obj) for obj in scene.objects] for scene in scenes]
+
+    def draw(self, idx: np.ndarray, u: np.ndarray) -> list[Encoded]:
+        """One object of each scene ``idx`` ``(B,)``, chosen by uniforms ``u`` ``(B,)``."""
+        return [self.encoded[i][int(x * len(self.encoded[i]))] for i, x in zip(idx, u, strict=True)]
+
+
+def _hierarchy(
+    aligner: ImageTextAligner,
+    captions: _Captions,
+    parts: _Parts | None,
+    idx: np.ndarray,
+    level: np.ndarray,
+    rng: np.random.Generator,
+) -> Hierarchy:
+    """A second caption of each image at another level, ordered (coarse, fine), and what the
+    negative and part terms need (:class:`~hyperet.alignment.entailment.Hierarchy`)."""
+    n_levels = len(captions.levels)
+    other = (level + rng.integers(1, n_levels, size=len(idx))) % n_levels
+    pair = np.sort(np.stack([level, other]), axis=0)  # (2, B): coarse, fine
+    both = collate(
+        [captions.encoded[lv][i] for row in pair for lv, i in zip(row, idx, strict=True)]
+    )
+    h = Hierarchy(both.input_ids[: len(idx)], both.input_ids[len(idx) :])
+    if aligner.config.negative_weight > 0:
+        own = captions.string_id[pair[0], idx]  # (B,)
+        at_coarse_level = captions.string_id[pair[0][:, None], idx[None, :]]  # (B, B)
+        h = h._replace(negatives=torch.from_numpy(at_coarse_level != own[:, None]))
+    if parts is not None:
+        names = np.asarray([LEVELS.index(lv) for lv in captions.levels])
+        in_fine = names[pair[1]] >= LEVELS.index("objects")
+        h = h._replace(
+            parts=collate(parts.draw(idx, rng.random(len(idx)))).input_ids,
+            part_in_fine=torch.from_numpy(in_fine),
+        )
+    return h
+
+
 class _ITCMonitoring:
     """Stability monitors of one ITC stage run, fed by the loss closure and gradient hooks.
 
@@ -141,6 +195,7 @@ def itc_stage(ctx: Context) -> StageTask:
     _set_trainable(m, [aligner], [])
     features = ctx.vision_features(("vision",))  # (N, T, Dv), the frozen ViT, cached
     captions = _Captions(data.split.captions, data.tokenizer)
+    parts = _Parts(data.split.scenes, data.tokenizer) if aligner.config.part_entailment else None
     sampler = Sampler(len(data.images), [config.seed, SAMPLER_STREAM])
     params = _trainable(m)
     watch = _ITCMonitoring(aligner, params, config.train.itc.steps)
@@ -157,14 +212,7 @@ def itc_stage(ctx: Context) -> StageTask:
         rows = distributed.shard_slice(len(idx))  # data parallel: this process's images
         hierarchy = None
         if aligner.config.caption_entailment:  # a second, different level per image
-            other = (level + rng.integers(1, len(captions.levels), size=len(idx))) % len(
-                captions.levels
-            )
-            pair = np.sort(np.stack([level, other]), axis=0)  # (2, B): coarse, fine
-            both = collate(
-                [captions.encoded[lv][i] for row in pair for lv, i in zip(row, idx, strict=True)]
-            )
-            hierarchy = (both.input_ids[: len(idx)], both.input_ids[len(idx) :])
+            hierarchy = _hierarchy(aligner, captions, parts, idx, level, rng)
         out = aligner(
             features[torch.from_numpy(idx[rows])],
             ids.input_ids,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from hyperet.alignment.compare import compare_objectives, markdown_table
+import pytest
+
+from hyperet.alignment.compare import compare_objectives, markdown_table, parse_variant
 
 
 def test_compare_objectives_on_nano() -> None:
@@ -27,3 +30,25 @@ def test_compare_objectives_on_nano() -> None:
     assert r1["n"] == 2 and r1["mean"] == sum(values) / 2
     table = markdown_table(summary, ["overall/image_to_text/R@1", "spearman/text_vs_level"])
     assert table.count("\n") == 3 and "hyperbolic-itc" in table.splitlines()[0]
+
+
+def test_variants_and_the_vision_cache(tmp_path: Path) -> None:
+    """A variant trains its overrides; a cached vision encoder reproduces the uncached run."""
+    spec = "hyperbolic-entail:aperture_K=0.05,negative_weight=1.0,part_entailment=true"
+    kwargs = {"preset_name": "nano", "seeds": (0,), "objectives": (spec,), "test_scenes": 8}
+    first = compare_objectives(**kwargs, vision_cache=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["nano-seed0-vision6.pt"]
+    again = compare_objectives(**kwargs, vision_cache=tmp_path)
+    (run,) = first["runs"]
+    assert run["objective"] == spec and again["runs"][0]["vision_seconds"] == 0.0
+    aligner = run["training"]["aligner"]
+    assert (aligner["aperture_K"], aligner["negative_weight"], aligner["part_entailment"]) == (
+        0.05, 1.0, True
+    )  # fmt: skip
+    assert again["runs"][0]["evaluation"] == run["evaluation"]
+
+
+@pytest.mark.parametrize("spec", ["hyperbolic-entail:K=0.05", "nope:aperture_K=1", "meru:x"])
+def test_a_bad_variant_is_refused(spec: str) -> None:
+    with pytest.raises(ValueError, match=r"^objectives: "):
+        parse_variant(spec)
