@@ -63,9 +63,14 @@ OBJECTIVES: dict[str, Similarity] = {
 
 #: Per-objective settings beyond the similarity (docs/alignment.md, "Entailment objectives").
 #: ``meru`` follows MERU: entailment weight 0.2, learnable curvature in [0.1, 10], no label
-#: smoothing; ``hyperbolic-entail`` adds caption-caption entailment (our choice of weight).
+#: smoothing; ``hyperbolic-entail`` adds caption-caption entailment (our choice of weight) with
+#: the aperture scale ``K = 0.05``, the best measured (docs/alignment.md, "Levers").
 RECIPES: dict[str, dict[str, Any]] = {
-    "hyperbolic-entail": {"entailment_weight": 0.2, "caption_entailment": True},
+    "hyperbolic-entail": {
+        "entailment_weight": 0.2,
+        "caption_entailment": True,
+        "aperture_K": 0.05,
+    },
     "meru": {"entailment_weight": 0.2, "learn_curvature": True, "label_smoothing": 0.0},
 }
 

@@ -5,7 +5,12 @@ Two objectives put the radius into the loss (docs/alignment.md, "Entailment obje
 - ``hyperbolic-entail`` (ball points): contrastive term plus
   :math:`\\lambda\\,\\big(\\overline{E_c(t, x_k)} + \\overline{E_c(t_{coarse}, t_{fine})}\\big)`:
   every image query ``x_k`` inside the cone of each of its two captions, and the coarser
-  caption of a scene entailing its finer one (the data's five levels are nested);
+  caption of a scene entailing its finer one (the data's five levels are nested); optionally
+  (:class:`~hyperet.alignment.aligner.AlignerConfig`) Ganea et al.'s negative term
+  :math:`\\overline{\\max(0, m - E_c(t_i, y_j))}` over the batch's cross-scene pairs whose coarse
+  caption does not describe the other scene (:func:`negative_entailment`), and a *part* term:
+  one object of each scene, captioned on its own, entails the image and the scene's captions
+  that name it (HyCoCLIP's box-entails-image with text parts; :func:`masked_entailment`);
 - ``meru`` (MERU, Desai et al. 2023): embeddings on the hyperboloid (space components, time
   implied), logits :math:`-d_L`, and :math:`0.2\\,\\overline{E(t, x)}` (text entails image).
 

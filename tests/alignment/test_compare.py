@@ -34,7 +34,7 @@ def test_compare_objectives_on_nano() -> None:
 
 def test_variants_and_the_vision_cache(tmp_path: Path) -> None:
     """A variant trains its overrides; a cached vision encoder reproduces the uncached run."""
-    spec = "hyperbolic-entail:aperture_K=0.05,negative_weight=1.0,part_entailment=true"
+    spec = "hyperbolic-entail:aperture_K=0.02,negative_weight=1.0,part_entailment=true"
     kwargs = {"preset_name": "nano", "seeds": (0,), "objectives": (spec,), "test_scenes": 8}
     first = compare_objectives(**kwargs, vision_cache=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["nano-seed0-vision6.pt"]
@@ -43,7 +43,7 @@ def test_variants_and_the_vision_cache(tmp_path: Path) -> None:
     assert run["objective"] == spec and again["runs"][0]["vision_seconds"] == 0.0
     aligner = run["training"]["aligner"]
     assert (aligner["aperture_K"], aligner["negative_weight"], aligner["part_entailment"]) == (
-        0.05, 1.0, True
+        0.02, 1.0, True
     )  # fmt: skip
     assert again["runs"][0]["evaluation"] == run["evaluation"]
 

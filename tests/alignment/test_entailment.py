@@ -76,6 +76,7 @@ def test_entailment_objectives_train_with_finite_gradients(objective: str) -> No
     torch.manual_seed(0)
     aligner = _aligner(objective)
     assert aligner.config.entailment_weight == 0.2 and aligner.hyperbolic
+    assert aligner.config.aperture_K == {"hyperbolic-entail": 0.05, "meru": 0.1}[objective]
     if objective == "meru":
         assert aligner.config.learn_curvature and aligner.config.curvature_bounds == (0.1, 10.0)
     vision = torch.randn(4, 7, 12)
