@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from hyperet.cli.main import main
 
-from hyperet.alignment.compare import compare_objectives, markdown_table, parse_variant
+from hyperet.train.compare import compare_objectives, markdown_table, parse_variant
 
 
 def test_compare_objectives_on_nano() -> None:
@@ -32,12 +34,36 @@ def test_compare_objectives_on_nano() -> None:
     assert table.count("\n") == 3 and "hyperbolic-itc" in table.splitlines()[0]
 
 
+def test_align_compare_command_writes_and_merges(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["align-compare", "--preset", "nano", "--objective", "euclidean-itc"]
+    args += ["--test-scenes", "20", "--steps", "itc=3"]
+    for seed in (0, 1):
+        out = tmp_path / f"s{seed}.json"
+        result = runner.invoke(main, [*args, "--seed", str(seed), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        part = json.loads(out.read_text())
+        assert [r["seed"] for r in part["runs"]] == [seed] and "partial" not in part
+        assert part["itc_stage"]["steps"] == 3
+        assert len(part["runs"][0]["training"]["monitors"]["modalities"]) == 2
+    merged = tmp_path / "merged.json"
+    parts = [arg for seed in (0, 1) for arg in ("--merge", str(tmp_path / f"s{seed}.json"))]
+    result = runner.invoke(main, ["align-compare", *parts, "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(merged.read_text())["seeds"] == [0, 1]
+    assert "| overall/image_to_text/R@1 |" in result.stdout
+    bad = runner.invoke(main, [*args, "--steps", "itc=x", "--out", str(tmp_path / "x.json")])
+    assert bad.exit_code == 2 and "steps:" in bad.output
+    bad = runner.invoke(main, [*args, "--objective", "meru:x", "--out", str(tmp_path / "y.json")])
+    assert bad.exit_code == 2 and "objectives:" in bad.output
+
+
 def test_variants_and_the_vision_cache(tmp_path: Path) -> None:
     """A variant trains its overrides; a cached vision encoder reproduces the uncached run."""
     spec = "hyperbolic-entail:aperture_K=0.02,negative_weight=1.0,part_entailment=true"
     kwargs = {"preset_name": "nano", "seeds": (0,), "objectives": (spec,), "test_scenes": 8}
     first = compare_objectives(**kwargs, vision_cache=tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["nano-seed0-vision6.pt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["nano-seed0-vision6.safetensors"]
     again = compare_objectives(**kwargs, vision_cache=tmp_path)
     (run,) = first["runs"]
     assert run["objective"] == spec and again["runs"][0]["vision_seconds"] == 0.0

@@ -198,7 +198,7 @@ def test_masked_entailment_averages_the_masked_rows() -> None:
 
 def test_hierarchy_batch_negatives_and_parts_match_the_scenes() -> None:
     """The stage's negatives mask and object captions, checked against the caption strings."""
-    from hyperet.alignment.stage import _Captions, _hierarchy, _Parts
+    from hyperet.train.stages import _Captions, _hierarchy, _Parts
     from hyperet.batching import encode_text
     from hyperet.data import LEVELS, Tokenizer, build_split
 

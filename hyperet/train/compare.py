@@ -1,30 +1,28 @@
 """Measured comparison of the ITC objectives: same data, same frozen ViT, several seeds.
 
-For each seed: build the preset's training data, pretrain the vision encoder with the recipe's
-``vision`` stage (once; the ITC stage freezes it, so all objectives share it), then for each
-objective attach a freshly seeded aligner, train it with :func:`~hyperet.alignment.stage.itc_stage`
-for the preset's ITC budget and evaluate it on the test split with
-:func:`~hyperet.alignment.analysis.evaluate_alignment`. :func:`summarise` reduces the runs to the
-mean and standard deviation over seeds; :func:`markdown_table` renders the headline numbers.
-
-This runs the stages with a plain loop (AdamW, warm-up + cosine, gradient clipping: the recipe's
-optimizer settings) and no checkpoints: it is a measurement, not a run directory.
+``hyperet align-compare`` runs it. For each seed: build the preset's training data, pretrain the
+vision encoder with the recipe's ``vision`` stage (once; the ITC stage freezes it, so all
+objectives share it), then for each objective build the run's model (its aligner freshly
+initialised from the seed, exactly as ``hyperet train --objective`` builds it) with the shared
+vision weights, train the ``itc`` stage for the preset's ITC budget and evaluate the aligner on
+the test split with :func:`~hyperet.alignment.analysis.evaluate_alignment`. :func:`summarise`
+reduces the runs to the mean and standard deviation over seeds; :func:`markdown_table` renders
+the headline numbers.
 
 An objective may carry :class:`~hyperet.alignment.aligner.AlignerConfig` overrides, a *variant*
 (:func:`parse_variant`): ``hyperbolic-entail:aperture_K=0.05,learn_curvature=true`` trains the
-objective with those two settings changed; its runs are summarised under the whole spec.
+objective with those two settings changed; its runs are summarised under the whole spec. With a
+``vision_cache`` directory each seed's pretrained model is saved there and reused by later calls.
 
-Usage (from a directory other than the repository root)::
-
-    python -m hyperet.alignment.compare --preset small --seeds 0 1 2 --out compare.json
+Every step is the engine's (:func:`~hyperet.train.engine.train_step`: AdamW, warm-up + cosine,
+gradient clipping, the NaN guard); there are no checkpoints: it is a measurement, not a run
+directory.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,46 +31,48 @@ from typing import Any
 import numpy as np
 import torch
 
-from hyperet.alignment.aligner import OBJECTIVES, AlignerConfig, ImageTextAligner
+from hyperet import _io
+from hyperet.alignment.aligner import AlignerConfig
 from hyperet.alignment.analysis import evaluate_alignment
-from hyperet.alignment.stage import aligner_config_for, get_aligner, itc_metrics, itc_stage
-from hyperet.config import RunConfig, StageConfig, parse_steps, preset, with_overrides
+from hyperet.config import ITC_OBJECTIVES, RunConfig, preset, with_overrides
 from hyperet.data import LEVELS, Tokenizer, build_split
+from hyperet.model import MLLM, aligner_config, build_model
+from hyperet.train.data import build_training_data
+from hyperet.train.engine import Context, StageTask, final_loss, make_optimizer, train_step
+from hyperet.train.stages import itc_stage, vision_stage
 
 Log = Callable[[str], None]
 
+#: The metrics of the printed table (keys of :func:`summarise`).
+HEADLINE_KEYS: tuple[str, ...] = (
+    "overall/image_to_text/R@1",
+    "overall/text_to_image/R@1",
+    *(f"{lv}/image_to_text/R@1" for lv in LEVELS),
+    *(f"{lv}/text_to_image/R@1" for lv in LEVELS),
+    *(f"spearman/{k}" for k in ("text_vs_level", "image_vs_object_count", "image_vs_corruption")),
+    "auroc/image_to_text",
+    "auroc/text_to_image",
+    "entailment/auroc",
+    "entailment/accuracy",
+)
 
-def _train(task: Any, stage: StageConfig, grad_clip: float, log: Log, name: str) -> list[float]:
-    from hyperet.train import learning_rate
 
-    decay = [p for p in task.params if id(p) not in task.no_decay]
-    plain = [p for p in task.params if id(p) in task.no_decay]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": stage.weight_decay},
-            {"params": plain, "weight_decay": 0.0},
-        ],
-        lr=stage.lr,
-        betas=(0.9, 0.95),
-    )
+def _fit(
+    name: str, task: StageTask, config: RunConfig, log: Log, label: str
+) -> tuple[list[float], dict[str, Any]]:
+    """Train ``task`` for stage ``name``'s budget with the engine's steps; returns the losses and
+    the metrics of the task's ``finish`` hook."""
+    stage = config.train.budget(name)
+    optimizer = make_optimizer(task, stage)
     losses: list[float] = []
     t0 = time.perf_counter()
     for step in range(stage.steps):
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(stage, step)
-        loss = task.loss(step, stage.batch_size)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"{name}: non-finite loss {value} at step {step + 1}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(task.params, grad_clip)
-        opt.step()
+        value, _ = train_step(name, step, stage, task, optimizer, config.train.grad_clip)
         losses.append(value)
         if (step + 1) % max(1, stage.steps // 5) == 0:
-            log(f"{name}: step {step + 1}/{stage.steps} loss {value:.4f} "
+            log(f"{label} {name}: step {step + 1}/{stage.steps} loss {value:.4f} "
                 f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
-    return losses
+    return losses, task.finish() if task.finish is not None else {}
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
@@ -83,8 +83,8 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     ('hyperbolic-entail', {'aperture_K': 0.05, 'similarity': 'poincare'})
     """
     objective, _, rest = spec.partition(":")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objectives: {spec!r} must start with one of {sorted(OBJECTIVES)}")
+    if objective not in ITC_OBJECTIVES:
+        raise ValueError(f"objectives: {spec!r} must start with one of {ITC_OBJECTIVES}")
     fields = {f.name for f in dataclasses.fields(AlignerConfig)}
     overrides: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
@@ -98,31 +98,46 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     return objective, overrides
 
 
-def _pretrained_vision(ctx: Any, cache: Path | None, log: Log, name: str) -> float:
-    """Run the vision stage (seconds), or load its result from ``cache`` (0 s) and save it there."""
-    from hyperet.train import vision_stage
+def _variant_model(config: RunConfig, tok: Tokenizer, overrides: dict[str, Any]) -> MLLM:
+    """:func:`~hyperet.model.build_model` with the aligner's ``overrides`` (none: the same model)."""
+    if not overrides:
+        return build_model(config, tok)
+    base = aligner_config(config, tok)
+    assert base is not None  # an ITC objective (parse_variant)
+    torch.manual_seed(config.seed)
+    aligner = dataclasses.replace(base, **overrides)
+    return MLLM(config, vocab_size=tok.vocab_size, aligner=aligner)
 
+
+#: dtypes of a cached pretrained model (safetensors codes).
+_CACHE_DTYPES = frozenset({"F32", "F64", "F16", "BF16", "I64", "I32", "BOOL"})
+
+
+def _pretrained(config: RunConfig, data: Any, tok: Tokenizer, cache: Path | None, log: Log,
+                label: str) -> tuple[dict[str, torch.Tensor], float]:  # fmt: skip
+    """The state of the model after the vision stage and its seconds (0 when read from
+    ``cache``, a safetensors file written atomically after a fresh run)."""
+    pretrained = build_model(config, tok)
     if cache is not None and cache.exists():
-        ctx.model.load_state_dict(torch.load(cache, weights_only=True))
-        log(f"{name}: loaded {cache}")
-        return 0.0
+        tensors, _ = _io.read_safetensors(cache, dtypes=_CACHE_DTYPES, finite=True)
+        pretrained.load_state_dict(tensors)
+        log(f"{label} vision: loaded {cache}")
+        return pretrained.state_dict(), 0.0
     t0 = time.perf_counter()
-    stage = ctx.config.train.stages["vision"]
-    _train(vision_stage(ctx), stage, ctx.config.train.grad_clip, log, name)
+    _fit("vision", vision_stage(Context(config, data, pretrained)), config, log, label)
     seconds = time.perf_counter() - t0
+    state = pretrained.state_dict()
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(ctx.model.state_dict(), tmp)
-        tmp.replace(cache)
-    return seconds
+        tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}
+        _io.atomic_write_bytes(cache, _io.encode_safetensors(tensors, {}))
+    return state, seconds
 
 
 def compare_objectives(
     *,
     preset_name: str = "small",
     seeds: Sequence[int] = (0, 1, 2),
-    objectives: Sequence[str] = tuple(OBJECTIVES),
+    objectives: Sequence[str] = ITC_OBJECTIVES,
     test_scenes: int | None = None,
     steps: dict[str, int] | None = None,
     log: Log = lambda message: None,
@@ -137,45 +152,38 @@ def compare_objectives(
     With ``vision_cache`` (a directory) the pretrained model of each seed and vision budget is
     saved there and reused by later calls (it is the same for every objective).
     """
-    from hyperet.train import Context, build_model, build_training_data
-
-    budgets = with_overrides(preset(preset_name), steps=steps).train
-    itc = budgets.itc
+    variants = [parse_variant(spec) for spec in objectives]  # bad specs fail before training
     tok = Tokenizer.build()
     runs: list[dict[str, Any]] = []
+    budgets = with_overrides(preset(preset_name), steps=steps).train
     for seed in seeds:
-        base: RunConfig = with_overrides(preset(preset_name), seed=seed, steps=steps)
+        base = with_overrides(preset(preset_name), seed=seed, steps=steps)
         data = build_training_data(base, tok)
-        model = build_model(base, tok)
-        ctx = Context(config=base, data=data, model=model)
         cache = None
         if vision_cache is not None:
             vision_steps = base.train.stages["vision"].steps
-            cache = vision_cache / f"{preset_name}-seed{seed}-vision{vision_steps}.pt"
-        vision_s = _pretrained_vision(ctx, cache, log, f"seed {seed} vision")
-        model.eval()
+            cache = vision_cache / f"{preset_name}-seed{seed}-vision{vision_steps}.safetensors"
+        shared, vision_s = _pretrained(base, data, tok, cache, log, f"seed {seed}")
         n_test = base.data.test_scenes if test_scenes is None else test_scenes
         test = build_split(
             "test", n_scenes=n_test, seed=seed, image_size=base.data.image_size,
             min_objects=base.data.min_objects, max_objects=base.data.max_objects,
         )  # fmt: skip
         features = None  # frozen ViT tokens of the training images, shared by the objectives
-        for spec in objectives:
-            objective, overrides = parse_variant(spec)
-            config = base.replace(train=dataclasses.replace(base.train, objective=objective))
-            torch.manual_seed(seed)
-            aligner_config = dataclasses.replace(aligner_config_for(config, tok), **overrides)
-            model.aligner = ImageTextAligner(aligner_config)
-            run_ctx = Context(config=config, data=data, model=model)
+        for spec, (objective, overrides) in zip(objectives, variants, strict=True):
+            config = with_overrides(base, objective=objective)
+            model = _variant_model(config, tok, overrides)  # as `hyperet train` initialises it
+            model.load_state_dict({**model.state_dict(), **shared})
+            ctx = Context(config, data, model)
             if features is not None:
-                run_ctx.cache, run_ctx.cache_key = features, ("vision",)
-            task = itc_stage(run_ctx)
-            features = run_ctx.cache
+                ctx.cache, ctx.cache_key = features, ("vision",)
+            task = itc_stage(ctx)
+            features = ctx.cache
             t0 = time.perf_counter()
-            losses = _train(task, itc, base.train.grad_clip, log, f"seed {seed} {spec}")
+            losses, finished = _fit("itc", task, config, log, f"seed {seed} {spec}")
             itc_s = time.perf_counter() - t0
             report = evaluate_alignment(
-                get_aligner(model), vision=model.vision, split=test, tokenizer=tok
+                model.image_text_aligner(), vision=model.vision, split=test, tokenizer=tok
             )
             runs.append(
                 {
@@ -183,8 +191,8 @@ def compare_objectives(
                     "objective": spec,
                     "vision_seconds": vision_s,
                     "itc_seconds": itc_s,
-                    "final_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
-                    "training": itc_metrics(model, task),
+                    "final_loss": final_loss(losses),
+                    "training": finished["alignment"],
                     "evaluation": report,
                 }
             )
@@ -193,13 +201,42 @@ def compare_objectives(
     return {
         "preset": preset_name,
         "seeds": list(seeds),
-        "itc_stage": dataclasses.asdict(itc),
-        "vision_steps": with_overrides(preset(preset_name), steps=steps)
-        .train.stages["vision"]
-        .steps,
+        "itc_stage": dataclasses.asdict(budgets.itc),
+        "vision_steps": budgets.stages["vision"].steps,
         "runs": runs,
         "summary": summarise(runs),
     }
+
+
+def merge_results(paths: Sequence[Path]) -> dict[str, Any]:
+    """One result from several (e.g. one file per seed), summarised again."""
+    parts = [json.loads(Path(path).read_text()) for path in paths]
+    runs = [run for part in parts for run in part["runs"]]
+    result = {**parts[0], "seeds": sorted({r["seed"] for r in runs}), "runs": runs}
+    result["summary"] = summarise(runs)
+    return result
+
+
+def run_comparison(out: Path, *, merge: Sequence[Path] = (), **options: Any) -> dict[str, Any]:
+    """:func:`compare_objectives` (or :func:`merge_results` of ``merge``) written to ``out``.
+
+    While it runs, ``out`` holds the finished runs (``"partial": true``), so an interrupted
+    comparison keeps what it measured.
+    """
+    if merge:
+        result = merge_results(merge)
+    else:
+        done: list[dict[str, Any]] = []
+
+        def save_partial(run: dict[str, Any]) -> None:
+            done.append(run)
+            _io.write_json(
+                out, {"preset": options.get("preset_name"), "partial": True, "runs": done}
+            )
+
+        result = compare_objectives(on_run=save_partial, **options)
+    _io.write_json(out, result)
+    return result
 
 
 def _headline(report: dict[str, Any]) -> dict[str, Any]:
@@ -274,61 +311,3 @@ def markdown_table(summary: dict[str, Any], keys: Sequence[str]) -> str:
                 cells.append(f"{s['mean']:.3f} ± {s['std']:.3f}")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a measurement script
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", choices=["nano", "small"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--objectives", nargs="+", default=list(OBJECTIVES), help="objectives or variants"
-    )
-    parser.add_argument("--test-scenes", type=int, default=None)
-    parser.add_argument("--steps", nargs="*", default=[], help="STAGE=N budget overrides")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--vision-cache", type=Path, help="directory of pretrained vision models")
-    parser.add_argument(
-        "--merge", type=Path, nargs="+", help="Only merge these result files into --out."
-    )
-    args = parser.parse_args(argv)
-
-    def write(result: dict[str, Any]) -> None:
-        args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-
-    if args.merge:
-        parts = [json.loads(path.read_text()) for path in args.merge]
-        runs = [run for part in parts for run in part["runs"]]
-        result = {**parts[0], "seeds": sorted({r["seed"] for r in runs}), "runs": runs}
-        result["summary"] = summarise(runs)
-    else:
-        done: list[dict[str, Any]] = []
-
-        def save_partial(run: dict[str, Any]) -> None:
-            done.append(run)
-            write({"preset": args.preset, "partial": True, "runs": done})
-
-        result = compare_objectives(
-            preset_name=args.preset,
-            seeds=args.seeds,
-            objectives=args.objectives,
-            test_scenes=args.test_scenes,
-            steps=parse_steps(args.steps),
-            log=lambda message: print(message, flush=True),
-            on_run=save_partial,
-            vision_cache=args.vision_cache,
-        )
-    write(result)
-    keys = ["overall/image_to_text/R@1", "overall/text_to_image/R@1"]
-    keys += [f"{lv}/image_to_text/R@1" for lv in LEVELS] + [
-        f"{lv}/text_to_image/R@1" for lv in LEVELS
-    ]
-    keys += [
-        f"spearman/{k}" for k in ("text_vs_level", "image_vs_object_count", "image_vs_corruption")
-    ]
-    keys += ["auroc/image_to_text", "auroc/text_to_image"]
-    keys += ["entailment/auroc", "entailment/accuracy"]
-    print(markdown_table(result["summary"], keys))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
