@@ -99,7 +99,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def _variant_model(config: RunConfig, tok: Tokenizer, overrides: dict[str, Any]) -> MLLM:
-    """:func:`~hyperet.model.build_model` with the aligner's ``overrides`` (none: the same model)."""
+    """:func:`~hyperet.model.build_model` with the aligner's ``overrides`` (none: that model)."""
     if not overrides:
         return build_model(config, tok)
     base = aligner_config(config, tok)

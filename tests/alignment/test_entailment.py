@@ -198,9 +198,9 @@ def test_masked_entailment_averages_the_masked_rows() -> None:
 
 def test_hierarchy_batch_negatives_and_parts_match_the_scenes() -> None:
     """The stage's negatives mask and object captions, checked against the caption strings."""
-    from hyperet.train.stages import _Captions, _hierarchy, _Parts
     from hyperet.batching import encode_text
     from hyperet.data import LEVELS, Tokenizer, build_split
+    from hyperet.train.stages import _Captions, _hierarchy, _Parts
 
     tok = Tokenizer.build()
     split = build_split("train", n_scenes=30, seed=0)
