@@ -28,6 +28,7 @@ from hyperet.ops.structured import (
     banded_apply,
     banded_apply_transposed,
     block_diagonal_apply,
+    block_diagonal_apply_transposed,
     diagonal_apply,
 )
 
@@ -138,7 +139,7 @@ class BlockDiagonalMatrix(StructuredMatrix):
 
     def apply_transposed(self, x: Tensor) -> Tensor:
         self._check_width(x)
-        return block_diagonal_apply(self.blocks.mT, x)  # blockdiag(B)^T = blockdiag(B^T)
+        return block_diagonal_apply_transposed(self.blocks, x)  # blockdiag(B)^T = blockdiag(B^T)
 
     def dense(self) -> Tensor:
         return torch.block_diag(*self.blocks.unbind(0))
