@@ -291,22 +291,22 @@ static inline v16 shifted(v16 lo, v16 hi, int64_t j) {
 }
 #endif
 
-/* v[i + j .. i + j + 16) of a padded row vp (64-byte aligned, i a multiple of 16) for
- * j = 0 .. 2 half: from two aligned loads and register shifts when 2 half <= 16 */
-#define BAND_TERMS(w, vp, i, TERM)                                                             \
+/* win[j .. j + 16) for j = 0 .. 2 half, win the window of a chunk (win[t] = row[i - half + t]):
+ * from two loads and register shifts when 2 half <= 16 */
+#define BAND_TERMS(w, win, TERM)                                                               \
     do {                                                                                      \
         if ((w) <= CHUNK + 1 && REGISTER_SHIFTS) {                                            \
-            v16 lo_ = load16((vp) + (i)), hi_ = load16((vp) + (i) + CHUNK);                    \
+            v16 lo_ = load16(win), hi_ = load16((win) + CHUNK);                                \
             for (int64_t j = 0; j < (w); ++j) TERM(j, shifted(lo_, hi_, j));                   \
         } else {                                                                             \
-            for (int64_t j = 0; j < (w); ++j) TERM(j, load16((vp) + (i) + j));                 \
+            for (int64_t j = 0; j < (w); ++j) TERM(j, load16((win) + j));                      \
         }                                                                                     \
     } while (0)
 
-/* (A v)[i..i+16) for A = fw (M) or tr (M^T); vp the padded row, vi = vp[half + i..) loaded
- * (vp is not read for blocks, nor for one band) */
+/* (A v)[i..i+16) for A = fw (M) or tr (M^T); win the chunk's window of v (see BAND_TERMS),
+ * vi = v[i..i+16) loaded (win is not read for blocks, nor for one band) */
 static inline __attribute__((always_inline)) v16
-chunk_product(int blk, int64_t w, int64_t stride, const float *A, const float *vp, int64_t i,
+chunk_product(int blk, int64_t w, int64_t stride, const float *A, const float *win, int64_t i,
               v16 vi, const v16i *index) {
     v16 acc = {0};
     if (blk) {
@@ -315,18 +315,18 @@ chunk_product(int blk, int64_t w, int64_t stride, const float *A, const float *v
         acc = load16(A + i) * vi;
     } else {
 #define TERM(j, v) (acc += load16(A + (j) * stride + i) * (v))
-        BAND_TERMS(w, vp, i, TERM);
+        BAND_TERMS(w, win, TERM);
 #undef TERM
     }
     return acc;
 }
 
-/* G[.][i..i+16) += sum over R rows of a_r * (the entries of the padded row bp_r that
- * fw[.][i..i+16) multiplies; bi_r = bp_r[half + i..) loaded): the gradient of R rows with one
- * load and one store of G (a store per 16 floats is what limits this loop) */
+/* G[.][i..i+16) += sum over R rows of a_r * (the entries of row b_r that fw[.][i..i+16)
+ * multiplies; bw_r its window for this chunk, bi_r = b_r[i..i+16) loaded): the gradient of R
+ * rows with one load and one store of G (a store per 16 floats is what limits this loop) */
 static inline __attribute__((always_inline)) void
 chunk_grad(int blk, int64_t w, int R, int64_t stride, float *G, const v16 *a,
-           const float *const *bp, int64_t i, const v16 *bi, const v16i *index) {
+           const float *const *bw, int64_t i, const v16 *bi, const v16i *index) {
     if (blk || w == 1) {
         for (int64_t s = 0; s < w; ++s) {
             v16 t = a[0] * (blk ? spread(bi[0], index[s]) : bi[0]);
@@ -336,8 +336,8 @@ chunk_grad(int blk, int64_t w, int R, int64_t stride, float *G, const v16 *a,
     } else if (w <= CHUNK + 1 && REGISTER_SHIFTS) {
         v16 lo[GROUP], hi[GROUP];
         for (int r = 0; r < R; ++r) {
-            lo[r] = load16(bp[r] + i);
-            hi[r] = load16(bp[r] + i + CHUNK);
+            lo[r] = load16(bw[r]);
+            hi[r] = load16(bw[r] + CHUNK);
         }
         for (int64_t j = 0; j < w; ++j) {
             v16 t = a[0] * shifted(lo[0], hi[0], j);
@@ -346,11 +346,32 @@ chunk_grad(int blk, int64_t w, int R, int64_t stride, float *G, const v16 *a,
         }
     } else {
         for (int64_t j = 0; j < w; ++j) {
-            v16 t = a[0] * load16(bp[0] + i + j);
-            for (int r = 1; r < R; ++r) t += a[r] * load16(bp[r] + i + j);
+            v16 t = a[0] * load16(bw[0] + j);
+            for (int r = 1; r < R; ++r) t += a[r] * load16(bw[r] + j);
             store16(G + j * stride + i, load16(G + j * stride + i) + t);
         }
     }
+}
+
+/* The window of chunk i of a row: win[t] = row[i - h + t] for t < max(32, 16 + 2 h), zero
+ * outside [0, d); the row itself inside, a copy in `edge` (that many floats) at the edges. */
+static inline __attribute__((always_inline)) const float *
+window(const float *row, int64_t d, int64_t h, int64_t i, float *edge) {
+    int64_t len = 2 * h > CHUNK ? CHUNK + 2 * h : 2 * CHUNK;
+    if (i >= h && i - h + len <= d) return row + (i - h);
+    for (int64_t t = 0; t < len; ++t) {
+        int64_t q = i - h + t;
+        edge[t] = q >= 0 && q < d ? row[q] : 0.0f;
+    }
+    return edge;
+}
+
+/* row[i..i+16), zero beyond d */
+static inline v16 chunk_of(const float *row, int64_t d, int64_t i) {
+    if (i + CHUNK <= d) return load16(row + i);
+    v16 v = {0};
+    memcpy(&v, row + i, (d - i) * sizeof(float));
+    return v;
 }
 
 /* a zero-padded copy of a row (or the row itself when no padding is needed) */
@@ -410,13 +431,15 @@ mobius_forward_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo,
     int64_t d = L->d, dp = L->dp, h = L->half;
     v16i index[CHUNK];
     if (blk) spread_indices(w, index);
+    int shifts = !blk && w > 1;
     for (int64_t row = lo; row < hi; ++row) {
-        const float *xp = padded(L, x + row * d, S->xbuf[0]);
+        const float *xr = x + row * d; /* read in place (windows, no padded copy) */
         float *out = dp == d ? y + row * d : S->out[0];
         v8d nn[2] = {{0}}, mm[2] = {{0}};
         for (int64_t i = 0; i < dp; i += CHUNK) {
-            v16 xi = load16(xp + h + i);
-            v16 mi = chunk_product(blk, w, L->ds, L->fw, xp, i, xi, index);
+            v16 xi = chunk_of(xr, d, i);
+            const float *win = shifts ? window(xr, d, h, i, S->xbuf[0]) : NULL;
+            v16 mi = chunk_product(blk, w, L->ds, L->fw, win, i, xi, index);
             dot_acc(nn, xi, xi);
             dot_acc(mm, mi, mi);
             store16(out + i, mi);
@@ -446,7 +469,8 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
         /* pass 1: Mx recomputed from the row in L1 (y is not read), a = <g, Mx> */
         v8d aa[2] = {{0}};
         for (int64_t i = 0; i < dp; i += CHUNK) {
-            v16 mi = chunk_product(blk, w, L->ds, L->fw, xp[r], i, load16(xp[r] + h + i), index);
+            v16 mi = chunk_product(blk, w, L->ds, L->fw, xp[r] + i, i, load16(xp[r] + h + i),
+                                   index);
             dot_acc(aa, load16(gp[r] + h + i), mi);
             store16(S->mx[r] + i, mi);
         }
@@ -469,12 +493,14 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
             xi[r] = load16(xp[r] + h + i);
             gm[r] = load16(gp[r] + h + i) * k32[r] + load16(S->mx[r] + i) * alpha_k32[r];
         }
-        if (S->grad) chunk_grad(blk, w, R, L->ds, S->grad, gm, xp, i, xi, index);
+        const float *xw[GROUP];
+        for (int r = 0; r < R; ++r) xw[r] = xp[r] + i;
+        if (S->grad) chunk_grad(blk, w, R, L->ds, S->grad, gm, xw, i, xi, index);
         for (int r = 0; r < R; ++r) {
             if (h != 0)
                 store16(S->gm[r] + h + i, gm[r]);
             else if (out[r])
-                store16(out[r] + i, chunk_product(blk, w, L->ds, L->tr, NULL, i, gm[r], index) +
+                store16(out[r] + i, chunk_product(blk, w, L->ds, L->tr, S->gm[r] + i, i, gm[r], index) +
                                         beta32[r] * xi[r]);
         }
     }
@@ -483,7 +509,7 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
         if (h != 0) /* pass 3: M^T gm reads the neighbours of each chunk */
             for (int64_t i = 0; i < dp; i += CHUNK)
                 store16(out[r] + i,
-                        chunk_product(blk, w, L->ds, L->tr, S->gm[r], i,
+                        chunk_product(blk, w, L->ds, L->tr, S->gm[r] + i, i,
                                       load16(S->gm[r] + h + i), index) +
                             beta32[r] * load16(xp[r] + h + i));
         if (out[r] != grad_x + (row0 + r) * d)
@@ -506,24 +532,36 @@ mobius_backward_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo
                               t_max);
 }
 
-/* Plain product rows [lo, hi): y = A v with A = M (fw) or M^T (tr) */
+/* store a chunk, only its first d - i floats at the end of a row */
+static inline void store_chunk(float *row, int64_t d, int64_t i, v16 v) {
+    if (i + CHUNK <= d)
+        store16(row + i, v);
+    else
+        memcpy(row + i, &v, (d - i) * sizeof(float));
+}
+
+/* Plain product rows [lo, hi): y = A v with A = M (fw) or M^T (tr); the rows are read in
+ * place (windows: no padded copies; faster here than aligned copies) */
 static inline __attribute__((always_inline)) void
 linear_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo, int64_t hi,
             const float *A, const float *v, float *y) {
     int64_t d = L->d, dp = L->dp, h = L->half;
+    int shifts = !blk && w > 1;
     v16i index[CHUNK];
     if (blk) spread_indices(w, index);
     for (int64_t row = lo; row < hi; ++row) {
-        const float *vp = padded(L, v + row * d, S->xbuf[0]);
-        float *out = dp == d ? y + row * d : S->out[0];
-        for (int64_t i = 0; i < dp; i += CHUNK)
-            store16(out + i, chunk_product(blk, w, L->ds, A, vp, i, load16(vp + h + i), index));
-        if (out != y + row * d) memcpy(y + row * d, out, d * sizeof(float));
+        const float *vr = v + row * d;
+        for (int64_t i = 0; i < dp; i += CHUNK) {
+            const float *win = shifts ? window(vr, d, h, i, S->xbuf[0]) : NULL;
+            store_chunk(y + row * d, d, i,
+                        chunk_product(blk, w, L->ds, A, win, i, chunk_of(vr, d, i), index));
+        }
     }
 }
 
 /* Plain product backward of R rows from row0: grad_v = A g (may be NULL); G += a b^T
- * (structure) where (a, b) = (g, v) for y = M v and (v, g) for y = M^T v */
+ * (structure) where (a, b) = (g, v) for y = M v and (v, g) for y = M^T v; padded copies of the
+ * rows (aligned windows: faster here than reading the rows in place) */
 static inline __attribute__((always_inline)) void
 linear_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, int64_t row0,
                       const v16i *index, const float *A, const float *g, const float *v,
@@ -543,10 +581,12 @@ linear_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
             ai[r] = load16(ap[r] + h + i);
             bi[r] = load16(bp[r] + h + i);
         }
-        if (S->grad) chunk_grad(blk, w, R, L->ds, S->grad, ai, bp, i, bi, index);
+        const float *bw[GROUP];
+        for (int r = 0; r < R; ++r) bw[r] = bp[r] + i;
+        if (S->grad) chunk_grad(blk, w, R, L->ds, S->grad, ai, bw, i, bi, index);
         for (int r = 0; r < R; ++r)
             if (out[r])
-                store16(out[r] + i, chunk_product(blk, w, L->ds, A, gp[r], i,
+                store16(out[r] + i, chunk_product(blk, w, L->ds, A, gp[r] + i, i,
                                                   transposed ? bi[r] : ai[r], index));
     }
     for (int r = 0; r < R; ++r)
