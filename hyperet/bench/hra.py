@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from hyperet.bench import Row, interleaved_medians
+from hyperet.choices import STRUCTURES
 from hyperet.nn import apply_hyperet, merge_hyperet
 from hyperet.nn.hra import (
     OFFICIAL_ARTANH_MAX,
@@ -57,7 +58,6 @@ STEP_TARGET = 50.0  # ours must be at least this many times faster
 #: token counts of the token-side rows, as multiples of d: fewer than d (cheaper than the weight
 #: side) and more (dearer), so the rows show where the choice flips (256 and 4096 at d = 1024)
 TOKENS_PER_D = (0.25, 4.0)
-STRUCTURES = ("diagonal", "block", "banded")
 
 
 # ---------------------------------------------------------------------------- released approach

@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from hyperet import ops as hops
+from hyperet.choices import HRA_MODES, HRA_SIDES
+from hyperet.choices import POLICIES as OPS_POLICIES
 from hyperet.nn.structured import (
     BandedMatrix,
     BlockDiagonalMatrix,
@@ -45,11 +47,11 @@ from hyperet.nn.structured import (
     make_structured,
 )
 
-MODES: tuple[str, ...] = ("fast", "literal", "official")
+MODES: tuple[str, ...] = HRA_MODES
 #: where :meth:`HyperbolicRadiusAdjustment.adapt_projection` applies the map (``"auto"``: the
 #: cheaper one for the shapes at hand)
-SIDES: tuple[str, ...] = ("auto", "tokens", "weight")
-POLICIES: tuple[str | None, ...] = (None, "exact", "train")
+SIDES: tuple[str, ...] = HRA_SIDES
+POLICIES: tuple[str | None, ...] = (None, *OPS_POLICIES)
 
 # The released code's clamps (hyptorch-style), reproduced by mode="official".
 OFFICIAL_TANH_CLAMP = 15.0
