@@ -140,6 +140,12 @@ def _limit(split: Split, limit: int | None) -> Split:
 
 
 @torch.no_grad()
+def _output_tokens(model: MLLM, images: np.ndarray, batch: int) -> Tensor:
+    """The ViT's output tokens ``(N, tokens, width)``, which its CLIP head pools (retrieval)."""
+    imgs = torch.from_numpy(np.ascontiguousarray(images))
+    return torch.cat([model.vision(imgs[r.start : r.stop]) for r in _batches(len(imgs), batch)])
+
+
 def _features(model: MLLM, images: np.ndarray, batch: int) -> Tensor:
     imgs = torch.from_numpy(np.ascontiguousarray(images))
     return torch.cat(
@@ -336,11 +342,11 @@ def _caption_embeddings(model: MLLM, tok: Tokenizer, texts: list[str], batch: in
 
 @torch.no_grad()
 def evaluate_retrieval(
-    run: LoadedRun, split: Split, features: Tensor, *, batch: int
+    run: LoadedRun, split: Split, tokens: Tensor, *, batch: int
 ) -> dict[str, Any]:
     """Image -> caption Recall@1/5 per level via the CLIP head (distinct captions as candidates)."""
     model, tok = run.model, run.tokenizer
-    image_emb = nn.functional.normalize(model.vision.embed(features), dim=-1)  # (N, E)
+    image_emb = nn.functional.normalize(model.vision.embed(tokens), dim=-1)  # (N, E)
     out: dict[str, Any] = {"method": "clip_head", "trained_level": run.config.train.vision_level}
     for level, texts in split.captions.items():
         candidates = sorted(set(texts))
@@ -523,7 +529,14 @@ def evaluate(
         "multiple_choice": evaluate_multiple_choice(
             run, data, features, batch=batch_size, progress=progress
         ),
-        "retrieval": evaluate_retrieval(run, data, features, batch=batch_size),
+        "retrieval": evaluate_retrieval(
+            run,
+            data,
+            features
+            if cfg.projector.feature_layer == -1
+            else _output_tokens(run.model, data.images, batch_size),
+            batch=batch_size,
+        ),
         "radius_probe": evaluate_radius(run, data, features, batch=batch_size),
         "parameters": parameter_report(run),
         **itc,

@@ -119,3 +119,25 @@ def test_an_unfinished_run_is_refused(tmp_path: Path) -> None:
         train(NANO, tmp_path / "run", on_event=stop)
     with pytest.raises(CheckpointError, match="resume the run first"):
         evaluate(tmp_path / "run")
+
+
+def test_retrieval_reads_the_vit_output_whatever_layer_the_projector_reads(
+    nano_run: Path, tmp_path: Path
+) -> None:
+    """The CLIP head pools the ViT's output: a run whose projector reads block 0 (same seed, so
+    the same ViT and text tower, frozen after stage 0a) retrieves exactly as the default."""
+    import dataclasses
+
+    config = dataclasses.replace(
+        NANO, projector=dataclasses.replace(NANO.projector, feature_layer=0)
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(config, tmp_path / "layer0")
+    finally:
+        torch.set_num_threads(threads)
+    a = evaluate(nano_run, limit=16)
+    b = evaluate(tmp_path / "layer0", limit=16)
+    assert a["retrieval"] == b["retrieval"]
+    assert a["vqa"] != b["vqa"] or a["radius_probe"] != b["radius_probe"]
