@@ -285,8 +285,26 @@ def build_model(config: RunConfig, tokenizer: Tokenizer) -> MLLM:
 
 
 def apply_hyperet_to(model: MLLM, config: RunConfig) -> list[nn.Parameter]:
-    """Apply HRA to the ViT's q and v rows (``config.hyperet``); returns its parameters."""
+    """Apply HRA to the ViT's q and v rows (``config.hyperet``); returns its parameters.
+
+    ``hyperet.adapter`` other than ``hra`` applies a baseline instead
+    (:func:`hyperet.nn.apply_baseline`; ``full``: the ViT's own weights train).
+    """
     h = config.hyperet
+    if h.adapter == "full":  # every weight the tokens depend on (not the CLIP head's ``proj``)
+        return [p for name, p in model.vision.named_parameters() if name != "proj"]
+    if h.adapter != "hra":
+        from hyperet.nn import apply_baseline
+
+        return apply_baseline(
+            model.vision,
+            "structured" if h.adapter == "euclidean" else h.adapter,
+            structure=h.structure,
+            block_size=h.block_size,
+            bandwidth=h.bandwidth,
+            rank=h.rank,
+            seed=config.seed,
+        )
     try:
         from hyperet.nn import apply_hyperet
     except ImportError as err:  # pragma: no cover - the adapter ships with the package
@@ -346,6 +364,9 @@ class StageTask:
     loss: Callable[[int, int], Tensor]  # (step, batch_size) -> loss
     cached_features: bool = False
     hyperet_active: bool = False
+    #: ids of parameters whose learning rate is ``lr_scale`` times the stage's (the adapter's)
+    scaled: set[int] = field(default_factory=set)
+    lr_scale: float = 1.0
 
 
 def _set_trainable(model: nn.Module, modules: list[nn.Module], extra: list[nn.Parameter]) -> None:
@@ -476,7 +497,15 @@ def align_stage(ctx: Context) -> StageTask:
         loss,
         cached_features=not active,
         hyperet_active=active,
+        **_adapter_lr(ctx, active),
     )
+
+
+def _adapter_lr(ctx: Context, active: bool) -> dict[str, Any]:
+    """The adapter's learning-rate multiplier (``hyperet.lr_scale``) when it trains."""
+    if not active or ctx.config.hyperet.lr_scale == 1.0:
+        return {}
+    return {"scaled": {id(p) for p in ctx.hyperet_params}, "lr_scale": ctx.config.hyperet.lr_scale}
 
 
 def is_mc_step(step: int, fraction: float) -> bool:
@@ -514,6 +543,7 @@ def instruct_stage(ctx: Context) -> StageTask:
         loss,
         cached_features=not active,
         hyperet_active=active,
+        **_adapter_lr(ctx, active),
     )
 
 
@@ -529,12 +559,15 @@ STAGE_RECIPE: list[tuple[str, Callable[[Context], StageTask]]] = [
 
 # ---------------------------------------------------------------------- the engine
 def _optimizer(task: StageTask, stage: StageConfig) -> torch.optim.AdamW:
-    decay = [p for p in task.params if id(p) not in task.no_decay]
-    plain = [p for p in task.params if id(p) in task.no_decay]
-    groups = [
+    decay = [p for p in task.params if id(p) not in task.no_decay | task.scaled]
+    plain = [p for p in task.params if id(p) in task.no_decay - task.scaled]
+    groups: list[dict[str, Any]] = [
         {"params": decay, "weight_decay": stage.weight_decay},
         {"params": plain, "weight_decay": 0.0},
     ]
+    if task.scaled:  # the adapter: no decay, its own learning-rate multiplier
+        scaled = [p for p in task.params if id(p) in task.scaled]
+        groups.append({"params": scaled, "weight_decay": 0.0, "lr_scale": task.lr_scale})
     return torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.95))
 
 
@@ -665,7 +698,7 @@ def run_stage(
     for step in range(start, stage.steps):
         lr = learning_rate(stage, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         loss = step_loss(step, stage.batch_size)
         value = distributed.average(float(loss.detach()))
         if not math.isfinite(value):

@@ -48,6 +48,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "distributed": {"model", "data", "nn", "alignment", "train", "evaluate", "checkpoint", "cli"},
     "device": {"model", "data", "nn", "alignment", "train", "evaluate", "checkpoint", "cli"},
 }
+for _room_name in FORBIDDEN:  # the evidence study sits on top of train and evaluate
+    FORBIDDEN[_room_name] |= {"study"}
 for _room_name in ("reference", "ops", "nn", "data", "model"):  # the math never launches runs
     FORBIDDEN[_room_name] |= {"distributed", "device"}
 THIRD_PARTY_FORBIDDEN = {"reference": {"torch"}, "data": set()}
