@@ -8,7 +8,11 @@ from typing import Any
 import click
 from hyperet.cli.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, emit_json, fail, plain_line
 
-GRID_NAMES = ("smoke", "full")  # hyperet.study.grid.GRIDS (not imported: no torch on --help)
+GRID_NAMES = (
+    "smoke",
+    "full",
+    "complete",
+)  # hyperet.study.grid.GRIDS (not imported: no torch on --help)
 
 
 @click.command(name="study")
@@ -17,7 +21,7 @@ GRID_NAMES = ("smoke", "full")  # hyperet.study.grid.GRIDS (not imported: no tor
     "grid_name",
     type=click.Choice(GRID_NAMES),
     required=True,
-    help="The grid: smoke (seconds, tests) or full (the study of docs/evidence.md).",
+    help="The grid: smoke (seconds, tests), full (about 2 h) or complete (every arm of issue 12).",
 )
 @click.option(
     "--out",
@@ -82,6 +86,12 @@ def command(
             else:
                 steps = ", ".join(f"{k} {v}" for k, v in sorted(plan["steps"].items()))
                 plain_line(f"{plan['runs']} runs; training steps: {steps}")
+                if plan["estimated_cpu_s"] is not None:
+                    hours = plan["estimated_cpu_s"] / 3600
+                    plain_line(
+                        f"estimated CPU time {hours:.1f} h (one thread; --jobs 2 on 2 idle cores: "
+                        f"{hours / 2:.1f} h wall)"
+                    )
             return
         results = study.run()
     except NonFiniteLossError as err:

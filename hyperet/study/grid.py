@@ -37,6 +37,10 @@ STAGE_SETTINGS: dict[str, tuple[str, str]] = {
 BASELINE = "baseline"
 #: The curvature of the main arms (the released code's).
 DEFAULT_CURVATURE = 0.01
+#: Measured per-run overheads of the small preset (CPU s): data, model, checkpoints, curves;
+#: and computing the frozen ViT's features of the 20,000 training images once.
+RUN_COST = 60.0
+CACHE_COST = 25.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,10 @@ class Grid:
     eval_limit: int | None = None  # test scenes evaluated (None: the whole split)
     curvatures: tuple[float, ...] = ()
     description: str = ""
+    #: CPU seconds (one thread) per training step ``"<stage>/<live|cached>"``, per run
+    #: (``"run"``: data, model, feature caches, checkpoints) and per evaluation (``"eval"``):
+    #: the plan's estimate (docs/evidence.md, "Sizing the full grid"); empty: no estimate.
+    cost_model: tuple[tuple[str, float], ...] = ()
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:
@@ -183,32 +191,81 @@ SMOKE = Grid(
     description="a shrunken nano model, 1-2 steps a stage: every code path in seconds",
 )
 
-#: The study of issue 12 (budgets: docs/evidence.md, "Sizing the full grid").
+#: CPU seconds, one torch thread, small preset, batch 64 (docs/evidence.md, "Sizing the full
+#: grid"): steps by thread CPU time (median of 5) at load ~10 on the 2-core machine; instruct
+#: live from ``hyperet bench recipe``; align live = align cached + the live-ViT increment of an
+#: instruct step (derived, not measured); per run, per feature cache and per 250-scene eval.
+SMALL_COSTS: tuple[tuple[str, float], ...] = (
+    ("vision", 0.46),
+    ("lm", 0.14),
+    ("align/cached", 0.45),
+    ("align/live", 0.89),
+    ("instruct/cached", 0.39),
+    ("instruct/live", 0.83),
+    ("run", RUN_COST),
+    ("cache", CACHE_COST),
+    ("eval", 21.0),
+)
+_SMALL_SETTINGS = (
+    "train.lm_bucket_batches=16",
+    "train.val_every=100",
+    "train.checkpoint_every=250",
+)
+_FAMILY_LR: dict[str, tuple[float, ...]] = {family: (1.0, 3.0, 10.0) for family in FAMILIES}
+_FAMILY_LR["full"] = (0.1, 0.3, 1.0)
+
+#: The two-hour study (``--jobs 2`` on an idle 2-core machine): the arms that decide the
+#: question - HRA (fast and with the released clamps, at three curvatures), the parameter-matched
+#: Euclidean baselines (IA3, LoRA), HRA in stage 1 (the pre-training claim) - on 3 seeds, with
+#: the adapters' learning rate at the stage's (no tuning: it does not fit).
 FULL = Grid(
     name="full",
     preset="small",
-    settings=(
-        *_steps(1500, 400, 300, 600),
-        "train.lm_bucket_batches=16",
-        "train.val_every=100",
-        "train.checkpoint_every=300",
+    settings=(*_steps(1000, 300, 300, 500), *_SMALL_SETTINGS),
+    arms=(
+        BASELINE_ARM,
+        make_arm("hra-fast", "stage2", structure="diagonal"),
+        make_arm("hra-official", "stage2", structure="diagonal"),
+        make_arm("hra-official", "stage2", structure="diagonal", curvature=1e-4),
+        make_arm("hra-official", "stage2", structure="diagonal", curvature=1.0),
+        make_arm("ia3", "stage2"),
+        make_arm("lora", "stage2"),
+        make_arm("hra-fast", "stage1", structure="diagonal"),
     ),
-    arms=full_arms(),
-    lr_scales={
-        "hra-fast": (1.0, 3.0, 10.0),
-        "hra-official": (1.0, 3.0, 10.0),
-        "euclidean": (1.0, 3.0, 10.0),
-        "ia3": (1.0, 3.0, 10.0),
-        "lora": (1.0, 3.0, 10.0),
-        "full": (0.1, 0.3, 1.0),
-    },
+    lr_scales={},
     seeds=3,
-    eval_limit=500,
-    curvatures=(1e-4, 1e-3, 1e-2, 1e-1, 1.0),
-    description="small preset, every arm of issue 12, 3 seeds",
+    eval_limit=250,
+    curvatures=(1e-4, 1e-2, 1.0),
+    description="small preset, the deciding arms, 3 seeds: about 2 h with --jobs 2",
+    cost_model=SMALL_COSTS,
 )
 
-GRIDS: dict[str, Grid] = {g.name: g for g in (SMOKE, FULL)}
+#: Every arm of issue 12 with learning-rate tuning: many hours; resumable across sessions.
+COMPLETE = Grid(
+    name="complete",
+    preset="small",
+    settings=(*_steps(1000, 300, 300, 500), *_SMALL_SETTINGS),
+    arms=full_arms(),
+    lr_scales=_FAMILY_LR,
+    seeds=3,
+    eval_limit=250,
+    curvatures=(1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+    description="small preset, every arm of issue 12 with lr tuning, 3 seeds",
+    cost_model=SMALL_COSTS,
+)
+
+GRIDS: dict[str, Grid] = {g.name: g for g in (SMOKE, FULL, COMPLETE)}
 
 
-__all__ = ["BASELINE", "FAMILIES", "FULL", "GRIDS", "SMOKE", "Arm", "Grid", "full_arms", "make_arm"]
+__all__ = [
+    "BASELINE",
+    "COMPLETE",
+    "FAMILIES",
+    "FULL",
+    "GRIDS",
+    "SMOKE",
+    "Arm",
+    "Grid",
+    "full_arms",
+    "make_arm",
+]

@@ -4,8 +4,10 @@
 95 % t-interval and the paired t-test against the baseline on the same seeds
 (:mod:`hyperet.study.stats`); the learning curves; the steps each seed needed to reach its
 baseline's final validation accuracy; and, under ``cost`` (the only part that depends on the
-machine), CPU seconds per training step. ``results.md`` renders the tables; ``figures/`` the plots
-when matplotlib is installed (``pip install 'hyperet[plot]'``; the numbers never depend on it).
+machine), the median process CPU seconds of one training step per stage the run trained itself
+(mean over the seeds whose last training call measured it). ``results.md`` renders the tables;
+``figures/`` the plots when matplotlib is installed (``pip install 'hyperet[plot]'``; the
+numbers never depend on it).
 """
 
 from __future__ import annotations
@@ -96,12 +98,12 @@ def aggregate(study: Study, records: dict[str, dict[str, Any]]) -> dict[str, Any
             target = base_values[s].get("val_vqa_final")
             curve = r["curves"].get("instruct") or []
             reached.append(None if target is None else steps_to_reach(curve, target))
-        costs = []
+        step_cost: dict[str, list[float]] = {}  # stage -> median CPU s per step, per seed
         for s in seeds:
             path = study.out / "costs" / arm.name / f"seed-{s}.json"
-            cost = _io.read_json(path) if path.is_file() else None
-            costs.append(cost["cpu_s"] / cost["steps"] if cost and cost["steps"] else None)
-        known = [c for c in costs if c is not None]
+            cost = _io.read_json(path) if path.is_file() else {}
+            for stage, value in cost.get("step_cpu_s", {}).items():
+                step_cost.setdefault(stage, []).append(value)
         arms[arm.name] = {
             "family": arm.family,
             "stage": arm.stage,
@@ -114,8 +116,8 @@ def aggregate(study: Study, records: dict[str, dict[str, Any]]) -> dict[str, Any
             "efficiency": {"steps_to_baseline_final_val_vqa": reached},
             "curve": _mean_curve(recs),
             "cost": {
-                "cpu_s_per_step": costs,
-                "cpu_s_per_step_mean": float(np.mean(known)) if known else None,
+                "cpu_s_per_step": {k: float(np.mean(v)) for k, v in step_cost.items()},
+                "seeds_measured": {k: len(v) for k, v in step_cost.items()},
             },
         }
     curvature = []
@@ -188,7 +190,7 @@ def markdown(results: dict[str, Any]) -> str:
         "difference to the baseline on the same seeds (paired t-test p).",
         "",
         "| arm | adapter params | lr x | VQA | Δ VQA | MC | Δ MC | R@1 | radius | "
-        "steps to base | CPU s/step |",
+        "steps to base | CPU s/step (stage 2) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, arm in arms.items():
@@ -198,7 +200,7 @@ def markdown(results: dict[str, Any]) -> str:
         steps = (
             f"{np.mean(hit):.0f} ({len(hit)}/{len(reached)})" if hit else f"- (0/{len(reached)})"
         )
-        cost = arm["cost"]["cpu_s_per_step_mean"]
+        cost = arm["cost"]["cpu_s_per_step"].get("instruct")
         radius = m.get("radius", {}).get("mean")
         lines.append(
             f"| {name} | {arm['parameters']} | {arm['lr_scale']:g} | {_cell(m.get('vqa'))} | "

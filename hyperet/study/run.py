@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hyperet import _io
 from hyperet.study.grid import BASELINE, BASELINE_ARM, FAMILIES, Arm, Grid, make_arm
 
@@ -112,10 +114,17 @@ def train_run(out: Path, spec: RunSpec, config: Any, on_event: Any = None) -> bo
         assert spec.after is not None
         branch_run(out / spec.source, run_dir, config, after=spec.after)
     steps = 0
+    between: dict[str, list[float]] = {}  # stage -> CPU s between consecutive steps
+    last: list[Any] = [None, 0.0]  # stage of the previous step, its CPU time stamp
 
     def count(event: Any) -> None:
         nonlocal steps
-        steps += isinstance(event, StepDone)
+        if isinstance(event, StepDone):
+            steps += 1
+            now = time.process_time()
+            if last[0] == event.stage:
+                between.setdefault(event.stage, []).append(now - last[1])
+            last[:] = [event.stage, now]
         if on_event is not None:
             on_event(spec.key, event)
 
@@ -128,6 +137,8 @@ def train_run(out: Path, spec: RunSpec, config: Any, on_event: Any = None) -> bo
         "wall_s": time.perf_counter() - wall0,
         "steps": steps,
         "threads": torch.get_num_threads(),
+        # median process CPU s of one step (validation points and checkpoints fall outside it)
+        "step_cpu_s": {stage: float(np.median(v)) for stage, v in between.items()},
     }
     _io.write_json(out / "costs" / f"{spec.key.removeprefix('runs/')}.json", cost)
     return True
@@ -261,10 +272,12 @@ class Study:
     def plan(self) -> dict[str, Any]:
         """Every run and the training steps it costs, without running anything.
 
-        ``steps``: ``{"<stage>/<live|cached>": steps}`` summed over runs, counting only the
-        stages a run trains itself (after its branch point); ``live`` where the ViT runs every
-        step (an adapter trains), ``cached`` where its features are cached. The lr-tuned arms
-        are listed with the multiplier 1 (the choice is made after tuning; it costs nothing).
+        ``steps``: ``{"vision" | "lm" | "<align|instruct>/<live|cached>": steps}`` summed over
+        runs, counting only the stages a run trains itself (after its branch point); ``live``
+        where the ViT runs every step (an adapter trains), ``cached`` where its features are
+        computed once (``feature_caches`` counts those stages). ``estimated_cpu_s`` applies the
+        grid's ``cost_model``. The lr-tuned arms are listed with the multiplier 1 (the choice is
+        made after tuning; it costs nothing).
         """
         from hyperet.train import run_stage_names
 
@@ -272,15 +285,33 @@ class Study:
             self.lr_scale.setdefault(family, 1.0)
         specs = [*self.baseline_specs(), *self.tuning_specs(), *self.arm_specs()]
         steps: dict[str, int] = {}
+        caches = 0  # stages that compute the frozen ViT's features of every training image
         for spec in specs:
             config = self.config(spec)
             names = run_stage_names(config)
             first = 0 if spec.after is None else names.index(spec.after) + 1
             for name in names[first:]:
-                live = name == "vision" or config.hyperet.active_in(name)
-                key = f"{name}/{'live' if live else 'cached'}"
+                key = name  # vision and lm: no frozen features involved
+                if name in ("align", "instruct"):
+                    live = config.hyperet.active_in(name)
+                    caches += not live
+                    key = f"{name}/{'live' if live else 'cached'}"
                 steps[key] = steps.get(key, 0) + config.train.stages[name].steps
-        return {"runs": len(specs), "keys": [s.key for s in specs], "steps": steps}
+        evaluated = len(self.seeds) * len(self.grid.arms)
+        plan: dict[str, Any] = {
+            "runs": len(specs),
+            "evaluated": evaluated,
+            "keys": [s.key for s in specs],
+            "steps": steps,
+            "feature_caches": caches,
+            "estimated_cpu_s": None,
+        }
+        cost = dict(self.grid.cost_model)
+        if cost:
+            total = sum(n * cost[key] for key, n in steps.items())
+            total += len(specs) * cost["run"] + caches * cost["cache"] + evaluated * cost["eval"]
+            plan["estimated_cpu_s"] = total
+        return plan
 
     # ------------------------------------------------------------------ run
     def _check_directory(self) -> None:

@@ -13,7 +13,7 @@ from hyperet.cli.main import main
 
 from hyperet.checkpoint import CHECKPOINTS, METRICS_FILE
 from hyperet.study import SMOKE, Study, StudyError
-from hyperet.study.grid import FULL, make_arm
+from hyperet.study.grid import COMPLETE, FULL, make_arm
 from hyperet.study.run import run_key
 from hyperet.train import StepDone
 
@@ -114,16 +114,18 @@ def test_a_study_directory_belongs_to_one_grid(tmp_path: Path) -> None:
 
 
 def test_full_grid_holds_every_arm_of_the_issue() -> None:
-    names = {a.name for a in FULL.arms}
+    names = {a.name for a in COMPLETE.arms}
     for stage in ("stage1", "stage2", "both"):
         for family in ("hra-fast", "hra-official", "euclidean"):
             for structure in ("diagonal", "block", "banded"):
                 assert f"{family}-{structure}-{stage}" in names
         for family in ("ia3", "lora", "full"):
             assert f"{family}-{stage}" in names
-    sweep = {a.curvature for a in FULL.arms if a.name.startswith("hra-official-diagonal-stage2")}
+    sweep = {
+        a.curvature for a in COMPLETE.arms if a.name.startswith("hra-official-diagonal-stage2")
+    }
     assert sweep == {None, 1e-4, 1e-3, 1e-1, 1.0}  # c = 1e-2 is the main arm
-    assert "baseline" in names and len(names) == len(FULL.arms)
+    assert "baseline" in names and len(names) == len(COMPLETE.arms)
     with pytest.raises(ValueError, match="structure"):
         make_arm("lora", "stage2", structure="diagonal")
 
@@ -137,9 +139,24 @@ def test_cli_plan_and_refusals(tmp_path: Path) -> None:
     plan = json.loads(result.stdout)
     assert plan["runs"] == 2 + 1 + 2 + 4 * 2  # baselines, tuning baseline, lora tuning, arms
     assert plan["steps"]["instruct/live"] == 2 * (2 + 4 * 2)  # tuning and adapter arms
+    assert plan["feature_caches"] == 3 * 2  # baselines: align + instruct; adapters: live ViT
+    assert plan["estimated_cpu_s"] is None  # the smoke grid has no cost model
     assert not (tmp_path / "p").exists()  # --plan trains nothing
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "thesis.tex").write_text("x")
     result = runner.invoke(main, ["study", "--grid", "smoke", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "not empty" in result.stderr
+
+
+def test_the_full_grid_fits_two_hours_of_two_cores_by_its_cost_model(tmp_path: Path) -> None:
+    plan = Study(FULL, tmp_path / "f").plan()
+    cost = dict(FULL.cost_model)
+    # recomputed here from the plan's parts: steps x per-step cost + per-run overheads
+    total = sum(n * cost[key] for key, n in plan["steps"].items())
+    total += plan["runs"] * cost["run"] + plan["feature_caches"] * cost["cache"]
+    total += plan["evaluated"] * cost["eval"]
+    assert plan["estimated_cpu_s"] == pytest.approx(total)
+    assert plan["runs"] == 3 + 7 * 3  # baselines, then 7 adapter arms on 3 seeds (no tuning)
+    assert 1.5 * 3600 * 2 <= total <= 2.2 * 3600 * 2  # 2 cores, --jobs 2
+    assert not (tmp_path / "f").exists()
