@@ -32,7 +32,7 @@ from hyperet.config import ITC_STAGE, STAGES
     "--layer",
     type=click.IntRange(min=0),
     help="Probe the tokens after this many ViT blocks (0: patch + position embedding) instead "
-    "of the ViT's output, which the projector reads.",
+    "of the tokens the projector reads (projector.feature_layer; default the ViT's output).",
 )
 @click.option(
     "--train-scenes",

@@ -81,19 +81,29 @@ def mc_prompt(tokenizer: Tokenizer, item: MCItem) -> list[int]:
     return [*tokenizer.encode(format_prompt(item), bos=True), tokenizer.sep_id]
 
 
-def mc_answer(tokenizer: Tokenizer, item: MCItem, index: int | None = None) -> list[int]:
-    """Tokens of ``"The answer is X." <eos>`` for option ``index`` (default: the correct one)."""
+def mc_answer(
+    tokenizer: Tokenizer, item: MCItem, index: int | None = None, *, restate: bool = False
+) -> list[int]:
+    """Tokens of ``"The answer is X." <eos>`` for option ``index`` (default: the correct one).
+
+    ``restate`` prefixes the option's text (:func:`hyperet.data.answer_text`).
+    """
     if index is None:
         index = item.answer_index
     if not 0 <= index < len(item.options):
         raise ValueError(f"index: option {index} out of range for {len(item.options)} options")
     chosen = MCItem(item.question, item.context, item.options, index, item.category)
-    return tokenizer.encode(answer_text(chosen), eos=True)
+    return tokenizer.encode(answer_text(chosen, restate=restate), eos=True)
 
 
-def encode_mc(tokenizer: Tokenizer, item: MCItem, index: int | None = None) -> Encoded:
-    """Instruction tuning on multiple choice: loss on ``the answer is x . <eos>``."""
-    return _encoded(mc_prompt(tokenizer, item), mc_answer(tokenizer, item, index))
+def encode_mc(
+    tokenizer: Tokenizer, item: MCItem, index: int | None = None, *, restate: bool = False
+) -> Encoded:
+    """Instruction tuning on multiple choice: loss on ``the answer is x . <eos>``.
+
+    ``restate``: loss on ``option . the answer is x . <eos>`` (``train.mc_restate``).
+    """
+    return _encoded(mc_prompt(tokenizer, item), mc_answer(tokenizer, item, index, restate=restate))
 
 
 def collate(examples: Sequence[Encoded]) -> TextBatch:

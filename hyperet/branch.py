@@ -13,16 +13,17 @@ never change weights): the budgets and optimiser settings of the later stages,
 ============  ==========================================================================
 after         may differ
 ============  ==========================================================================
-``vision``    ``train.stages.{lm,align,instruct}.*``, ``train.mc_fraction``
+``vision``    ``train.stages.{lm,align,instruct}.*``, ``train.mc_*``, ``projector.feature_layer``
 ``itc``       as after ``vision``
-``lm``        ``train.stages.{align,instruct}.*``, ``train.mc_fraction``
-``align``     ``train.stages.instruct.*``, ``train.mc_fraction``
+``lm``        ``train.stages.{align,instruct}.*``, ``train.mc_*``, ``projector.feature_layer``
+``align``     ``train.stages.instruct.*``, ``train.mc_*``
 ============  ==========================================================================
 
 and ``hyperet.*`` when neither config applies HRA in any stage up to ``after`` (e.g. branch
 after ``align`` into ``hyperet.structure=diagonal`` with ``hyperet.stage=finetune``: both arms
 of a HyperET comparison share stages 0a-1 exactly; HRA starts at the identity and draws no
-random numbers). Architecture fields (``projector.*``, ``language.*``, ...) are never free:
+random numbers). Architecture fields (``projector.*``, ``language.*``, ...) are never free
+(except ``projector.feature_layer``, which changes no parameter and is read from stage 1 on):
 the parts are initialised one after another from one seed, so changing any part's shape
 changes the initial weights of the parts built after it - train such changes from scratch.
 """
@@ -56,8 +57,8 @@ from hyperet.train import (
 #: Fields read only by a stage and those after it (dotted prefixes of ``config.json`` paths).
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "lm": ("train.stages.lm.",),
-    "align": ("train.stages.align.",),
-    "instruct": ("train.stages.instruct.", "train.mc_fraction"),
+    "align": ("train.stages.align.", "projector.feature_layer"),
+    "instruct": ("train.stages.instruct.", "train.mc_fraction", "train.mc_restate"),
 }
 #: Fields that never change trained weights.
 FREE_FIELDS: tuple[str, ...] = ("train.checkpoint_every", "train.val_every")

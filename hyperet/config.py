@@ -100,6 +100,12 @@ class ProjectorConfig:
 
     shuffle: int = 2
     hidden: int = 192
+    #: ViT tokens the projector reads: -1 the encoder's output (``ln_post``), k >= 0 the
+    #: residual stream after k blocks (LLaVA reads the penultimate block)
+    feature_layer: int = -1
+    #: add a learned position embedding to each visual token (the LM's text positions do not
+    #: cover the visual prefix; LLaVA's LLM gives image tokens positions too)
+    position: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
     mc_fraction: float = 0.2
+    #: multiple-choice responses restate the chosen option first ("red. The answer is B.");
+    #: the LM stage's text keeps the plain "The answer is B."
+    mc_restate: bool = False
     #: LM pretraining on length-bucketed batches: sort pools of N batches by length (0: off)
     lm_bucket_batches: int = 0
     #: validation points (learning curves) every N steps of align and instruct (0: none)
@@ -231,6 +240,11 @@ class RunConfig:
         _positive(self, "text.width", "text.layers", "text.heads", "text.mlp_ratio")
         _divisible(self.text.width, self.text.heads, "text.heads")
         _positive(self, "projector.shuffle", "projector.hidden")
+        if not -1 <= self.projector.feature_layer <= self.vision.layers:
+            raise ValueError(
+                f"projector.feature_layer: must be -1 or in [0, {self.vision.layers}], "
+                f"got {self.projector.feature_layer}"
+            )
         if self.grid_size % self.projector.shuffle:
             raise ValueError(
                 f"projector.shuffle: {self.projector.shuffle} does not divide the patch grid "

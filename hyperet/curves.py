@@ -82,7 +82,10 @@ class ValidationCurve:
         else:
             for i, qa in split.qa:
                 self.groups[f"vqa/{qa.qtype}"].append((i, encode_vqa(tokenizer, qa)))
-            self.groups["mc"] = [(i, encode_mc(tokenizer, item)) for i, item in split.mc]
+            restate = config.train.mc_restate
+            self.groups["mc"] = [
+                (i, encode_mc(tokenizer, item, restate=restate)) for i, item in split.mc
+            ]
         self.features: Tensor | None = None
 
     def due(self, step: int, total: int) -> bool:
@@ -95,7 +98,7 @@ class ValidationCurve:
         if self.features is None or not frozen_vision:
             self.features = torch.cat(
                 [
-                    self.model.vision(self.images[s : s + CURVE_BATCH])
+                    self.model.visual_features(self.images[s : s + CURVE_BATCH])
                     for s in range(0, len(self.images), CURVE_BATCH)
                 ]
             )

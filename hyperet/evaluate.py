@@ -147,7 +147,9 @@ def _limit(split: Split, limit: int | None) -> Split:
 @torch.no_grad()
 def _features(model: MLLM, images: np.ndarray, batch: int) -> Tensor:
     imgs = torch.from_numpy(np.ascontiguousarray(images))
-    return torch.cat([model.vision(imgs[r.start : r.stop]) for r in _batches(len(imgs), batch)])
+    return torch.cat(
+        [model.visual_features(imgs[r.start : r.stop]) for r in _batches(len(imgs), batch)]
+    )
 
 
 def _accuracy(hits: Sequence[bool]) -> float | None:
@@ -263,6 +265,12 @@ def majority_answers(config: RunConfig) -> dict[str, str]:
     return {t: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for t, c in sorted(counts.items())}
 
 
+def mc_answer_budget(restate: bool) -> int:
+    """Tokens generated for a multiple-choice answer: ``the answer is x .`` and ``<eos>`` fit in
+    8; a restated option adds two (``red .``; every option is one word)."""
+    return 10 if restate else 8
+
+
 @torch.no_grad()
 def evaluate_multiple_choice(
     run: LoadedRun, split: Split, features: Tensor, *, batch: int, progress: ProgressHandler
@@ -272,6 +280,7 @@ def evaluate_multiple_choice(
     items = [item for _, item in split.mc]
     image_idx = np.asarray([i for i, _ in split.mc], dtype=np.int64)
     cats = [item.category for item in items]
+    restate = run.config.train.mc_restate
     prompts = [mc_prompt(tok, item) for item in items]
     done = [0]
 
@@ -280,7 +289,14 @@ def evaluate_multiple_choice(
         progress("multiple_choice", done[0], len(items))
 
     texts = _generate_answers(
-        model, tok, prompts, image_idx, features, max_new_tokens=8, batch=batch, progress=tick
+        model,
+        tok,
+        prompts,
+        image_idx,
+        features,
+        max_new_tokens=10 if restate else 8,
+        batch=batch,
+        progress=tick,
     )
     parsed = [
         parse_answer(t, n_options=len(item.options)) for t, item in zip(texts, items, strict=True)
@@ -291,7 +307,7 @@ def evaluate_multiple_choice(
     scores = np.empty(len(rows))
     for r in _batches(len(rows), batch):
         chunk = rows[r.start : r.stop]
-        b = collate([encode_mc(tok, items[k], o) for k, o in chunk])
+        b = collate([encode_mc(tok, items[k], o, restate=restate) for k, o in chunk])
         idx = torch.from_numpy(image_idx[[k for k, _ in chunk]])
         scores[r.start : r.stop] = model.sequence_logprob(
             b.input_ids, b.labels, features=features[idx]

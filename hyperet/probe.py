@@ -223,6 +223,11 @@ def block_tokens(vision: Any, images: np.ndarray, layer: int, batch: int) -> np.
     return torch.cat(captured).numpy()
 
 
+def _layer_name(layer: int) -> str | int:
+    """``"output"`` for the ViT's output (``-1``), else the number of blocks."""
+    return "output" if layer == -1 else layer
+
+
 #: ``stage`` value of :func:`probe_run` that probes the freshly initialised ViT (a control).
 UNTRAINED = "untrained"
 
@@ -283,8 +288,9 @@ def probe_run(
     """Linear probes of a run's frozen ViT (at the end of ``stage``, see :func:`load_vision`),
     fitted on the first ``train_scenes`` training scenes and scored on ``split`` (its first
     ``limit`` scenes). ``layer`` probes the tokens after that many blocks (0: the patch
-    embedding plus position embedding after ``ln_pre``) instead of the ViT's output (what the
-    projector reads: all blocks then ``ln_post``)."""
+    embedding plus position embedding after ``ln_pre``) instead of the tokens the projector
+    reads (``projector.feature_layer``: by default the ViT's output, all blocks then
+    ``ln_post``)."""
     from hyperet.data import build_split
     from hyperet.evaluate import SPLITS, _features, _limit
 
@@ -318,7 +324,7 @@ def probe_run(
         test_tokens = block_tokens(model.vision, test_split.images, layer, batch)
     return {
         "stage": loaded,
-        "layer": "output" if layer is None else layer,
+        "layer": _layer_name(config.projector.feature_layer if layer is None else layer),
         "lambda": RIDGE_LAMBDA,
         "train_scenes": len(train_split.scenes),
         "test_split": test_split.name,

@@ -271,7 +271,9 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
         lm_texts=lm_texts,
         align=[encode_caption(tokenizer, c) for c in split.captions[ALIGN_LEVEL]],
         vqa=[(i, encode_vqa(tokenizer, qa)) for i, qa in split.qa],
-        mc=[(i, encode_mc(tokenizer, item)) for i, item in split.mc],
+        mc=[
+            (i, encode_mc(tokenizer, item, restate=config.train.mc_restate)) for i, item in split.mc
+        ],
     )
 
 
@@ -348,7 +350,7 @@ class Context:
             with torch.no_grad():
                 for start in range(0, len(self.data.images), FEATURE_CHUNK):
                     chunks.append(
-                        self.model.vision(self.data.images[start : start + FEATURE_CHUNK])
+                        self.model.visual_features(self.data.images[start : start + FEATURE_CHUNK])
                     )
             self.cache, self.cache_key = torch.cat(chunks), key
         return self.cache

@@ -37,11 +37,18 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("after", "settings"),
     [
-        ("align", ["train.stages.instruct.steps=9", "train.mc_fraction=0.5"]),
+        (
+            "align",
+            ["train.stages.instruct.steps=9", "train.mc_fraction=0.5", "train.mc_restate=true"],
+        ),
         ("align", ["hyperet.structure=diagonal", "hyperet.stage=finetune"]),
         pytest.param(
             "lm",
-            ["train.stages.align.lr=1e-3", "train.stages.instruct.warmup_steps=1"],
+            [
+                "train.stages.align.lr=1e-3",
+                "train.stages.instruct.warmup_steps=1",
+                "projector.feature_layer=1",
+            ],
             marks=pytest.mark.slow,
         ),
         pytest.param("vision", ["train.stages.lm.steps=4"], marks=pytest.mark.slow),
@@ -67,6 +74,7 @@ def test_branch_then_resume_equals_training_from_scratch(
     ("after", "settings", "match"),
     [
         ("align", ["projector.hidden=32"], "projector.hidden are read by stages up to 'align'"),
+        ("align", ["projector.feature_layer=0"], "projector.feature_layer"),
         ("lm", ["train.stages.lm.lr=1e-2"], "train.stages.lm.lr"),
         ("vision", ["language.layers=2"], "language.layers"),
         ("align", ["hyperet.structure=diagonal", "hyperet.stage=both"], "hyperet"),

@@ -81,9 +81,20 @@ def format_prompt(item: MCItem) -> str:
     return f"Question: {item.question}\nContext: {context}\nOptions: {options}\nAnswer:"
 
 
-def answer_text(item: MCItem) -> str:
-    """The target answer sentence, ``"The answer is X."``."""
-    return f"The answer is {OPTION_LETTERS[item.answer_index]}."
+def answer_text(item: MCItem, *, restate: bool = False) -> str:
+    """The target answer sentence, ``"The answer is X."``.
+
+    With ``restate`` the response first restates the chosen option, ``"red. The answer is B."``
+    (LLaVA's ScienceQA formats with an explanation before the answer, in one word): the letter
+    is then read off the options next to a word the model has just written.
+
+    >>> answer_text(MCItem("what color is it?", "", ("blue", "red"), 1, "color"), restate=True)
+    'red. The answer is B.'
+    """
+    letter = OPTION_LETTERS[item.answer_index]
+    if restate:
+        return f"{item.options[item.answer_index]}. The answer is {letter}."
+    return f"The answer is {letter}."
 
 
 def parse_answer(text: str, *, n_options: int | None = None) -> int | None:

@@ -38,16 +38,24 @@ class MLLM(nn.Module):
         )
         self.clip_head = ContrastiveHead()
         self.projector = Projector(
-            config.projector, vision_width=config.vision.width, lm_width=config.language.width
+            config.projector,
+            vision_width=config.vision.width,
+            lm_width=config.language.width,
+            tokens=self.vision.num_tokens,
         )
+        self.feature_layer = config.projector.feature_layer
         self.lm = LanguageModel(config.language, vocab_size=vocab_size)
+
+    def visual_features(self, images: Tensor) -> Tensor:
+        """The ViT tokens ``(B, N, Dv)`` the projector reads (``projector.feature_layer``)."""
+        return self.vision(images, layer=self.feature_layer)
 
     def visual_prefix(self, images: Tensor | None, features: Tensor | None) -> Tensor | None:
         """Projected visual tokens ``(B, P, Dlm)`` from images or cached vision features."""
         if images is not None and features is not None:
             raise ValueError("images: pass images or cached features, not both")
         if images is not None:
-            features = self.vision(images)  # (B, N, Dv)
+            features = self.visual_features(images)  # (B, N, Dv)
         if features is None:
             return None
         return self.projector(features)  # (B, P, Dlm)

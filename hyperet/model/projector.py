@@ -2,11 +2,15 @@
 
 Pixel shuffle by ``s`` merges every ``s x s`` neighbourhood of patch tokens into one token of
 ``s^2`` times the width (nanoVLM), cutting the visual tokens by ``s^2``; ``s = 1`` keeps every
-patch token. The MLP is LLaVA-1.5's Linear-GELU-Linear into the LM's width.
+patch token. The MLP is LLaVA-1.5's Linear-GELU-Linear into the LM's width. With
+``position=True`` a learned embedding per visual token is added after the MLP, so the LM knows
+where each token sits even when the frozen encoder's features no longer say it (its text position
+embeddings start at the first text token).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from hyperet.config import ProjectorConfig
@@ -33,7 +37,9 @@ def pixel_shuffle(tokens: Tensor, factor: int) -> Tensor:
 class Projector(nn.Module):
     """Vision tokens ``(B, N, Dv)`` -> LM embeddings ``(B, N / s^2, Dlm)``."""
 
-    def __init__(self, config: ProjectorConfig, *, vision_width: int, lm_width: int) -> None:
+    def __init__(
+        self, config: ProjectorConfig, *, vision_width: int, lm_width: int, tokens: int
+    ) -> None:
         super().__init__()
         self.shuffle = config.shuffle
         self.mlp = nn.Sequential(
@@ -41,8 +47,13 @@ class Projector(nn.Module):
             nn.GELU(),
             nn.Linear(config.hidden, lm_width),
         )
+        out_tokens = tokens // config.shuffle**2
+        self.position_embedding = (
+            nn.Parameter(torch.zeros(out_tokens, lm_width)) if config.position else None
+        )  # (P, Dlm), zero at init: the projector starts as the plain MLP
 
     def forward(self, tokens: Tensor) -> Tensor:
         if self.shuffle > 1:
             tokens = pixel_shuffle(tokens, self.shuffle)
-        return self.mlp(tokens)
+        out = self.mlp(tokens)  # (B, P, Dlm)
+        return out if self.position_embedding is None else out + self.position_embedding

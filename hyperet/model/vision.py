@@ -70,7 +70,15 @@ class VisionEncoder(nn.Module):
         """Patch tokens per image."""
         return self.grid_size**2
 
-    def forward(self, images: Tensor) -> Tensor:  # (B, 3, H, W) uint8 -> (B, N, D)
+    def forward(self, images: Tensor, *, layer: int = -1) -> Tensor:
+        """Patch tokens ``(B, N, D)`` of uint8 images ``(B, 3, H, W)``.
+
+        ``layer = -1`` (the default) returns the encoder's output, ``ln_post`` of the last block;
+        ``layer = k >= 0`` the residual stream after the first ``k`` blocks (``0``: after
+        ``ln_pre``) without running the rest - what LLaVA's ``mm_vision_select_layer`` reads.
+        """
+        if not -1 <= layer <= len(self.blocks):
+            raise ValueError(f"layer: must be -1 or in [0, {len(self.blocks)}], got {layer}")
         if images.dtype != torch.uint8:
             raise ValueError(f"images: expected dtype uint8, got {images.dtype}")
         if images.shape[1:] != (3, self.image_size, self.image_size):
@@ -82,6 +90,10 @@ class VisionEncoder(nn.Module):
         x = self.conv1(x)  # (B, D, g, g)
         x = x.flatten(2).transpose(1, 2)  # (B, N, D), row-major patch order
         x = self.ln_pre(x + self.positional_embedding)
+        if layer >= 0:
+            for block in self.blocks[:layer]:
+                x = block(x)
+            return x  # (B, N, D)
         for block in self.blocks:
             x = block(x)
         return self.ln_post(x)  # (B, N, D)

@@ -134,3 +134,12 @@ def test_invalid_arguments_raise() -> None:
         mc_for(scene, np.random.default_rng(0), max_per_scene=-1)
     with pytest.raises(ValueError, match=r"^max_objects"):
         mc_for(scene, np.random.default_rng(0), max_per_scene=1, max_objects=9)
+
+
+def test_a_restated_answer_names_the_option_then_its_letter_and_parses() -> None:
+    item = MCItem("what color is the circle?", "", ("blue", "red", "green"), 2, "color")
+    assert answer_text(item) == "The answer is C."
+    assert answer_text(item, restate=True) == "green. The answer is C."
+    for index in range(3):
+        chosen = MCItem(item.question, item.context, item.options, index, item.category)
+        assert parse_answer(answer_text(chosen, restate=True).lower(), n_options=3) == index
