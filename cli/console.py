@@ -10,6 +10,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from hyperet.choices import DEVICES, SPLITS
+
 #: Every human-readable line (tables, progress) goes to stderr; stdout is kept for --json.
 console = Console(stderr=True)
 
@@ -23,11 +25,9 @@ json_option = click.option(
     "--json", "as_json", is_flag=True, help="Also write machine-readable results to stdout."
 )
 
-#: ``hyperet.device.DEVICES``, spelled out so that ``--help`` does not import torch.
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 device_option = click.option(
     "--device",
-    type=click.Choice(DEVICE_CHOICES),
+    type=click.Choice(DEVICES),
     default="cpu",
     show_default=True,
     help="Where the model computes: cpu (bitwise reproducible), cuda (under torchrun: the "
@@ -39,7 +39,7 @@ def split_option(help_text: str) -> Any:
     """``--split {train,val,test}`` (default test): which of the run's seeded splits to score."""
     return click.option(
         "--split",
-        type=click.Choice(["train", "val", "test"]),
+        type=click.Choice(SPLITS),
         default="test",
         show_default=True,
         help=help_text,

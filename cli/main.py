@@ -32,6 +32,10 @@ from hyperet import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "Train the compact MLLM (staged recipe, optional HyperET) into a run dir."),
     "eval": ("evaluate", "Evaluate a run dir: VQA, multiple choice, retrieval, radius probe."),
+    "align-compare": (
+        "compare",
+        "Compare the ITC objectives over seeds (shared vision pretraining, retrieval, radius).",
+    ),
     "branch": ("branch", "Start a run from another run's checkpoints after a completed stage."),
     "probe": (
         "probe",

@@ -24,10 +24,12 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from hyperet.choices import POLICIES
+from hyperet.oracle.contract import PRECISION_BITS
+from hyperet.oracle.implementations import LIBRARIES
+
 if TYPE_CHECKING:
     from hyperet.oracle.grade import OpGrade
-
-LIBRARIES = ("reference", "ops", "geoopt")
 
 
 def _ulp(value: float | None) -> str:
@@ -180,7 +182,7 @@ def grade(
     Exit codes: 0 every graded case within tolerance; 1 some case out of tolerance;
     2 bad input (missing or malformed files, unknown keys, wrong shapes or dtypes).
     """
-    from hyperet.oracle.golden import OracleInputError
+    from hyperet.oracle.files import OracleInputError
     from hyperet.oracle.grade import grade_results
 
     try:
@@ -219,14 +221,14 @@ def grade(
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["float64", "float32", "float16", "bfloat16"]),
+    type=click.Choice(tuple(PRECISION_BITS)),
     default="float64",
     show_default=True,
     help="Compute dtype; the others run on the float32 tier's inputs (reference: rounded output).",
 )
 @click.option(
     "--policy",
-    type=click.Choice(["exact", "train"]),
+    type=click.Choice(POLICIES),
     default=None,
     help="hyperet.ops policy (default: exact for float64, train for float32).",
 )
@@ -246,7 +248,7 @@ def results(directory: Path, output: Path, library: str, dtype: str, policy: str
     \b
     Exit codes: 0 written; 2 bad input (missing golden files, library not installed).
     """
-    from hyperet.oracle.golden import OracleInputError
+    from hyperet.oracle.files import OracleInputError
     from hyperet.oracle.implementations import write_results
 
     try:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 from hyperet.cli.console import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -22,25 +21,25 @@ from hyperet.cli.console import (
 )
 
 from hyperet.config import (
+    DEFAULT_PRESET,
     HYPERET_STAGES,
     HYPERET_STRUCTURES,
-    ITC_STAGE,
     OBJECTIVES,
     PRESETS,
-    STAGES,
+    RECIPE_STAGES,
     preset,
 )
 from hyperet.data.mixture import VISION_LEVELS
 
 
 def _budgets(name: str) -> str:
-    """``"vision 1500, lm 400, ..., itc 600 steps"``: a preset's step budget per stage."""
+    """``"vision 1500, itc 600, lm 400, ... steps"``: a preset's step budget per stage."""
     train = preset(name).train
-    steps = {stage: train.stages[stage].steps for stage in STAGES} | {ITC_STAGE: train.itc.steps}
-    return ", ".join(f"{stage} {n}" for stage, n in steps.items()) + " steps"
+    return ", ".join(f"{stage} {train.budget(stage).steps}" for stage in RECIPE_STAGES) + " steps"
 
 
-_STAGE_NAMES = ", ".join((STAGES[0], ITC_STAGE, *STAGES[1:]))
+_STAGE_NAMES = ", ".join(RECIPE_STAGES)
+_DEFAULT = preset(DEFAULT_PRESET)  # the preset's values, shown in --help (the preset decides)
 
 
 @click.command(name="train")
@@ -54,9 +53,8 @@ _STAGE_NAMES = ", ".join((STAGES[0], ITC_STAGE, *STAGES[1:]))
 @click.option(
     "--preset",
     type=click.Choice(PRESETS),
-    default="small",
-    show_default=True,
-    help="Model size and step budgets: "
+    help=f"Model size, step budgets and the defaults of the options below (default "
+    f"{DEFAULT_PRESET}; resuming: the run's): "
     + "; ".join(f"{name}: {_budgets(name)}" for name in reversed(PRESETS))
     + " (itc only with an ITC --objective).",
 )
@@ -64,39 +62,34 @@ _STAGE_NAMES = ", ".join((STAGES[0], ITC_STAGE, *STAGES[1:]))
     "--hyperet",
     "hyperet",
     type=click.Choice(HYPERET_STRUCTURES),
-    default="none",
-    show_default=True,
-    help="HRA structure on the frozen ViT's q and v (none: no HyperET).",
+    help="HRA structure on the frozen ViT's q and v (none: no HyperET; preset: "
+    f"{_DEFAULT.hyperet.structure}).",
 )
 @click.option(
     "--hyperet-stage",
     type=click.Choice(HYPERET_STAGES),
-    default="finetune",
-    show_default=True,
-    help="Where HRA trains: pretrain = stage 1 (align), finetune = stage 2 (instruct).",
+    help="Where HRA trains: pretrain = stage 1 (align), finetune = stage 2 (instruct) (preset: "
+    f"{_DEFAULT.hyperet.stage}).",
 )
-@click.option("--curvature", type=float, default=0.01, show_default=True, help="HRA curvature c.")
+@click.option("--curvature", type=float, help=f"HRA curvature c (preset: {_DEFAULT.hyperet.c}).")
 @click.option(
     "--seed",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Seed of the data, the initialisation and the batch order (runs are reproducible).",
+    help="Seed of the data, the initialisation and the batch order (runs are reproducible; "
+    f"preset: {_DEFAULT.seed}).",
 )
 @click.option(
     "--vision-level",
     type=click.Choice(VISION_LEVELS),
-    default="count",
-    show_default=True,
     help="Caption level of CLIP-style vision pretraining (stage 0a); 'mixture' draws each "
-    "pair's level from the coarse-skewed mixture of docs/mllm.md.",
+    f"pair's level from the coarse-skewed mixture of docs/mllm.md (preset: "
+    f"{_DEFAULT.train.vision_level}).",
 )
 @click.option(
     "--objective",
     type=click.Choice(OBJECTIVES),
-    default="lm",
-    show_default=True,
-    help="Training objective; the ITC ones add an image-text alignment stage (itc) after vision.",
+    help="Training objective; the ITC ones add an image-text alignment stage (itc) after vision "
+    f"(preset: {_DEFAULT.train.objective}).",
 )
 @click.option(
     "--steps",
@@ -131,8 +124,7 @@ _STAGE_NAMES = ", ".join((STAGES[0], ITC_STAGE, *STAGES[1:]))
 )
 @device_option
 @json_option
-@click.pass_context
-def command(ctx: click.Context, **opts: Any) -> None:
+def command(**opts: Any) -> None:
     """Train the compact MLLM: vision (0a), LM (0b), align (1), instruct (2).
 
     Stages run in order into --out (config.json, checkpoints/, metrics.json); an interrupted run
@@ -162,41 +154,26 @@ def command(ctx: click.Context, **opts: Any) -> None:
     import torch  # heavy imports inside the command body
 
     from hyperet import distributed
-    from hyperet.checkpoint import CheckpointError, load_config
-    from hyperet.config import parse_steps, preset, with_overrides
+    from hyperet.checkpoint import CheckpointError
     from hyperet.device import resolve_device
-    from hyperet.train import NonFiniteLossError, RunDirectoryError, train
-
-    def given(name: str) -> bool:
-        return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    from hyperet.train import NonFiniteLossError, RunDirectoryError, run_config, train
 
     out: Path = opts["out"]
     try:
-        steps = parse_steps(list(opts["steps_items"]))
-        overrides = {
-            "seed": opts["seed"],
-            "hyperet": opts["hyperet"],
-            "hyperet_stage": opts["hyperet_stage"],
-            "curvature": opts["curvature"],
-            "vision_level": opts["vision_level"],
-            "objective": opts["objective"],
-        }
-        stored = out / "config.json"
-        if opts["resume"] and (stored.exists() or stored.is_symlink()):
-            # the stored config, with only explicitly given options applied
-            base = load_config(stored, root=out)
-            overrides = {k: v for k, v in overrides.items() if given(k)}
-            if given("preset") and opts["preset"] != base.preset:
-                fail(f"--preset {opts['preset']}: the run in {out} uses {base.preset}")
-        else:
-            base = preset(opts["preset"])
-        config = with_overrides(
-            base, steps=steps, checkpoint_every=opts["checkpoint_every"], **overrides
+        config = run_config(
+            out,
+            preset_name=opts["preset"],
+            resume=opts["resume"],
+            steps=opts["steps_items"],
+            settings=opts["settings"],
+            seed=opts["seed"],
+            hyperet=opts["hyperet"],
+            hyperet_stage=opts["hyperet_stage"],
+            curvature=opts["curvature"],
+            vision_level=opts["vision_level"],
+            objective=opts["objective"],
+            checkpoint_every=opts["checkpoint_every"],
         )
-        if opts["settings"]:
-            from hyperet.overrides import apply_settings
-
-            config = apply_settings(config, opts["settings"])
         device = resolve_device(opts["device"])
         distributed.init_from_env(device)  # under torchrun: join the other ranks
     except (ValueError, CheckpointError) as err:

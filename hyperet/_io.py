@@ -339,6 +339,16 @@ def expect(value: Any, kind: type | tuple[type, ...], where: str, error: type[Va
     return value
 
 
+def check_version(
+    found: Any, supported: str, where: str, error: type[ValueError] = FileCheckError
+) -> None:
+    """Refuse a file whose ``format_version`` ``found`` is not the ``supported`` one."""
+    if found != supported:
+        raise error(
+            f"{where}: format version {found!r} is not supported (this hyperet reads {supported!r})"
+        )
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -465,6 +475,7 @@ __all__ = [
     "atomic_directory",
     "atomic_write_bytes",
     "check_inside",
+    "check_version",
     "clean_temporaries",
     "content_digest",
     "encode_safetensors",

@@ -12,7 +12,8 @@ Text layouts (``[img]`` is the projected visual prefix, which carries no text po
 Sequences are right-padded with ``<pad>`` (id 0); labels hold ``-100`` wherever no loss is taken.
 A prompt for generation is the same sequence cut just after ``<sep>``.
 
-This module lives beside ``train``/``evaluate`` (not under ``hyperet.data``, which is numpy only).
+This module sits on the data layer (it turns ``hyperet.data`` examples into tensors;
+``hyperet.data`` itself is numpy only); the model reads :data:`IGNORE` from here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import torch
 from torch import Tensor
 
 from hyperet.data import QA, MCItem, Tokenizer, answer_text, format_prompt
-from hyperet.model import IGNORE
+
+#: Label value excluded from the loss.
+IGNORE = -100
 
 
 @dataclass(frozen=True)

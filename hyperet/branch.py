@@ -44,14 +44,13 @@ from hyperet.checkpoint import (
     save_checkpoint,
     write_json,
 )
-from hyperet.config import ITC_STAGE, STAGES, RunConfig
+from hyperet.config import RECIPE_STAGES, RunConfig
 from hyperet.data import Tokenizer
 from hyperet.train import (
     RunDirectoryError,
-    _check_new_directory,
+    check_new_directory,
     hyperet_applied_in,
     prepare_run_directory,
-    run_stage_names,
 )
 
 #: Fields read only by a stage and those after it (dotted prefixes of ``config.json`` paths).
@@ -83,10 +82,9 @@ def config_changes(old: RunConfig, new: RunConfig) -> list[str]:
 
 def free_fields(after: str, old: RunConfig, new: RunConfig) -> tuple[str, ...]:
     """Field prefixes that may differ when branching after ``after`` (module docstring)."""
-    stage = STAGES[0] if after == ITC_STAGE else after
-    later = STAGES[STAGES.index(stage) + 1 :]
+    later = RECIPE_STAGES[RECIPE_STAGES.index(after) + 1 :]
     free = [*FREE_FIELDS, *(f for s in later for f in STAGE_FIELDS.get(s, ()))]
-    if not hyperet_applied_in(old, stage) and not hyperet_applied_in(new, stage):
+    if not hyperet_applied_in(old, after) and not hyperet_applied_in(new, after):
         free.append("hyperet.")
     return tuple(free)
 
@@ -102,8 +100,8 @@ def branch_run(
     """
     source, out = Path(source), Path(out)
     old = load_config(source / CONFIG_FILE)
-    order = run_stage_names(old)
-    if after not in order[:-1] or run_stage_names(config) != order:
+    order = old.train.stage_names()
+    if after not in order[:-1] or config.train.stage_names() != order:
         raise RunDirectoryError(
             f"--after: {after!r} is not one of the stages {order[:-1]} of {source} "
             "(or the new config runs other stages)"
@@ -123,7 +121,7 @@ def branch_run(
         raise RunDirectoryError(f"{out}: the branch must go to a new directory")
     kept = order[: order.index(after) + 1]
     sources = {s: load_checkpoint(source / CHECKPOINTS / s, root=source) for s in kept}
-    _check_new_directory(out, force)
+    check_new_directory(out, force)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):  # the new run's marker, config and tokenizer, then re-signed checkpoints
         prepare_run_directory(out, config, Tokenizer.build(), resume=False, force=force)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from hyperet import __version__, _io
-from hyperet.config import ITC_STAGE, STAGES, RunConfig
+from hyperet.config import RECIPE_STAGES, RunConfig
 
 CHECKPOINT_FORMAT = "hyperet-mllm-2"
 RUN_FORMAT = "hyperet-run-1"
@@ -376,7 +376,7 @@ def run_lock(run_dir: Path) -> Iterator[Path]:
 
 def stage_directories() -> frozenset[str]:
     """Names a directory under ``checkpoints/`` may have."""
-    return frozenset((*STAGES, ITC_STAGE))
+    return frozenset(RECIPE_STAGES)
 
 
 def foreign_entries(run_dir: Path) -> list[str]:

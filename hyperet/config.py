@@ -11,6 +11,7 @@ Stages of the recipe (LLaVA-style, in order; see docs/mllm.md):
 name           paper  what trains
 =============  =====  ===================================================================
 ``vision``     0a     vision encoder + CLIP text tower (symmetric InfoNCE, one caption level)
+``itc``        -      ITC objectives only: the image-text aligner on the frozen ViT's tokens
 ``lm``         0b     language model on the dataset's text (next token)
 ``align``      1      projector only (captions; vision encoder and LM frozen)
 ``instruct``   2      projector + LM (VQA + multiple choice; loss on answer tokens)
@@ -28,12 +29,13 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from hyperet.choices import HRA_MODES, STRUCTURES
 from hyperet.data.mixture import VISION_LEVELS
 
 #: Stage names in training order.
 STAGES: tuple[str, ...] = ("vision", "lm", "align", "instruct")
 #: HRA structures accepted by ``--hyperet`` ("none" disables HyperET).
-HYPERET_STRUCTURES: tuple[str, ...] = ("none", "diagonal", "block", "banded")
+HYPERET_STRUCTURES: tuple[str, ...] = ("none", *STRUCTURES)
 #: How the frozen ViT is adapted: HRA (the method), its exact Euclidean twin (the same
 #: structured matrices applied linearly, ``hyperet.nn.baselines``), (IA)^3-style scaling, LoRA
 #: or full fine-tuning of the ViT (the study's baselines, docs/evidence.md).
@@ -49,9 +51,15 @@ OBJECTIVES: tuple[str, ...] = (
     "hyperbolic-entail",
     "meru",
 )
+#: The objectives that train the image-text aligner (every one but ``lm``).
+ITC_OBJECTIVES: tuple[str, ...] = OBJECTIVES[1:]
 #: The image-text contrastive stage run by ITC objectives (budget: ``TrainConfig.itc``).
 ITC_STAGE = "itc"
+#: Every stage of the recipe in training order (``itc`` only runs for ITC objectives).
+RECIPE_STAGES: tuple[str, ...] = (STAGES[0], ITC_STAGE, *STAGES[1:])
 PRESETS: tuple[str, ...] = ("nano", "small")
+#: The preset of ``hyperet train`` without ``--preset``.
+DEFAULT_PRESET = "small"
 #: Version of the config.json layout; bumped on incompatible changes.
 CONFIG_FORMAT = 1
 
@@ -101,11 +109,12 @@ class ProjectorConfig:
     shuffle: int = 2
     hidden: int = 192
     #: ViT tokens the projector reads: -1 the encoder's output (``ln_post``), k >= 0 the
-    #: residual stream after k blocks (LLaVA reads the penultimate block)
-    feature_layer: int = -1
+    #: residual stream after k blocks (LLaVA reads the penultimate block); the small preset
+    #: reads block 2 of 4, which keeps position and shape (docs/mllm.md)
+    feature_layer: int = 2
     #: add a learned position embedding to each visual token (the LM's text positions do not
     #: cover the visual prefix; LLaVA's LLM gives image tokens positions too)
-    position: bool = False
+    position: bool = True
 
 
 @dataclass(frozen=True)
@@ -181,22 +190,35 @@ class TrainConfig:
 
     stages: dict[str, StageConfig] = field(default_factory=_default_stages)
     objective: str = "lm"
-    vision_level: str = "count"
+    vision_level: str = "mixture"
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
     mc_fraction: float = 0.2
     #: multiple-choice responses restate the chosen option first ("red. The answer is B.");
     #: the LM stage's text keeps the plain "The answer is B."
-    mc_restate: bool = False
+    mc_restate: bool = True
     #: LM pretraining on length-bucketed batches: sort pools of N batches by length (0: off)
-    lm_bucket_batches: int = 0
+    lm_bucket_batches: int = 16
     #: validation points (learning curves) every N steps of align and instruct (0: none)
     val_every: int = 250
     #: budget of the ITC stage (run after ``vision`` only when ``objective`` is an ITC one)
     itc: StageConfig = field(
         default_factory=lambda: StageConfig(steps=600, lr=1e-3, warmup_steps=50)
     )
+
+    def budget(self, stage: str) -> StageConfig:
+        """The budget of ``stage`` (one of :data:`RECIPE_STAGES`)."""
+        return self.itc if stage == ITC_STAGE else self.stages[stage]
+
+    def stage_names(self) -> tuple[str, ...]:
+        """The stages a run goes through, in order (``itc`` only for the ITC objectives)."""
+        return tuple(s for s in RECIPE_STAGES if s != ITC_STAGE or is_itc(self.objective))
+
+
+def is_itc(objective: str) -> bool:
+    """Whether ``objective`` trains the image-text aligner (:data:`ITC_OBJECTIVES`)."""
+    return objective in ITC_OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -266,10 +288,8 @@ class RunConfig:
             raise ValueError(f"hyperet.stage: {h.stage!r} is not one of {HYPERET_STAGES}")
         if not h.c > 0:
             raise ValueError(f"hyperet.c: curvature must be > 0, got {h.c}")
-        if h.mode not in ("fast", "literal", "official"):
-            raise ValueError(
-                f"hyperet.mode: {h.mode!r} is not one of ('fast', 'literal', 'official')"
-            )
+        if h.mode not in HRA_MODES:
+            raise ValueError(f"hyperet.mode: {h.mode!r} is not one of {HRA_MODES}")
         if h.structure == "block" and self.vision.width % h.block_size:
             raise ValueError(
                 f"hyperet.block_size: {h.block_size} does not divide vision.width "
@@ -521,7 +541,8 @@ def preset(name: str) -> RunConfig:
             data=DataConfig(train_scenes=256, val_scenes=32, test_scenes=48),
             vision=VisionConfig(patch_size=8, width=32, layers=2, heads=2, embed_dim=32),
             text=TextEncoderConfig(width=32, layers=1, heads=2),
-            projector=ProjectorConfig(shuffle=1, hidden=48),
+            # nano keeps the plainest path of every switch (tests exercise the others)
+            projector=ProjectorConfig(shuffle=1, hidden=48, feature_layer=-1, position=False),
             language=LanguageConfig(width=48, layers=1, heads=2),
             train=TrainConfig(
                 stages={
@@ -530,6 +551,9 @@ def preset(name: str) -> RunConfig:
                 },
                 checkpoint_every=4,
                 itc=StageConfig(steps=6, batch_size=16, lr=3e-3, warmup_steps=2),
+                vision_level="count",
+                lm_bucket_batches=0,
+                mc_restate=False,
             ),
         )
     raise ValueError(f"preset: {name!r} is not one of {PRESETS}")
@@ -540,9 +564,9 @@ def parse_steps(items: tuple[str, ...] | list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or name not in (*STAGES, ITC_STAGE):
+        if not sep or name not in RECIPE_STAGES:
             raise ValueError(
-                f"steps: expected STAGE=N with STAGE one of {(*STAGES, ITC_STAGE)}, got {item!r}"
+                f"steps: expected STAGE=N with STAGE one of {RECIPE_STAGES}, got {item!r}"
             )
         try:
             out[name] = int(value)

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hyperet.choices import DEVICES
+
 #: ``--device`` choices: ``auto`` is CUDA when available, else the CPU.
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -51,6 +51,7 @@ from hyperet.checkpoint import (
     read_marker,
     read_tokenizer_text,
 )
+from hyperet.choices import SPLITS
 from hyperet.config import STAGES, RunConfig
 from hyperet.data import Split, Tokenizer, build_split, parse_answer
 from hyperet.device import place
@@ -60,10 +61,8 @@ from hyperet.train import (
     build_model,
     check_metrics_file,
     load_stage_checkpoints,
-    run_stage_names,
 )
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 PROBE_CURVATURE = 0.01
 ProgressHandler = Callable[[str, int, int], None]  # (task, done, total)
 
@@ -91,7 +90,7 @@ class LoadedRun:
             self.tokenizer = Tokenizer.from_json(text)
         except ValueError as err:
             raise CheckpointError(f"{run_dir / TOKENIZER_FILE}: {err}") from None
-        order = run_stage_names(self.config)
+        order = self.config.train.stage_names()
         final = run_dir / CHECKPOINTS / order[-1]
         if not (final.exists() or final.is_symlink()):
             raise CheckpointError(
@@ -421,14 +420,13 @@ def evaluate_itc(
     :func:`hyperet.alignment.analysis.evaluate_alignment`).
     """
     from hyperet.alignment.analysis import evaluate_alignment
-    from hyperet.alignment.stage import get_aligner
 
     trained = [p.detach().clone() for p in run.hyperet_params]
     try:
         for p, ident in zip(run.hyperet_params, run.identity, strict=True):
             p.copy_(ident)
         return evaluate_alignment(
-            get_aligner(run.model),
+            run.model.image_text_aligner(),
             vision=run.model.vision,
             split=split,
             tokenizer=run.tokenizer,

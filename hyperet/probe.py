@@ -248,7 +248,7 @@ def load_vision(run_dir: Path, stage: str | None = None) -> tuple[Any, Any, str]
         load_model_state,
     )
     from hyperet.data import Tokenizer
-    from hyperet.train import apply_hyperet_to, build_model, run_stage_names
+    from hyperet.train import apply_hyperet_to, build_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -257,7 +257,7 @@ def load_vision(run_dir: Path, stage: str | None = None) -> tuple[Any, Any, str]
     model = build_model(config, Tokenizer.build())
     if stage == UNTRAINED:
         return config, model.eval(), stage
-    order = run_stage_names(config)
+    order = config.train.stage_names()
     if stage is not None and stage not in order:
         raise ValueError(f"stage: {stage!r} is not one of {(*order, UNTRAINED)}")
     candidates = [stage] if stage is not None else order[::-1]

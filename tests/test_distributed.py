@@ -50,13 +50,15 @@ def _interrupt_at(stage: str, step: int) -> Any:
 
 
 def _forbid_writes_off_main() -> None:
-    import hyperet.train as engine
+    import hyperet.train.engine as engine
+    import hyperet.train.run as run
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"rank {dist.get_rank()} tried to write {args[:1]}")
 
-    for name in ("save_checkpoint", "write_json", "prepare_run_directory"):
-        setattr(engine, name, refuse)
+    engine.save_checkpoint = refuse  # type: ignore[assignment]
+    for name in ("write_json", "prepare_run_directory"):
+        setattr(run, name, refuse)
 
 
 def _worker(rank: int, world: int, port: int, root: str) -> None:

@@ -148,13 +148,35 @@ def test_non_finite_loss_stops_training_and_is_never_checkpointed(
         return dataclasses.replace(task, loss=loss)
 
     recipe = [(n, poisoned if n == "instruct" else f) for n, f in STAGE_RECIPE]
-    monkeypatch.setattr("hyperet.train.STAGE_RECIPE", recipe)
+    monkeypatch.setattr("hyperet.train.stages.STAGE_RECIPE", recipe)
     with pytest.raises(NonFiniteLossError, match="stage 'instruct' at step 6"):
         train(NANO, tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "instruct")
     assert ckpt.meta["step"] == 4 and not ckpt.complete  # the last good checkpoint
     assert all(torch.isfinite(t).all() for t in ckpt.model.values() if t.is_floating_point())
     assert all(math.isfinite(v) for v in ckpt.state["losses"].tolist())
+
+
+def test_non_finite_gradient_is_reported_as_a_gradient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def poisoned(ctx: Context) -> StageTask:
+        task = instruct_stage(ctx)
+        clean = task.loss
+
+        def loss(step: int, batch_size: int) -> torch.Tensor:
+            value = clean(step, batch_size)
+            if step != 2:
+                return value
+            zero = (task.params[0] * 0).sum()  # sqrt at 0: value 0, derivative inf (-> nan)
+            return value + torch.sqrt(zero)
+
+        return dataclasses.replace(task, loss=loss)
+
+    recipe = [(n, poisoned if n == "instruct" else f) for n, f in STAGE_RECIPE]
+    monkeypatch.setattr("hyperet.train.stages.STAGE_RECIPE", recipe)
+    with pytest.raises(NonFiniteLossError, match=r"^non-finite gradient norm \(nan\) in stage "):
+        train(NANO, tmp_path / "run")
 
 
 def test_overfits_one_batch() -> None:

@@ -44,7 +44,7 @@ def test_a_vision_step_uses_the_drawn_levels(monkeypatch) -> None:
 
     monkeypatch.setattr(CaptionMixture, "draw", spy)
     captured = []
-    import hyperet.train as train_module
+    import hyperet.train.stages as train_module
 
     def collate_spy(examples):
         captured.append([e.ids.tolist() for e in examples])

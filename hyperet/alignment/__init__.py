@@ -5,14 +5,13 @@
 - :mod:`~hyperet.alignment.pruning`: Random Text Pruning;
 - :mod:`~hyperet.alignment.aligner`: the composed model and its config;
 - :mod:`~hyperet.alignment.metrics`: retrieval recall, Spearman, AUROC, radius histograms;
-- :mod:`~hyperet.alignment.monitors`: stability monitors and the NaN guard;
+- :mod:`~hyperet.alignment.monitors`: stability monitors (radius, boundary, clamp hits);
 - :mod:`~hyperet.alignment.entailment`: entailment-cone terms and MERU's Lorentz embedding.
 """
 
 from __future__ import annotations
 
 from hyperet.alignment.aligner import (
-    OBJECTIVES,
     RECIPES,
     AlignerConfig,
     AlignmentOutput,
@@ -56,15 +55,12 @@ from hyperet.alignment.metrics import (
 )
 from hyperet.alignment.monitors import (
     EmbeddingStats,
-    NonFiniteLossError,
     StabilityMonitor,
     embedding_stats,
-    grad_norm,
 )
 from hyperet.alignment.pruning import random_text_pruning
 
 __all__ = [
-    "OBJECTIVES",
     "RECIPES",
     "AlignerConfig",
     "AlignmentOutput",
@@ -73,7 +69,6 @@ __all__ = [
     "ContrastiveLoss",
     "EmbeddingStats",
     "ImageTextAligner",
-    "NonFiniteLossError",
     "QueryConnector",
     "StabilityMonitor",
     "TextEncoder",
@@ -86,7 +81,6 @@ __all__ = [
     "duplicate_positives",
     "embedding_stats",
     "entailment_accuracy",
-    "grad_norm",
     "hierarchy_pairs",
     "image_entailment",
     "info_nce",

@@ -1,11 +1,10 @@
 """The image-text aligner: connector + text encoder + ball projections + contrastive loss.
 
-One module holds everything an ITC stage trains on top of a frozen vision encoder. The
-objective names of ``hyperet train --objective`` map to the similarity (see
-:data:`OBJECTIVES`) and, for the entailment objectives, to a few more settings
-(:data:`RECIPES`); everything else (queries, RQS, RTP, scales) is shared so that the objectives
-differ only in the similarity, the embedding space (ball, hyperboloid or Euclidean) and the
-entailment terms (:mod:`~hyperet.alignment.entailment`).
+One module holds everything an ITC stage trains on top of a frozen vision encoder. Each
+objective name of ``hyperet train --objective`` maps to its similarity and, for the entailment
+objectives, a few more settings (:data:`RECIPES`); everything else (queries, RQS, RTP, scales)
+is shared so that the objectives differ only in the similarity, the embedding space (ball,
+hyperboloid or Euclidean) and the entailment terms (:mod:`~hyperet.alignment.entailment`).
 
 Defaults are **our choices**, not the hyperbolic BLIP-2 paper's (its RQS count, pruning rate,
 temperature and curvature could not be read): ``K = 8`` queries, RQS keeping 1 query per image,
@@ -43,22 +42,28 @@ from hyperet.alignment.losses import (
     Similarity,
 )
 from hyperet.alignment.pruning import random_text_pruning
+from hyperet.config import ITC_OBJECTIVES
 
-#: ``hyperet train --objective`` name -> similarity.
-OBJECTIVES: dict[str, Similarity] = {
-    "hyperbolic-itc": "cosine",
-    "poincare-itc": "poincare",
-    "euclidean-itc": "euclidean",
-    "hyperbolic-entail": "cosine",
-    "meru": "lorentz",
-}
-
-#: Per-objective settings beyond the similarity (docs/alignment.md, "Entailment objectives").
-#: ``meru`` follows MERU: entailment weight 0.2, learnable curvature in [0.1, 10], no label
-#: smoothing; ``hyperbolic-entail`` adds caption-caption entailment (our choice of weight).
+#: The settings of each ITC objective of :data:`hyperet.config.ITC_OBJECTIVES` (the one list of
+#: objective names): its similarity and, for the entailment objectives, a few more
+#: (docs/alignment.md, "Entailment objectives"). ``meru`` follows MERU: entailment weight 0.2,
+#: learnable curvature in [0.1, 10], no label smoothing; ``hyperbolic-entail`` adds
+#: caption-caption entailment (our choice of weight).
 RECIPES: dict[str, dict[str, Any]] = {
-    "hyperbolic-entail": {"entailment_weight": 0.2, "caption_entailment": True},
-    "meru": {"entailment_weight": 0.2, "learn_curvature": True, "label_smoothing": 0.0},
+    "hyperbolic-itc": {"similarity": "cosine"},
+    "poincare-itc": {"similarity": "poincare"},
+    "euclidean-itc": {"similarity": "euclidean"},
+    "hyperbolic-entail": {
+        "similarity": "cosine",
+        "entailment_weight": 0.2,
+        "caption_entailment": True,
+    },
+    "meru": {
+        "similarity": "lorentz",
+        "entailment_weight": 0.2,
+        "learn_curvature": True,
+        "label_smoothing": 0.0,
+    },
 }
 
 
@@ -102,10 +107,9 @@ class AlignerConfig:
     @classmethod
     def for_objective(cls, objective: str, **kwargs: Any) -> AlignerConfig:
         """The config of an ``--objective`` name (``hyperbolic-itc`` etc.) with overrides."""
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective: expected one of {sorted(OBJECTIVES)}, got {objective!r}")
-        settings = {**RECIPES.get(objective, {}), **kwargs}
-        return cls(similarity=OBJECTIVES[objective], objective=objective, **settings)
+        if objective not in ITC_OBJECTIVES:
+            raise ValueError(f"objective: expected one of {ITC_OBJECTIVES}, got {objective!r}")
+        return cls(objective=objective, **{**RECIPES[objective], **kwargs})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -143,6 +143,9 @@ def info_nce(
 ) -> Tensor:
     """Symmetric InfoNCE of image-text logits ``(B, N)`` (see the module docstring).
 
+    The one InfoNCE of the package: the CLIP head of vision pretraining uses it too
+    (:func:`hyperet.model.clip.multi_positive_infonce`, no label smoothing).
+
     Parameters
     ----------
     logits : Tensor
@@ -167,14 +170,17 @@ def info_nce(
         )
     if not (positives.any(dim=1).all() and positives.any(dim=0).all()):
         raise ValueError("positives: every image and every text needs at least one positive")
-    p = positives.to(logits.dtype)
-
-    def one_way(scores: Tensor, pos: Tensor) -> Tensor:
-        share = pos / pos.sum(1, keepdim=True)  # positives share the target mass evenly
-        targets = (1 - label_smoothing) * share + label_smoothing / pos.shape[1]
-        return -(targets * F.log_softmax(scores, dim=1)).sum(1).mean()
-
-    return 0.5 * (one_way(logits, p) + one_way(logits.T, p.T))
+    p = positives.to(logits.dtype)  # (B, N)
+    b, n = p.shape
+    rows = p / p.sum(1, keepdim=True)  # image i's targets: its positives share the mass evenly
+    pt = p.T.contiguous()  # (N, B)
+    cols = (pt / pt.sum(1, keepdim=True)).T  # (B, N) view: text j's targets over the images
+    if label_smoothing:
+        rows = (1 - label_smoothing) * rows + label_smoothing / n
+        cols = (1 - label_smoothing) * cols + label_smoothing / b
+    image_to_text = -(rows * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    text_to_image = -(cols * F.log_softmax(logits, dim=0)).sum(dim=0).mean()
+    return (image_to_text + text_to_image) / 2
 
 
 def duplicate_positives(keys: Tensor) -> Tensor:

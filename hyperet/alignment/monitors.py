@@ -15,8 +15,11 @@ measure, per modality, in float64 from the stored points:
   ``1 - r < boundary_tol``, in units of the ball radius (``r`` is ``sqrt(c)|x|``),
 - ``on_boundary``: points stored with ``r >= 1`` (their radius is infinite in the stored
   precision; a fast-path policy may have clamped them, a careless one returns inf),
-- clamp hits of the bounded scalars (curvature, scales, logit scale), the gradient norm, and
-  non-finite losses (the NaN guard).
+- clamp hits of the bounded scalars (curvature, scales, logit scale) and the gradient norm.
+
+Non-finite losses stop the run in the training engine
+(:class:`hyperet.train.engine.NonFiniteLossError`); the step that produced one is recorded here
+first, so the summary shows what led there.
 
 For Euclidean embeddings (``c=None``) the radius is the norm ``|x|`` and nothing is near a
 boundary.
@@ -25,7 +28,7 @@ boundary.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,10 +36,6 @@ import torch
 from torch import Tensor
 
 BOUNDARY_TOL = 1e-3
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced more non-finite losses than the monitor allows."""
 
 
 @dataclass(frozen=True)
@@ -84,15 +83,6 @@ def embedding_stats(
     )
 
 
-def grad_norm(parameters: Iterable[Tensor]) -> float:
-    """Global L2 norm of the gradients (float64 sum); ``inf``/``nan`` if any is non-finite."""
-    total = 0.0
-    for p in parameters:
-        if p.grad is not None:
-            total += float(p.grad.detach().to(torch.float64).pow(2).sum())
-    return math.sqrt(total) if math.isfinite(total) else total
-
-
 def _nanmin(a: float, b: float) -> float:
     return b if math.isnan(a) else a if math.isnan(b) else min(a, b)
 
@@ -108,33 +98,15 @@ class StabilityMonitor:
     ----------
     boundary_tol : float
         Tolerance of the near-boundary fraction.
-    max_nonfinite_steps : int
-        Non-finite losses tolerated (each one skips its step) before :meth:`check_loss` raises
-        :class:`NonFiniteLossError`; 0 stops at the first one.
     """
 
-    def __init__(self, *, boundary_tol: float = BOUNDARY_TOL, max_nonfinite_steps: int = 0) -> None:
+    def __init__(self, *, boundary_tol: float = BOUNDARY_TOL) -> None:
         self.boundary_tol = boundary_tol
-        self.max_nonfinite_steps = max_nonfinite_steps
         self.steps = 0
-        self.nonfinite_steps = 0
         self.clamp_hits = 0
         self.grad_norm_max = math.nan
         self.last: dict[str, Any] = {}
         self._modalities: dict[str, dict[str, float]] = {}
-
-    def check_loss(self, loss: Tensor | float, *, step: int) -> bool:
-        """NaN guard: True if ``loss`` is finite; count it and raise past the allowance if not."""
-        value = loss.item() if isinstance(loss, Tensor) else float(loss)
-        if math.isfinite(value):
-            return True
-        self.nonfinite_steps += 1
-        if self.nonfinite_steps > self.max_nonfinite_steps:
-            raise NonFiniteLossError(
-                f"loss: non-finite ({value}) at step {step} "
-                f"({self.nonfinite_steps} non-finite step(s), last monitors: {self.last})"
-            )
-        return False
 
     def record(
         self,
@@ -179,7 +151,6 @@ class StabilityMonitor:
         """Run totals and extremes, plus the last record (plain numbers; may hold nan/inf)."""
         return {
             "steps_recorded": self.steps,
-            "nonfinite_steps": self.nonfinite_steps,
             "clamp_hits": self.clamp_hits,
             "grad_norm_max": self.grad_norm_max,
             "boundary_tol": self.boundary_tol,

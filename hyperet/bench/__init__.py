@@ -2,14 +2,14 @@
 
 A *suite* is a module under :mod:`hyperet.bench` exposing::
 
-    def run(quick: bool = False) -> list[Row | dict]: ...
+    def run(quick: bool = False) -> list[Row]: ...
 
 Each row compares two implementations of the same work: ``name``, ``ours`` and ``theirs``
 (median seconds), ``ratio`` (``theirs / ours``: > 1 means ours is faster), ``target`` (the
 ratio the issue asks for, or ``None``) and ``note``; optionally ``passes`` (ours against a copy
 of the same activations, the memory roofline: "ours costs this many copies") and
-``passes_target`` (the most passes the issue allows). A dict with these keys is accepted in place
-of a :class:`Row`. ``quick=True`` runs a smoke-sized version (seconds; used by the tests).
+``passes_target`` (the most passes the issue allows). ``quick=True`` runs a smoke-sized
+version (seconds; used by the tests).
 
 Suites are registered in :data:`SUITES` by module path and imported only when run, so an
 optional dependency (geoopt) is needed only by the suite that uses it; a suite whose
@@ -76,32 +76,13 @@ class Row:
         return {**asdict(self), "met": self.met}
 
 
-def make_row(suite: str, row: Row | dict[str, Any]) -> Row:
-    """Normalise a suite's row (a :class:`Row` or a dict with the same keys)."""
-    if isinstance(row, Row):
-        return row
-    ours, theirs = float(row["ours"]), float(row["theirs"])
-    ratio = float(row.get("ratio", theirs / ours))
-    target = row.get("target")
-    return Row(
-        suite=suite,
-        name=str(row["name"]),
-        ours=ours,
-        theirs=theirs,
-        ratio=ratio,
-        target=None if target is None else float(target),
-        note=str(row.get("note", "")),
-        passes=None if row.get("passes") is None else float(row["passes"]),
-        passes_target=None if row.get("passes_target") is None else float(row["passes_target"]),
-    )
-
-
 def run_suite(name: str, *, quick: bool = False) -> list[Row]:
     """Import and run one registered suite."""
     if name not in SUITES:
         raise ValueError(f"suite: unknown suite {name!r}; choose from {sorted(SUITES)}")
     module = importlib.import_module(SUITES[name][0])
-    return [make_row(name, r) for r in module.run(quick=quick)]
+    rows: list[Row] = module.run(quick=quick)
+    return rows
 
 
 def interleaved_medians(

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from hyperet.bench import Row, interleaved_medians
+from hyperet.choices import STRUCTURES
 from hyperet.nn import apply_hyperet, merge_hyperet
 from hyperet.nn.hra import (
     OFFICIAL_ARTANH_MAX,
@@ -52,7 +53,6 @@ STEP_TARGET = 50.0  # ours must be at least this many times faster
 #: token counts of the "M^T on the tokens" rows: fewer than d (cheaper than the weight side) and
 #: more (dearer), so the rows show where the choice flips
 TOKENS = (256, 4096)
-STRUCTURES = ("diagonal", "block", "banded")
 
 
 # ---------------------------------------------------------------------------- released approach

@@ -23,11 +23,12 @@ from torch import Tensor
 
 import hyperet.ops as ops
 from hyperet.bench import Row, interleaved_medians
+from hyperet.choices import STRUCTURES
 from hyperet.ops.backend import get_backend, resolve, use_backend
 
 TARGET_AT_1024 = 20.0
 PASSES_TARGET = 8.0
-KINDS = ("diagonal", "block", "banded")
+KINDS = STRUCTURES
 
 
 def _step(

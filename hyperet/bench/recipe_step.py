@@ -32,11 +32,11 @@ from hyperet.data import Tokenizer
 from hyperet.overrides import apply_settings
 from hyperet.train import (
     Context,
-    _optimizer,
     build_model,
     build_training_data,
     instruct_stage,
     lm_stage,
+    make_optimizer,
 )
 
 
@@ -72,7 +72,7 @@ def run(quick: bool = False) -> list[Row]:
 
     # 1. LM: random vs length-bucketed batches
     lm = lm_stage(ctx)
-    lm_step = _step_fn(lm.params, _optimizer(lm, config.train.stages["lm"]))
+    lm_step = _step_fn(lm.params, make_optimizer(lm, config.train.stages["lm"]))
     texts = data.lm_texts
     lengths = np.array([len(e.ids) for e in texts])
     pool = rng.choice(len(texts), batch * 16, replace=False)
@@ -115,7 +115,7 @@ def run(quick: bool = False) -> list[Row]:
     idx = rng.choice(len(vqa), batch, replace=False)
     b = collate([vqa[i][1] for i in idx])
     images = torch.from_numpy(np.asarray([vqa[i][0] for i in idx]))
-    single = _optimizer(task, config.train.stages["instruct"])
+    single = make_optimizer(task, config.train.stages["instruct"])
     groups = [
         {"params": g["params"], "weight_decay": g["weight_decay"]} for g in single.param_groups
     ]

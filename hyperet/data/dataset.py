@@ -20,12 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hyperet.choices import SPLITS
+
 from .captions import LEVELS, caption
 from .multiple_choice import MCItem, mc_for
 from .questions import QA, AnswerBalance, questions_for
 from .scenes import Scene, render, sample_scene
 
-SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+SPLIT_NAMES: tuple[str, ...] = SPLITS
 """Conventional split names (any name works; each name has its own seed stream)."""
 
 

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from hyperet.model.clip import ContrastiveHead, TextEncoder, multi_positive_infonce
 from hyperet.model.language import LanguageModel
-from hyperet.model.mllm import IGNORE, MLLM, next_token_loss
+from hyperet.model.mllm import (
+    IGNORE,
+    MLLM,
+    aligner_config,
+    build_model,
+    next_token_loss,
+)
 from hyperet.model.projector import Projector, pixel_shuffle
 from hyperet.model.vision import ResidualAttentionBlock, VisionEncoder
 
@@ -20,6 +26,8 @@ __all__ = [
     "ResidualAttentionBlock",
     "TextEncoder",
     "VisionEncoder",
+    "aligner_config",
+    "build_model",
     "multi_positive_infonce",
     "next_token_loss",
     "pixel_shuffle",

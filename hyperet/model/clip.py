@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hyperet.alignment.losses import duplicate_positives, info_nce
 from hyperet.config import TextEncoderConfig
 from hyperet.model.language import CausalTransformer
 
@@ -61,14 +62,11 @@ def multi_positive_infonce(logits: Tensor, caption_ids: Tensor) -> Tensor:
 
     (``P`` is symmetric, so the same targets serve both directions). With all captions distinct
     this is CLIP's loss with diagonal labels; with duplicates (coarse captions repeat) a plain
-    diagonal label would push apart identical texts.
+    diagonal label would push apart identical texts. This is
+    :func:`hyperet.alignment.losses.info_nce` with positives from ``caption_ids``.
     """
     if logits.ndim != 2 or logits.shape[0] != logits.shape[1]:
         raise ValueError(f"logits: expected a square (B, B) matrix, got {tuple(logits.shape)}")
     if caption_ids.shape != logits.shape[:1]:
         raise ValueError(f"caption_ids: expected shape ({logits.shape[0]},)")
-    positives = (caption_ids[:, None] == caption_ids[None, :]).to(logits.dtype)  # (B, B)
-    targets = positives / positives.sum(dim=1, keepdim=True)
-    image_to_text = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    text_to_image = -(targets.T * F.log_softmax(logits, dim=0)).sum(dim=0).mean()
-    return (image_to_text + text_to_image) / 2
+    return info_nce(logits, positives=duplicate_positives(caption_ids))

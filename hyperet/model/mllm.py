@@ -13,20 +13,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hyperet.config import RunConfig
+from hyperet.alignment.aligner import AlignerConfig, ImageTextAligner
+from hyperet.batching import IGNORE
+from hyperet.config import RunConfig, is_itc
+from hyperet.data import Tokenizer
 from hyperet.model.clip import ContrastiveHead, TextEncoder
 from hyperet.model.language import LanguageModel
 from hyperet.model.projector import Projector
 from hyperet.model.vision import VisionEncoder
 
-#: Label value excluded from the loss.
-IGNORE = -100
+#: Learnable queries of the ITC aligner's connector (our default; see docs/alignment.md).
+ALIGNER_QUERIES = 8
 
 
 class MLLM(nn.Module):
-    """Vision encoder + projector + language model (+ CLIP text tower for stage 0a)."""
+    """Vision encoder + projector + language model (+ CLIP text tower for stage 0a).
 
-    def __init__(self, config: RunConfig, *, vocab_size: int) -> None:
+    ``aligner``: the config of the image-text aligner of the ITC objectives
+    (:func:`aligner_config`); the model then has an ``aligner`` part (registered last, so the
+    other parts' initialisation does not depend on it), otherwise none.
+    """
+
+    def __init__(
+        self, config: RunConfig, *, vocab_size: int, aligner: AlignerConfig | None = None
+    ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.vision = VisionEncoder(config.vision, image_size=config.data.image_size)
@@ -45,6 +55,15 @@ class MLLM(nn.Module):
         )
         self.feature_layer = config.projector.feature_layer
         self.lm = LanguageModel(config.language, vocab_size=vocab_size)
+        if aligner is not None:
+            self.aligner = ImageTextAligner(aligner)
+
+    def image_text_aligner(self) -> ImageTextAligner:
+        """The ``aligner`` part; ``ValueError`` when the model has none (an ``lm`` run)."""
+        aligner = getattr(self, "aligner", None)
+        if not isinstance(aligner, ImageTextAligner):
+            raise ValueError("model: no aligner (the run's objective is not an ITC one)")
+        return aligner
 
     def visual_features(self, images: Tensor) -> Tensor:
         """The ViT tokens ``(B, N, Dv)`` the projector reads (``projector.feature_layer``)."""
@@ -147,3 +166,29 @@ def next_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
     )
+
+
+def aligner_config(config: RunConfig, tokenizer: Tokenizer) -> AlignerConfig | None:
+    """The aligner of a run (``None`` for the ``lm`` objective): sized like the run's CLIP text
+    tower, over the ViT's tokens, with the objective's recipe."""
+    if not is_itc(config.train.objective):
+        return None
+    return AlignerConfig.for_objective(
+        config.train.objective,
+        vision_dim=config.vision.width,
+        vocab_size=tokenizer.vocab_size,
+        width=config.text.width,
+        embed_dim=config.vision.embed_dim,
+        num_queries=ALIGNER_QUERIES,
+        depth=config.text.layers,
+        heads=config.text.heads,
+        max_text_len=config.language.max_text_len,
+        pad_id=tokenizer.pad_id,
+        special_ids=(tokenizer.bos_id, tokenizer.eos_id, tokenizer.image_id, tokenizer.sep_id),
+    )
+
+
+def build_model(config: RunConfig, tokenizer: Tokenizer) -> MLLM:
+    """A freshly initialised model of a run (weights depend only on ``config.seed``)."""
+    torch.manual_seed(config.seed)
+    return MLLM(config, vocab_size=tokenizer.vocab_size, aligner=aligner_config(config, tokenizer))

@@ -10,15 +10,8 @@ from hyperet.nn.adapter_config import HyperETConfig
 from hyperet.nn.adapter_io import AdapterCheckpointError, load_adapters, save_adapters
 from hyperet.nn.baselines import apply_baseline, baseline_parameter_count
 from hyperet.nn.hra import HyperbolicRadiusAdjustment
-from hyperet.nn.inject import (
-    HRALinear,
-    HRAMultiheadAttention,
-    adapted_module_names,
-    adapter_sites,
-    apply_hyperet,
-    merge_hyperet,
-    unmerge_hyperet,
-)
+from hyperet.nn.inject import adapted_module_names, adapter_sites, apply_hyperet
+from hyperet.nn.merge import merge_hyperet, unmerge_hyperet
 from hyperet.nn.structured import (
     BandedMatrix,
     BlockDiagonalMatrix,
@@ -26,6 +19,7 @@ from hyperet.nn.structured import (
     StructuredMatrix,
     make_structured,
 )
+from hyperet.nn.wrappers import HRALinear, HRAMultiheadAttention
 
 __all__ = [
     "AdapterCheckpointError",

@@ -13,22 +13,58 @@ files. See ``docs/hra.md``.
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
+from hyperet import _io
 from hyperet.nn.inject import adapted_module_names, adapter_sites, apply_hyperet
 from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix
+from hyperet.nn.wrappers import ROLES
 
 #: Name of the method in serialised configs (not "hra": PEFT's Householder adapter).
 METHOD = "hyperet"
 #: Files of an adapter directory (PEFT's names).
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+#: dtypes an adapter weights file may hold (safetensors codes); loading never casts.
+ADAPTER_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+
+T = TypeVar("T")
+
+
+class AdapterCheckpointError(ValueError):
+    """An adapter checkpoint cannot be written or loaded (message names the problem)."""
+
+
+def read_checked(path: Path, read: Callable[..., T], problem: str = "", **options: Any) -> T:
+    """``read(path, **options)`` (a :mod:`hyperet._io` reader) with its refusal re-raised as
+    :class:`AdapterCheckpointError` ``"path: '<path>'<problem>: <reason>"``."""
+    try:
+        return read(path, **options)
+    except _io.FileCheckError as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        raise AdapterCheckpointError(f"path: {str(path)!r}{problem}: {reason}") from None
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """The content of a HyperET ``adapter_config.json`` (strict JSON, ``method`` checked)."""
+    config = read_checked(path, _io.read_json, " is not valid JSON")
+    if isinstance(config, dict) and "peft_type" in config:  # e.g. PEFT's HRA (Householder)
+        raise AdapterCheckpointError(
+            f"path: {str(path)!r} is a PEFT adapter config (peft_type "
+            f"{config['peft_type']!r}), not a HyperET one"
+        )
+    if not isinstance(config, dict) or config.get("method") != METHOD:
+        raise AdapterCheckpointError(
+            f"path: {str(path)!r} is not a HyperET adapter config (method "
+            f"{config.get('method') if isinstance(config, dict) else None!r}, expected {METHOD!r})"
+        )
+    return config
 
 
 @dataclass(frozen=True)
@@ -114,7 +150,7 @@ class HyperETConfig:
         roles = {s.key.rpartition(".")[2] for s in sites}
         return cls(
             structure=one("structure", [a.structure for a in adapters]),
-            targets=tuple(r for r in ("q", "k", "v") if r in roles),
+            targets=tuple(r for r in ROLES if r in roles),
             target=one("target", [s.target for s in sites]),
             # learned curvatures differ per adapter and live in the weights: c is then the first
             c=adapters[0].c_value if learned else one("c", [a.c_value for a in adapters]),
@@ -132,7 +168,4 @@ class HyperETConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise ValueError(f"directory: no {CONFIG_NAME} in {str(directory)!r}")
-        data = json.loads(path.read_text())
-        if data.get("method") != METHOD:
-            raise ValueError(f"directory: {str(path)!r} is not a HyperET adapter config")
-        return cls.from_dict(data)
+        return cls.from_dict(read_config_json(path))

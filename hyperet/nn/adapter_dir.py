@@ -11,40 +11,31 @@
 
 Tensor keys are those of the single-file format (:mod:`hyperet.nn.adapter_io`), so both formats
 describe adapters the same way and share the strict loader. The weights are written first and the
-config last, each through a temporary file and ``os.replace``: a directory with a config always
-has the weights that go with it.
+config last, each atomically (:mod:`hyperet._io`): a directory with a config always has the
+weights that go with it. The weights record a SHA-256 of their content (metadata ``sha256``),
+verified on loading.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from hyperet.nn.adapter_config import CONFIG_NAME, METHOD, WEIGHTS_NAME
+from hyperet import _io
+from hyperet.nn.adapter_config import (
+    ADAPTER_DTYPES,
+    CONFIG_NAME,
+    METHOD,
+    WEIGHTS_NAME,
+    AdapterCheckpointError,
+    read_checked,
+    read_config_json,
+)
 
 #: Version of the directory format (the single file is version "1").
 DIR_FORMAT_VERSION = "2"
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temporary name)`` in ``path``'s directory, then move it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def write_adapter_dir(
@@ -52,53 +43,28 @@ def write_adapter_dir(
 ) -> None:
     """Write ``tensors`` and ``config`` (``adapter_config.json``'s content) into ``directory``."""
     if directory.exists() and not directory.is_dir():
-        raise ValueError(f"path: {str(directory)!r} exists and is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
+        raise AdapterCheckpointError(f"path: {str(directory)!r} exists and is not a directory")
     payload = {"method": METHOD, "format_version": DIR_FORMAT_VERSION, **config}
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-
-    def write_text(name: str) -> None:
-        Path(name).write_text(text)
-
-    atomic_write(
-        directory / WEIGHTS_NAME,
-        lambda name: save_file(tensors, name, metadata={"format": "pt", "method": METHOD}),
-    )
-    atomic_write(directory / CONFIG_NAME, write_text)
+    metadata = {"format": "pt", "method": METHOD}
+    _io.atomic_write_bytes(directory / WEIGHTS_NAME, _io.encode_safetensors(tensors, metadata))
+    _io.write_json(directory / CONFIG_NAME, payload, sort_keys=True)
 
 
 def read_adapter_dir(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(tensors, config)`` of an adapter directory; ``ValueError`` naming what is wrong."""
+    """``(tensors, config)`` of an adapter directory; :class:`AdapterCheckpointError` naming
+    what is wrong."""
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise ValueError(f"path: {str(directory)!r} has no {path.name}")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"path: {str(config_path)!r} is not valid JSON ({error})") from error
-    if isinstance(config, dict) and "peft_type" in config:  # e.g. PEFT's HRA (Householder)
-        raise ValueError(
-            f"path: {str(config_path)!r} is a PEFT adapter config (peft_type "
-            f"{config['peft_type']!r}), not a HyperET one"
-        )
-    if not isinstance(config, dict) or config.get("method") != METHOD:
-        raise ValueError(
-            f"path: {str(config_path)!r} is not a HyperET adapter config (method "
-            f"{config.get('method') if isinstance(config, dict) else None!r}, expected {METHOD!r})"
-        )
-    if config.get("format_version") != DIR_FORMAT_VERSION:
-        raise ValueError(
-            f"path: format version {config.get('format_version')!r} is not supported "
-            f"(this hyperet reads {DIR_FORMAT_VERSION!r})"
-        )
+            raise AdapterCheckpointError(f"path: {str(directory)!r} has no {path.name}")
+    config = read_config_json(config_path)
+    _io.check_version(
+        config.get("format_version"), DIR_FORMAT_VERSION, "path", AdapterCheckpointError
+    )
     if not isinstance(config.get("adapters"), dict):
-        raise ValueError(f"path: {str(config_path)!r} has no 'adapters' description")
-    try:
-        with safe_open(str(weights_path), framework="pt") as handle:
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # safetensors raises several types for damaged files
-        raise ValueError(
-            f"path: {str(weights_path)!r} is not a readable safetensors file ({error})"
-        ) from error
+        raise AdapterCheckpointError(f"path: {str(config_path)!r} has no 'adapters' description")
+    # the digest is verified when present (directories of hyperet <= 0.1.0 have none)
+    tensors, _ = read_checked(
+        weights_path, _io.read_safetensors, dtypes=ADAPTER_DTYPES, require_digest=False
+    )
     return tensors, config

@@ -34,20 +34,20 @@ import torch
 from torch import nn
 
 from hyperet import __version__, _io
-from hyperet.nn.adapter_config import HyperETConfig
+from hyperet.nn.adapter_config import (
+    ADAPTER_DTYPES,
+    AdapterCheckpointError,
+    HyperETConfig,
+    read_checked,
+)
 from hyperet.nn.adapter_dir import read_adapter_dir, write_adapter_dir
 from hyperet.nn.hra import HyperbolicRadiusAdjustment
-from hyperet.nn.inject import MERGED_ATTR, AdapterSite, adapter_sites
+from hyperet.nn.inject import AdapterSite, adapter_sites
+from hyperet.nn.merge import MERGED_ATTR
 from hyperet.nn.structured import BandedMatrix, BlockDiagonalMatrix
 
 FORMAT = "hyperet-adapters"
 FORMAT_VERSION = "1"
-#: dtypes an adapter file may hold (safetensors codes); loading never casts.
-ADAPTER_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
-
-
-class AdapterCheckpointError(ValueError):
-    """An adapter checkpoint cannot be written or loaded (message names the problem)."""
 
 
 def _size(adapter: HyperbolicRadiusAdjustment) -> int | None:
@@ -102,10 +102,10 @@ def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     if path.suffix != ".safetensors":
         try:
             config = HyperETConfig.from_model(model).to_dict()
-            config.update(format=FORMAT, package_version=__version__, adapters=described)
-            write_adapter_dir(path, tensors, config)
-        except ValueError as error:
+        except ValueError as error:  # adapters that no one config describes
             raise AdapterCheckpointError(str(error)) from error
+        config.update(format=FORMAT, package_version=__version__, adapters=described)
+        write_adapter_dir(path, tensors, config)
         return path
     info = list(described.values())
     metadata = {
@@ -129,22 +129,25 @@ def read_adapter_file(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read an adapter file: ``(tensors, metadata)``; raises on a missing or corrupt file."""
-    path = Path(path)
+    tensors, metadata, _ = _read_adapter_file(Path(path))
+    return tensors, metadata
+
+
+def _read_adapter_file(
+    path: Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, dict[str, Any]]]:
+    """``(tensors, metadata, adapter descriptions)`` of a single adapter file."""
     if not path.is_file():
         raise AdapterCheckpointError(f"path: no adapter file at {str(path)!r}")
     # digest verified when present (files of hyperet <= 0.1.0 have none); nothing is cast
-    try:
-        tensors, metadata = _io.read_safetensors(path, dtypes=ADAPTER_DTYPES, require_digest=False)
-    except _io.FileCheckError as error:
-        reason = str(error).removeprefix(f"{path}: ")
-        raise AdapterCheckpointError(f"path: {str(path)!r}: {reason}") from None
+    tensors, metadata = read_checked(
+        path, _io.read_safetensors, dtypes=ADAPTER_DTYPES, require_digest=False
+    )
     if metadata.get("format") != FORMAT:
         raise AdapterCheckpointError(f"path: {str(path)!r} is not a hyperet adapter file")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise AdapterCheckpointError(
-            f"path: format version {metadata.get('format_version')!r} is not supported "
-            f"(this hyperet reads {FORMAT_VERSION!r})"
-        )
+    _io.check_version(
+        metadata.get("format_version"), FORMAT_VERSION, "path", AdapterCheckpointError
+    )
     try:
         described = _io.parse_json(metadata["adapters"].encode(), "adapters", max_depth=3)
     except (KeyError, ValueError) as error:
@@ -153,7 +156,7 @@ def read_adapter_file(
         raise AdapterCheckpointError(
             f"path: {str(path)!r} metadata 'adapters' must map adapter keys to JSON objects"
         )
-    return tensors, metadata
+    return tensors, metadata, described
 
 
 @torch.no_grad()
@@ -168,14 +171,10 @@ def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, A
     described: dict[str, dict[str, Any]]
     metadata: dict[str, Any]
     if Path(path).is_dir():
-        try:
-            tensors, metadata = read_adapter_dir(Path(path))
-        except ValueError as error:
-            raise AdapterCheckpointError(str(error)) from error
+        tensors, metadata = read_adapter_dir(Path(path))
         described = metadata["adapters"]
     else:
-        tensors, metadata = read_adapter_file(path)
-        described = json.loads(metadata["adapters"])
+        tensors, metadata, described = _read_adapter_file(Path(path))
     sites = adapter_sites(model)
     if not sites:
         raise AdapterCheckpointError("model: carries no HRA adapters (call apply_hyperet first)")

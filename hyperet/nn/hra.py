@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from hyperet import ops as hops
+from hyperet.choices import HRA_MODES
+from hyperet.choices import POLICIES as OPS_POLICIES
 from hyperet.nn.structured import (
     BandedMatrix,
     BlockDiagonalMatrix,
@@ -45,8 +47,8 @@ from hyperet.nn.structured import (
     make_structured,
 )
 
-MODES: tuple[str, ...] = ("fast", "literal", "official")
-POLICIES: tuple[str | None, ...] = (None, "exact", "train")
+MODES: tuple[str, ...] = HRA_MODES
+POLICIES: tuple[str | None, ...] = (None, *OPS_POLICIES)
 
 # The released code's clamps (hyptorch-style), reproduced by mode="official".
 OFFICIAL_TANH_CLAMP = 15.0

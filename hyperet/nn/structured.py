@@ -11,7 +11,8 @@ block-diagonal  ``blocks`` ``(d/b,b,b)`` ``O(d b)``       ``d b``
 banded          ``bands`` ``(2k+1, d)``  ``O(d (2k+1))``  ``(2k+1) d - k (k+1)``
 ==============  =======================  ===============  ==============================
 
-Every module starts at the identity. ``dense()`` builds ``M`` for tests and merging;
+Every module starts at the identity. ``dense()`` builds ``M`` for tests and merging (through
+:mod:`hyperet.ops`' ``*_to_dense``);
 ``num_free_parameters`` counts free entries (the banded layout stores ``k (k+1)`` structural
 zeros: entries whose column falls outside ``[0, d)``; they are ignored, receive an exactly zero
 gradient and so stay zero under SGD/Adam/AdamW).
@@ -24,15 +25,18 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from hyperet.choices import STRUCTURES
 from hyperet.ops.structured import (
     banded_apply,
     banded_apply_transposed,
+    banded_to_dense,
     block_diagonal_apply,
+    block_diagonal_to_dense,
     diagonal_apply,
+    diagonal_to_dense,
 )
 
 Structure = Literal["diagonal", "block", "banded"]
-STRUCTURES: tuple[str, ...] = ("diagonal", "block", "banded")
 
 
 class StructuredMatrix(nn.Module):
@@ -96,7 +100,7 @@ class DiagonalMatrix(StructuredMatrix):
         return diagonal_apply(self.w, x)  # symmetric
 
     def dense(self) -> Tensor:
-        return torch.diag(self.w)
+        return diagonal_to_dense(self.w)
 
     @property
     def num_free_parameters(self) -> int:
@@ -141,7 +145,7 @@ class BlockDiagonalMatrix(StructuredMatrix):
         return block_diagonal_apply(self.blocks.mT, x)  # blockdiag(B)^T = blockdiag(B^T)
 
     def dense(self) -> Tensor:
-        return torch.block_diag(*self.blocks.unbind(0))
+        return block_diagonal_to_dense(self.blocks)
 
     @property
     def num_free_parameters(self) -> int:
@@ -188,14 +192,7 @@ class BandedMatrix(StructuredMatrix):
         return banded_apply_transposed(self.bands, x)  # M^T is banded too
 
     def dense(self) -> Tensor:
-        k, d = self.bandwidth, self.d
-        m = self.bands.new_zeros(d, d)
-        rows = torch.arange(d, device=self.bands.device)
-        for j in range(2 * k + 1):
-            cols = rows + j - k
-            valid = (cols >= 0) & (cols < d)
-            m = m.index_put((rows[valid], cols[valid]), self.bands[j, valid])
-        return m
+        return banded_to_dense(self.bands)
 
     @property
     def num_free_parameters(self) -> int:

@@ -35,8 +35,9 @@ from typing import Literal
 
 import torch
 
+from hyperet.choices import POLICIES
+
 PolicyName = Literal["exact", "train"]
-POLICIES: tuple[str, ...] = ("exact", "train")
 
 #: Input dtypes computed in float32 (and cast back) in train mode.
 HALF_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)

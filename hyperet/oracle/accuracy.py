@@ -32,15 +32,11 @@ import mpmath
 import numpy as np
 
 from hyperet.oracle import contract, exact
-from hyperet.oracle.golden import (
-    LEGEND,
-    GoldenFile,
-    candidate_rows,
-    evaluate_rows,
-    golden_file,
-)
+from hyperet.oracle.files import GoldenFile
+from hyperet.oracle.golden import LEGEND, candidate_rows, evaluate_rows, golden_file
 from hyperet.oracle.grade import OpGrade, grade_values
 from hyperet.oracle.implementations import library_available, op_table, run_cases
+from hyperet.oracle.spec import DENSE_OPS, GOLDEN_OPS, SPECS
 
 #: (label, library, dtype, policy, judged against the contract)
 IMPLEMENTATIONS: tuple[tuple[str, str, str, str | None, bool], ...] = (
@@ -89,7 +85,7 @@ def battery(op: str, tier: str, *, cases: int, seed: int = 0) -> GoldenFile:
     by_family: dict[int, list[int]] = {}
     for i, (_, _, family) in enumerate(rows):
         by_family.setdefault(family, []).append(i)
-    rng = np.random.default_rng([seed, contract.OPS.index(op), tier == "float32"])
+    rng = np.random.default_rng([seed, GOLDEN_OPS.index(op), tier == "float32"])
     picked: list[int] = []
     for family, members in sorted(by_family.items()):
         want = cases if LEGEND[family].startswith("random") else PER_FAMILY
@@ -115,34 +111,23 @@ def exact_values(golden: GoldenFile, *, digits: int) -> np.ndarray:
 
 
 def _exact_case(op: str, a: dict[str, np.ndarray], c: float, digits: int) -> Any:
-    if op.startswith("hra_"):
-        name = next(n for n in a if n != "u")
-        to_dense = {
-            "w": exact.diagonal_to_dense,
-            "blocks": exact.block_diagonal_to_dense,
-            "bands": exact.banded_to_dense,
-        }[name]
-        dense = to_dense(a[name])  # (d, d) of mpf, exact copies
+    spec = SPECS[op]
+    if spec.structure:
+        name = spec.inputs[0]
+        dense = getattr(exact, DENSE_OPS[name])(a[name])  # (d, d) of mpf, exact copies
         u = [mpmath.mpf(float(v)) for v in a["u"]]
         with mpmath.workdps(digits + exact.GUARD_DIGITS):
             row_sums = [mpmath.fsum(m * v for m, v in zip(row, u, strict=True)) for row in dense]
         with mpmath.workdps(digits):
             return np.array([+v for v in row_sums], dtype=object)
-    fn = getattr(exact, op)
-    if op == "project":
-        return fn(a["x"], c=c, eps=float(a["eps"]), dps=digits)
-    if op == "mobius_scalar_mul":
-        return fn(float(a["r"]), a["x"], c=c, dps=digits)
-    if "K" in a:
-        return fn(*(v for n, v in a.items() if n != "K"), c=c, K=float(a["K"]), dps=digits)
-    return fn(*a.values(), c=c, dps=digits)
+    return spec.call(getattr(exact, op), a, c, dps=digits)
 
 
 def run_accuracy(
     *,
     cases: int = 12,
     digits: int = exact.DEFAULT_DPS,
-    ops: Sequence[str] = contract.OPS,
+    ops: Sequence[str] = GOLDEN_OPS,
     implementations: Sequence[str] | None = None,
 ) -> AccuracyReport:
     """Grade every implementation on the battery; see the module docstring."""

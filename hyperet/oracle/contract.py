@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hyperet.oracle.spec import GOLDEN_OPS, SPECS
+
 #: Significand precision (bits, implicit bit included) of the formats a result may have.
 PRECISION_BITS: dict[str, int] = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
 
@@ -48,9 +50,7 @@ REFERENCE_BOUND_ULP = 4.0
 #: Ops whose golden files carry a conditioning allowance > 1 near the boundary, with the
 #: names of the golden tensors whose conformal factors enter it.
 CONDITIONED_OPS: dict[str, tuple[str, ...]] = {
-    "mobius_add": ("x", "y"),
-    "transport": ("x", "y"),
-    "gyration": ("a", "b"),
+    op: spec.conditioned for op, spec in SPECS.items() if spec.conditioned
 }
 
 
@@ -82,35 +82,8 @@ _HALF = (
     "Inputs are the float32 tier's float32 values: compute in float32 or wider, round the result"
 )
 
-#: Every op with golden vectors. ``hra_*`` are the HRA adapter's function ``u -> logmap0(M (x)
-#: expmap0(u))`` for the three structures.
-OPS: tuple[str, ...] = (
-    "conformal_factor",
-    "mobius_add",
-    "mobius_scalar_mul",
-    "mobius_matvec",
-    "expmap0",
-    "logmap0",
-    "expmap",
-    "logmap",
-    "dist",
-    "dist0",
-    "gyration",
-    "transport",
-    "project",
-    "diagonal_matvec",
-    "block_diagonal_matvec",
-    "banded_matvec",
-    "hra_diagonal",
-    "hra_block",
-    "hra_banded",
-    "entailment_aperture",
-    "entailment_angle",
-    "entailment_energy",
-    "to_lorentz",
-    "from_lorentz",
-    "lorentz_dist",
-)
+#: Every op with golden vectors (:data:`hyperet.oracle.spec.GOLDEN_OPS`).
+OPS: tuple[str, ...] = GOLDEN_OPS
 
 #: The published contract: format -> op -> bound against the exact value.
 CONTRACT: dict[str, dict[str, Bound]] = {

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from hyperet.oracle.spec import FAMILY_OPS, SPECS
 from hyperet.reference._careful import conorm, scaled
 
 Array = NDArray[np.float64]
@@ -81,52 +82,17 @@ FAMILIES: dict[str, str] = {
 # argument kinds: P point, T tangent vector (any size), V vector (gyration z, transport v,
 # project x), S per-point scalar, M dense matrices, W diagonal, B blocks, N bands, X cone apex
 # (a point with sqrt(c)|x| >= r_in), Q Lorentz point (time first)
-SIGNATURES: dict[str, str] = {
-    "conformal_factor": "P",
-    "mobius_add": "PP",
-    "mobius_scalar_mul": "SP",
-    "mobius_matvec": "MP",
-    "expmap0": "T",
-    "logmap0": "P",
-    "expmap": "PT",
-    "logmap": "PP",
-    "dist": "PP",
-    "dist0": "P",
-    "gyration": "PPV",
-    "transport": "PPV",
-    "project": "V",
-    "diagonal_matvec": "WP",
-    "block_diagonal_matvec": "BP",
-    "banded_matvec": "NP",
-    "diagonal_to_dense": "W",
-    "block_diagonal_to_dense": "B",
-    "banded_to_dense": "N",
-    "entailment_aperture": "X",
-    "entailment_angle": "XP",
-    "entailment_energy": "XP",
-    "to_lorentz": "P",
-    "from_lorentz": "Q",
-    "lorentz_dist": "QQ",
-}
-OPS: tuple[str, ...] = tuple(SIGNATURES)
+SIGNATURES: dict[str, str] = {op: SPECS[op].kinds for op in FAMILY_OPS}
+OPS: tuple[str, ...] = FAMILY_OPS
 
 #: Aperture scale of the cone cases (Ganea et al.'s default; family R varies it).
 CONE_K = 0.1
-_CONE_OPS = {"entailment_aperture", "entailment_angle", "entailment_energy"}
+# op categories, read off the argument kinds of the registry
+_CONE_OPS = {op for op, kinds in SIGNATURES.items() if kinds.startswith("X")}
 _LORENTZ_OPS = {"to_lorentz", "from_lorentz", "lorentz_dist"}
-
-_PAIR_OPS = {
-    "mobius_add",
-    "logmap",
-    "dist",
-    "gyration",
-    "transport",
-    "entailment_angle",
-    "entailment_energy",
-    "lorentz_dist",
-}
-_MATVEC_OPS = {"mobius_matvec", "diagonal_matvec", "block_diagonal_matvec", "banded_matvec"}
-_DENSE_OPS = {"diagonal_to_dense", "block_diagonal_to_dense", "banded_to_dense"}
+_PAIR_OPS = {op for op, kinds in SIGNATURES.items() if kinds[:2] in ("PP", "XP", "QQ")}
+_MATVEC_OPS = {op for op, kinds in SIGNATURES.items() if kinds[:1] in "MWBN" and kinds[1:] == "P"}
+_DENSE_OPS = {op for op, kinds in SIGNATURES.items() if kinds in ("W", "B", "N")}
 
 
 @dataclass(frozen=True)

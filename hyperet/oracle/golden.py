@@ -1,43 +1,31 @@
-"""Golden vectors: language-neutral safetensors files of inputs and float64 reference outputs.
+"""Golden vectors: export language-neutral safetensors files of inputs and float64 outputs.
 
-``export_golden(directory)`` writes two tiers, one file per op in each::
+``export_golden(directory)`` writes two tiers, one file per op of
+:data:`hyperet.oracle.spec.GOLDEN_OPS` in each::
 
     DIR/float64/<op>.safetensors   float64 inputs (the whole float64 ball, families A-K)
     DIR/float32/<op>.safetensors   float32 inputs (every value exactly representable in
                                    float32, points valid after rounding), float64 outputs
+    DIR/SHA256SUMS                 the manifest (``sha256sum -c`` reads it)
 
 A float32 implementation must be fed the float32 tier: float64 inputs rounded to float32 move
 near-boundary points by far more than any float32 result can be graded on (and some round onto
-the boundary). The file format (tensor names, shapes, metadata keys) is documented in
-docs/oracle.md; this module's :func:`read_golden_file` is one reader of it, not the definition.
-
-Every file holds, for ``N`` cases:
-
-- the op's inputs under the reference's argument names (``x``, ``y``, ``u``, ``r``, ``m``,
-  ``w``, ``blocks``, ``bands``, ``a``, ``b``, ``z``, ``v``, ``eps``), leading axis ``N``;
-- ``c`` of shape ``(N,)``: the curvature is ``-c`` with ``c > 0``, one value per case;
-- ``expected``: the float64 reference's output, ``(N, n)`` for points and vectors, ``(N,)`` for
-  scalars;
-- ``family`` ``(N,)`` int32 and the JSON legend in metadata ``families``;
-- ``allowance`` ``(N,)`` float64: the contract's per-case conditioning allowance
-  (:mod:`hyperet.oracle.contract`).
+the boundary). What a file holds is :mod:`hyperet.oracle.files` (the format) and
+:mod:`hyperet.oracle.spec` (each op's inputs, shapes and formula); this module chooses the cases
+and computes ``expected`` and ``allowance``.
 
 Invalid inputs (numerics family L) are excluded: their expected behaviour is an error, not a
 value, and error conventions differ between languages.
 
 Files are byte-identical across runs of the same version: cases come from seeded generators and
-the safetensors header is written with sorted keys by :func:`write_safetensors` (the
-``safetensors`` package orders metadata keys randomly, so it is only used to read).
+the files are written deterministically (:func:`hyperet.oracle.files.write_safetensors`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,172 +33,21 @@ import numpy as np
 
 from hyperet import __version__, _io, reference
 from hyperet.oracle import contract, families
+from hyperet.oracle.files import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    TIERS,
+    GoldenFile,
+    write_safetensors,
+)
+from hyperet.oracle.spec import BANDWIDTH, BLOCK, DIM, GOLDEN_OPS, SPECS, TO_DENSE, OpSpec
 
-FORMAT_NAME = "hyperet-golden"
-FORMAT_VERSION = "1"
-TIERS: tuple[str, ...] = ("float64", "float32")
 CURVATURE_CONVENTION = (
     "curvature -c with c > 0 (ball of radius 1/sqrt(c)); tensor 'c' holds c for each case"
 )
 
-_DTYPE_CODES: dict[str, str] = {
-    "float64": "F64",
-    "float32": "F32",
-    "float16": "F16",
-    "int64": "I64",
-    "int32": "I32",
-}
-
-
-class OracleInputError(ValueError):
-    """A golden directory or results file that cannot be used; the message says why."""
-
-
-def write_safetensors(
-    path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]
-) -> None:
-    """Write a safetensors file deterministically (sorted keys, tensors in name order).
-
-    The layout is the safetensors format: an unsigned little-endian 64-bit header length, a
-    JSON header (padded with spaces to a multiple of 8 bytes) mapping each tensor name to its
-    ``dtype``, ``shape`` and ``data_offsets`` plus ``__metadata__`` (string to string), then the
-    little-endian, C-ordered tensor bytes back to back.
-    """
-    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks: list[bytes] = []
-    offset = 0
-    for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
-        code = _DTYPE_CODES.get(array.dtype.name)
-        if code is None:
-            raise ValueError(f"tensors: unsupported dtype {array.dtype} for {name!r}")
-        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {
-            "dtype": code,
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    _io.atomic_write_bytes(path, b"".join([struct.pack("<Q", len(text)), text, *chunks]))
-
-
-@dataclass(frozen=True)
-class GoldenFile:
-    """One golden file, loaded.
-
-    Attributes
-    ----------
-    op:
-        The op's name (also the key of its output in a results file).
-    tier:
-        ``"float64"`` or ``"float32"``: the format the inputs are exact in.
-    inputs:
-        Input tensors by argument name, in call order, ``c`` last.
-    expected:
-        The float64 reference's outputs, leading axis the cases.
-    family:
-        ``(N,)`` family id of each case; :attr:`legend` names them.
-    allowance:
-        ``(N,)`` conditioning allowance (>= 1) of each case.
-    metadata:
-        The file's string metadata.
-    """
-
-    op: str
-    tier: str
-    inputs: dict[str, np.ndarray]
-    expected: np.ndarray
-    family: np.ndarray
-    allowance: np.ndarray
-    legend: dict[int, str]
-    metadata: dict[str, str]
-
-    @property
-    def cases(self) -> int:
-        """Number of cases ``N``."""
-        return int(self.expected.shape[0])
-
-
-def read_golden_file(path: Path) -> GoldenFile:
-    """Load and check one golden file; :class:`OracleInputError` if it is not one."""
-    tensors, metadata = _io.read_safetensors(
-        Path(path),
-        dtypes=frozenset(_DTYPE_CODES.values()),
-        require_digest=False,
-        framework="numpy",
-        error=OracleInputError,
-    )
-    if metadata.get("format") != FORMAT_NAME:
-        raise OracleInputError(f"{path}: not a hyperet golden file (metadata 'format' missing)")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise OracleInputError(
-            f"{path}: golden format version {metadata.get('format_version')!r}, "
-            f"this hyperet reads version {FORMAT_VERSION}"
-        )
-    try:
-        names = json.loads(metadata["inputs"])
-        legend = {int(k): v for k, v in json.loads(metadata["families"]).items()}
-        golden = GoldenFile(
-            op=metadata["op"],
-            tier=metadata["tier"],
-            inputs={name: tensors[name] for name in names},
-            expected=tensors["expected"],
-            family=tensors["family"],
-            allowance=tensors["allowance"],
-            legend=legend,
-            metadata=metadata,
-        )
-    except (KeyError, ValueError) as error:
-        raise OracleInputError(f"{path}: incomplete golden file (missing {error})") from None
-    _check_golden(golden, path)
-    return golden
-
-
-def _check_golden(golden: GoldenFile, path: Path) -> None:
-    """The graded tensors must be what the format says: float64 finite ``expected`` and
-    ``allowance >= 1``, integer ``family`` ids, one entry per case."""
-    n = golden.expected.shape[0] if golden.expected.ndim else -1
-    checks = [
-        ("expected", golden.expected.dtype == np.float64, "must be float64"),
-        ("expected", bool(np.isfinite(golden.expected).all()), "holds NaN or inf"),
-        ("allowance", golden.allowance.dtype == np.float64, "must be float64"),
-        ("allowance", bool((golden.allowance >= 1).all()), "must be >= 1 (and finite)"),
-        ("allowance", bool(np.isfinite(golden.allowance).all()), "holds NaN or inf"),
-        ("family", golden.family.dtype.kind == "i", "must hold integers"),
-        ("family", golden.family.shape == (n,), f"must have shape ({n},)"),
-        ("allowance", golden.allowance.shape == (n,), f"must have shape ({n},)"),
-    ]
-    for name, ok, problem in checks:
-        if not ok:
-            raise OracleInputError(f"{path}: tensor {name!r} {problem}")
-
-
-def find_golden_files(directory: Path, *, tier: str | None = None) -> dict[str, Path]:
-    """Golden files of ``directory`` by op name.
-
-    ``directory`` is either a tier directory (holding ``<op>.safetensors``) or an export root
-    (holding ``float64/`` and ``float32/``), in which case ``tier`` picks the subdirectory.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise OracleInputError(f"{directory}: golden directory does not exist")
-    if tier is not None and (directory / tier).is_dir():
-        directory = directory / tier
-    files = {path.stem: path for path in sorted(directory.glob("*.safetensors"))}
-    if not files:
-        tiers = [t for t in TIERS if (directory / t).is_dir()]
-        hint = f" (it holds tiers {tiers}: pass one of them)" if tiers else ""
-        raise OracleInputError(f"{directory}: no golden *.safetensors files{hint}")
-    return files
-
-
 # --------------------------------------------------------------------------- what is exported
 
-#: Vector dimension of every golden file.
-DIM = 8
 #: Points per :class:`hyperet.oracle.families.Case` batch.
 POINTS_PER_CASE = 4
 #: Seeds of the random family (more draws across radii and curvatures than one batch gives).
@@ -228,216 +65,8 @@ LEGEND: dict[int, str] = {
 _FAMILY_ID = {text.split(":")[0]: i for i, text in LEGEND.items()}
 
 
-@dataclass(frozen=True)
-class OpSpec:
-    """How one op appears in the golden files.
-
-    Attributes
-    ----------
-    op:
-        File stem and results key.
-    inputs:
-        Input tensor names in call order (``c`` is keyword-only and always present).
-    shapes:
-        Per-case shape of each input and of ``expected`` (``"d"`` is :data:`DIM`).
-    formula:
-        What ``expected`` is, in words and symbols.
-    layout:
-        The parameter layout, for structured products and HRA.
-    """
-
-    op: str
-    inputs: tuple[str, ...]
-    shapes: Mapping[str, tuple[int, ...]]
-    formula: str
-    layout: str = ""
-
-    @property
-    def signature(self) -> str:
-        """E.g. ``mobius_add(x, y, *, c) -> expected``."""
-        return f"{self.op}({', '.join(self.inputs)}, *, c) -> expected"
-
-
-_V = (DIM,)
-_S: tuple[int, ...] = ()
-_L = (DIM + 1,)  # a Lorentz point, time first
-_BLOCK = 4
-_BANDWIDTH = 2
-DIAGONAL_LAYOUT = "w of shape (d,): M = diag(w)"
-BLOCK_LAYOUT = (
-    f"blocks of shape (d // b, b, b) with b = {_BLOCK}: block i acts on x[i*b:(i+1)*b], "
-    "(M x)[i*b + r] = sum_s blocks[i, r, s] x[i*b + s]"
-)
-BANDED_LAYOUT = (
-    f"bands of shape (2k + 1, d) with k = {_BANDWIDTH}: M[i, i + j - k] = bands[j, i]; "
-    "entries whose column i + j - k falls outside [0, d) are ignored"
-)
-_BLOCKS = (DIM // _BLOCK, _BLOCK, _BLOCK)
-_BANDS = (2 * _BANDWIDTH + 1, DIM)
-
-SPECS: dict[str, OpSpec] = {
-    spec.op: spec
-    for spec in [
-        OpSpec(
-            "conformal_factor", ("x",), {"x": _V, "expected": _S}, "lambda_x = 2 / (1 - c|x|^2)"
-        ),
-        OpSpec(
-            "mobius_add",
-            ("x", "y"),
-            {"x": _V, "y": _V, "expected": _V},
-            "x (+) y = ((1 + 2c<x,y> + c|y|^2) x + (1 - c|x|^2) y) / (1 + 2c<x,y> + c^2|x|^2|y|^2)",
-        ),
-        OpSpec(
-            "mobius_scalar_mul",
-            ("r", "x"),
-            {"r": _S, "x": _V, "expected": _V},
-            "r (x) x = tanh(r artanh(sqrt(c)|x|)) x / (sqrt(c)|x|)",
-        ),
-        OpSpec(
-            "mobius_matvec",
-            ("m", "x"),
-            {"m": (DIM, DIM), "x": _V, "expected": _V},
-            "M (x) x = tanh(|Mx|/|x| artanh(sqrt(c)|x|)) Mx / (sqrt(c)|Mx|), m[i, j] = M_ij",
-        ),
-        OpSpec("expmap0", ("u",), {"u": _V, "expected": _V}, "tanh(sqrt(c)|u|) u / (sqrt(c)|u|)"),
-        OpSpec("logmap0", ("x",), {"x": _V, "expected": _V}, "artanh(sqrt(c)|x|) x / (sqrt(c)|x|)"),
-        OpSpec(
-            "expmap",
-            ("x", "u"),
-            {"x": _V, "u": _V, "expected": _V},
-            "x (+) tanh(sqrt(c) lambda_x |u| / 2) u / (sqrt(c)|u|)",
-        ),
-        OpSpec(
-            "logmap",
-            ("x", "y"),
-            {"x": _V, "y": _V, "expected": _V},
-            "(2 / (sqrt(c) lambda_x)) artanh(sqrt(c)|z|) z / |z|, z = (-x) (+) y",
-        ),
-        OpSpec(
-            "dist",
-            ("x", "y"),
-            {"x": _V, "y": _V, "expected": _S},
-            "(2 / sqrt(c)) artanh(sqrt(c)|(-x) (+) y|)",
-        ),
-        OpSpec("dist0", ("x",), {"x": _V, "expected": _S}, "(2 / sqrt(c)) artanh(sqrt(c)|x|)"),
-        OpSpec(
-            "gyration",
-            ("a", "b", "z"),
-            {"a": _V, "b": _V, "z": _V, "expected": _V},
-            "gyr[a, b] z = (-(a (+) b)) (+) (a (+) (b (+) z))",
-        ),
-        OpSpec(
-            "transport",
-            ("x", "y", "v"),
-            {"x": _V, "y": _V, "v": _V, "expected": _V},
-            "parallel transport of v from T_x to T_y: (lambda_x / lambda_y) gyr[y, -x] v",
-        ),
-        OpSpec(
-            "project",
-            ("x", "eps"),
-            {"x": _V, "eps": _S, "expected": _V},
-            "x if sqrt(c)|x| <= 1 - eps, else (1 - eps) x / (sqrt(c)|x|)",
-        ),
-        OpSpec(
-            "diagonal_matvec",
-            ("w", "x"),
-            {"w": _V, "x": _V, "expected": _V},
-            "diag(w) (x) x",
-            DIAGONAL_LAYOUT,
-        ),
-        OpSpec(
-            "block_diagonal_matvec",
-            ("blocks", "x"),
-            {"blocks": _BLOCKS, "x": _V, "expected": _V},
-            "blockdiag(blocks) (x) x (norms are global, not per block)",
-            BLOCK_LAYOUT,
-        ),
-        OpSpec(
-            "banded_matvec",
-            ("bands", "x"),
-            {"bands": _BANDS, "x": _V, "expected": _V},
-            "banded(bands) (x) x",
-            BANDED_LAYOUT,
-        ),
-        OpSpec(
-            "hra_diagonal",
-            ("w", "u"),
-            {"w": _V, "u": _V, "expected": _V},
-            "HRA(u) = logmap0(diag(w) (x) expmap0(u)) (= W u in exact arithmetic)",
-            DIAGONAL_LAYOUT,
-        ),
-        OpSpec(
-            "hra_block",
-            ("blocks", "u"),
-            {"blocks": _BLOCKS, "u": _V, "expected": _V},
-            "HRA(u) = logmap0(blockdiag(blocks) (x) expmap0(u)) (= W u in exact arithmetic)",
-            BLOCK_LAYOUT,
-        ),
-        OpSpec(
-            "hra_banded",
-            ("bands", "u"),
-            {"bands": _BANDS, "u": _V, "expected": _V},
-            "HRA(u) = logmap0(banded(bands) (x) expmap0(u)) (= W u in exact arithmetic)",
-            BANDED_LAYOUT,
-        ),
-        OpSpec(
-            "entailment_aperture",
-            ("x", "K"),
-            {"x": _V, "K": _S, "expected": _S},
-            "psi = arcsin(K (1 - c|x|^2) / (sqrt(c)|x|)), sqrt(c)|x| >= r_in(K)",
-        ),
-        OpSpec(
-            "entailment_angle",
-            ("x", "y"),
-            {"x": _V, "y": _V, "expected": _S},
-            "Xi = arccos((<x,y>(1+c|x|^2) - |x|^2(1+c|y|^2)) / "
-            "(|x| |x-y| sqrt(1 + c^2|x|^2|y|^2 - 2c<x,y>)))",
-        ),
-        OpSpec(
-            "entailment_energy",
-            ("x", "y", "K"),
-            {"x": _V, "y": _V, "K": _S, "expected": _S},
-            "max(0, Xi(x, y) - psi(x))",
-        ),
-        OpSpec(
-            "to_lorentz",
-            ("x",),
-            {"x": _V, "expected": _L},
-            "((1 + c|x|^2) / (sqrt(c)(1 - c|x|^2)), 2x / (1 - c|x|^2)), time first",
-        ),
-        OpSpec(
-            "from_lorentz",
-            ("v",),
-            {"v": _L, "expected": _V},
-            "v_s / (1 + sqrt(1 + c|v_s|^2)) (v = (v_0, v_s), time first)",
-        ),
-        OpSpec(
-            "lorentz_dist",
-            ("u", "v"),
-            {"u": _L, "v": _L, "expected": _S},
-            "arcosh(c (u_0 v_0 - <u_s, v_s>)) / sqrt(c), u_0 = sqrt(1/c + |u_s|^2)",
-        ),
-    ]
-}
-assert tuple(SPECS) == contract.OPS
-
 #: Argument kinds of the families module that hold one value shared by a whole batch.
 _SHARED_KINDS = {"B", "N"}
-
-
-@dataclass
-class _Rows:
-    """Golden cases being collected for one op and tier."""
-
-    inputs: dict[str, list[np.ndarray]]
-    c: list[float]
-    family: list[int]
-
-    def add(self, values: Mapping[str, np.ndarray], c: float, family: int) -> None:
-        for name, value in values.items():
-            self.inputs[name].append(value)
-        self.c.append(c)
-        self.family.append(family)
 
 
 def _round(value: Any, tier: str) -> np.ndarray:
@@ -447,7 +76,7 @@ def _round(value: Any, tier: str) -> np.ndarray:
 
 def _family_rows(spec: OpSpec, tier: str) -> list[tuple[dict[str, np.ndarray], float, int]]:
     """Per-point cases of the numerics families for a (non-HRA) op, rounded to ``tier``."""
-    kinds = families.SIGNATURES[spec.op]
+    kinds = spec.kinds
     batches = [
         case
         for seed in RANDOM_SEEDS
@@ -477,12 +106,12 @@ def _family_rows(spec: OpSpec, tier: str) -> list[tuple[dict[str, np.ndarray], f
 def _hra_rows(spec: OpSpec, tier: str) -> list[tuple[dict[str, np.ndarray], float, int]]:
     """HRA cases: identity and random parameters, moderate tangent sizes, several curvatures."""
     name = spec.inputs[0]
-    rng = np.random.default_rng([FAMILY_SEED, contract.OPS.index(spec.op)])
+    rng = np.random.default_rng([FAMILY_SEED, GOLDEN_OPS.index(spec.op)])
     identity = {
         "w": np.ones(DIM),
-        "blocks": np.broadcast_to(np.eye(_BLOCK), _BLOCKS).copy(),
+        "blocks": np.broadcast_to(np.eye(BLOCK), (DIM // BLOCK, BLOCK, BLOCK)).copy(),
         "bands": np.vstack(
-            [np.zeros((_BANDWIDTH, DIM)), np.ones((1, DIM)), np.zeros((_BANDWIDTH, DIM))]
+            [np.zeros((BANDWIDTH, DIM)), np.ones((1, DIM)), np.zeros((BANDWIDTH, DIM))]
         ),
     }[name]
     rows = []
@@ -502,15 +131,13 @@ def _hra_rows(spec: OpSpec, tier: str) -> list[tuple[dict[str, np.ndarray], floa
 
 
 def _reference_value(spec: OpSpec, values: Mapping[str, np.ndarray], c: float) -> np.ndarray:
-    from hyperet.oracle.implementations import op_table
-
-    return np.asarray(op_table("reference", "float64")[spec.op](values, c), dtype=np.float64)
+    return np.asarray(spec.reference(values, c), dtype=np.float64)
 
 
 def _allowance(spec: OpSpec, values: Mapping[str, np.ndarray], c: float) -> float:
     """The contract's conditioning allowance of one case."""
-    if spec.op in contract.CONDITIONED_OPS:
-        first, second = contract.CONDITIONED_OPS[spec.op]
+    if spec.conditioned:
+        first, second = spec.conditioned
         lam1 = reference.conformal_factor(values[first], c=c)
         lam2 = reference.conformal_factor(values[second], c=c)
         return float(contract.pair_allowance(lam1, lam2))
@@ -519,9 +146,7 @@ def _allowance(spec: OpSpec, values: Mapping[str, np.ndarray], c: float) -> floa
         psi = reference.entailment_aperture(values["x"], c=c, K=float(values["K"]))
         energy = reference.entailment_energy(values["x"], values["y"], c=c, K=float(values["K"]))
         return float(contract.energy_allowance(xi, psi, energy))
-    if spec.op.startswith("hra_"):
-        from hyperet.oracle.implementations import TO_DENSE
-
+    if spec.structure:
         name = spec.inputs[0]
         to_dense = TO_DENSE[name]
         p = reference.expmap0(values["u"], c=c)
@@ -541,7 +166,7 @@ def candidate_rows(op: str, tier: str) -> list[tuple[dict[str, np.ndarray], floa
     if tier not in TIERS:
         raise ValueError(f"tier: expected one of {TIERS}, got {tier!r}")
     spec = SPECS[op]
-    return _hra_rows(spec, tier) if op.startswith("hra_") else _family_rows(spec, tier)
+    return _hra_rows(spec, tier) if spec.structure else _family_rows(spec, tier)
 
 
 def evaluate_rows(
@@ -620,7 +245,7 @@ def build_golden(op: str, tier: str) -> tuple[dict[str, np.ndarray], dict[str, s
         "cases": str(tensors["c"].shape[0]),
         "allowance": (
             "per-case factor a >= 1: the contract's bound is bound[op][dtype] * a ulps; "
-            + _ALLOWANCE_RULE.get("hra" if op.startswith("hra_") else op, "a = 1")
+            + spec.allowance
         ),
         "contract": json.dumps(
             {dt: contract.CONTRACT[dt][op].ulp for dt in sorted(contract.CONTRACT)},
@@ -628,14 +253,6 @@ def build_golden(op: str, tier: str) -> tuple[dict[str, np.ndarray], dict[str, s
         ),
     }
     return tensors, metadata
-
-
-_ALLOWANCE_RULE = {
-    "mobius_add": "a = max(1, lambda_x lambda_y / 4)",
-    "transport": "a = max(1, lambda_x lambda_y / 4)",
-    "gyration": "a = max(1, lambda_a lambda_b / 4)",
-    "hra": "a = max(1, (lambda_p + lambda_q) / 4), p = expmap0(u), q = M (x) p",
-}
 
 
 #: Name of the SHA-256 manifest at the root of an export (``sha256sum -c`` reads it).
@@ -651,22 +268,21 @@ def manifest_lines(directory: Path) -> list[str]:
     directory = Path(directory)
     lines = []
     for path in sorted(directory.glob("*/*.safetensors")):
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        lines.append(f"{digest}  {path.relative_to(directory).as_posix()}")
+        data = _io.read_bytes(path, max_bytes=_io.MAX_SAFETENSORS_BYTES, root=directory)
+        lines.append(f"{_io.sha256_bytes(data)}  {path.relative_to(directory).as_posix()}")
     return lines
 
 
 def write_manifest(directory: Path) -> Path:
     """Write :data:`MANIFEST` for the golden files under ``directory`` (atomically)."""
     path = Path(directory) / MANIFEST
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in manifest_lines(directory)))
-    tmp.replace(path)
+    text = "".join(line + "\n" for line in manifest_lines(directory))
+    _io.atomic_write_bytes(path, text.encode("utf-8"))
     return path
 
 
 def export_golden(
-    directory: Path, *, ops: Sequence[str] = contract.OPS, tiers: Sequence[str] = TIERS
+    directory: Path, *, ops: Sequence[str] = GOLDEN_OPS, tiers: Sequence[str] = TIERS
 ) -> list[Path]:
     """Write ``directory/<tier>/<op>.safetensors`` for every op and tier; the paths written.
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from hyperet import _io
 from hyperet.oracle import contract
-from hyperet.oracle.golden import (
+from hyperet.oracle.files import (
     GoldenFile,
     OracleInputError,
     find_golden_files,
@@ -111,9 +111,6 @@ def read_results(path: Path) -> dict[str, Result]:
         raise OracleInputError(f"{path}: results file does not exist")
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise OracleInputError(f"{path}: results file does not exist")
     tensors, _ = _io.read_safetensors(
         path, dtypes=frozenset(RESULT_DTYPES), require_digest=False, error=OracleInputError
     )

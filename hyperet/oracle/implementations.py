@@ -23,66 +23,17 @@ from typing import Any
 
 import numpy as np
 
-from hyperet import _io, reference
-from hyperet.oracle.golden import SPECS, OracleInputError, find_golden_files, read_golden_file
+from hyperet import _io
+from hyperet.oracle.files import OracleInputError, find_golden_files, read_golden_file
+from hyperet.oracle.spec import GOLDEN_OPS, SPECS, TO_DENSE, Case
 
 LIBRARIES: tuple[str, ...] = ("reference", "ops", "geoopt")
 
-Case = Mapping[str, Any]  # one case's inputs by name (arrays or floats), without c
 CaseFn = Callable[[Case, float], Any]
-
-#: Structured parameter name -> its dense matrix (hyperet.reference's converters).
-TO_DENSE: dict[str, Callable[[Any], np.ndarray]] = {
-    "w": reference.diagonal_to_dense,
-    "blocks": reference.block_diagonal_to_dense,
-    "bands": reference.banded_to_dense,
-}
-
-
-#: Ops called as ``fn(*inputs, c=c)`` with the golden inputs in order (all but project, HRA
-#: and the ops with an aperture scale ``K``, passed as a keyword).
-_KEYWORD_K = ("entailment_aperture", "entailment_energy")
-_PLAIN_OPS: tuple[str, ...] = tuple(
-    op for op in SPECS if op != "project" and not op.startswith("hra_") and op not in _KEYWORD_K
-)
-_HRA = {"hra_diagonal": ("diagonal", "w"), "hra_block": ("block", "blocks")}
-_HRA["hra_banded"] = ("banded", "bands")
-
-
-def _plain(
-    fn: Callable[..., Any], names: tuple[str, ...], convert: Callable[[Any], Any], **kw: Any
-) -> CaseFn:
-    return lambda a, c: fn(*(convert(a[name]) for name in names), c=c, **kw)
-
-
-def _with_K(module: Any, convert: Callable[[Any], Any], **kw: Any) -> dict[str, CaseFn]:
-    """The cone ops whose aperture scale ``K`` is a golden input but a keyword of the op."""
-
-    def call(op: str) -> CaseFn:
-        fn = getattr(module, op)
-        names = [n for n in SPECS[op].inputs if n != "K"]
-        return lambda a, c: fn(*(convert(a[n]) for n in names), c=c, K=float(a["K"]), **kw)
-
-    return {op: call(op) for op in _KEYWORD_K}
 
 
 def _reference_table() -> dict[str, CaseFn]:
-    from hyperet import reference as ref
-
-    def hra(name: str) -> CaseFn:
-        to_dense = TO_DENSE[name]
-
-        def run(a: Case, c: float) -> Any:
-            x = ref.expmap0(a["u"], c=c)
-            return ref.logmap0(ref.mobius_matvec(to_dense(a[name]), x, c=c), c=c)
-
-        return run
-
-    table = {op: _plain(getattr(ref, op), SPECS[op].inputs, np.asarray) for op in _PLAIN_OPS}
-    table["project"] = lambda a, c: ref.project(a["x"], c=c, eps=float(a["eps"]))
-    table.update(_with_K(ref, np.asarray))
-    table.update({op: hra(name) for op, (_, name) in _HRA.items()})
-    return table
+    return {op: SPECS[op].reference for op in GOLDEN_OPS}
 
 
 def _ops_table(dtype: str, policy: str | None) -> dict[str, CaseFn]:
@@ -115,11 +66,35 @@ def _ops_table(dtype: str, policy: str | None) -> dict[str, CaseFn]:
 
         return run
 
-    table = {op: _plain(getattr(ops, op), SPECS[op].inputs, t, policy=policy) for op in _PLAIN_OPS}
-    table["project"] = lambda a, c: ops.project(t(a["x"]), c=c, eps=float(a["eps"]), policy=policy)
-    table.update(_with_K(ops, t, policy=policy))
-    table.update({op: hra(*spec) for op, spec in _HRA.items()})
-    return table
+    def plain(op: str) -> CaseFn:
+        spec, fn = SPECS[op], getattr(ops, op)
+        return lambda a, c: spec.call(fn, a, c, t, policy=policy)
+
+    return {
+        op: hra(spec.structure, spec.inputs[0]) if spec.structure else plain(op)
+        for op, spec in SPECS.items()
+        if spec.golden
+    }
+
+
+#: The golden ops geoopt offers, by geoopt's function name (same arguments in the same order,
+#: curvature ``k = -c``). It has no ``project`` with our ``eps``, no cones and no Lorentz ops;
+#: the block and banded products run densified, HRA through the dense matrix.
+GEOOPT_FUNCTIONS: dict[str, str] = {
+    "conformal_factor": "lambda_x",
+    "mobius_add": "mobius_add",
+    "mobius_scalar_mul": "mobius_scalar_mul",
+    "mobius_matvec": "mobius_matvec",
+    "expmap0": "expmap0",
+    "logmap0": "logmap0",
+    "expmap": "expmap",
+    "logmap": "logmap",
+    "dist": "dist",
+    "dist0": "dist0",
+    "gyration": "gyration",
+    "transport": "parallel_transport",
+    "diagonal_matvec": "mobius_pointwise_mul",
+}
 
 
 def _geoopt_table(dtype: str) -> dict[str, CaseFn]:
@@ -134,6 +109,10 @@ def _geoopt_table(dtype: str) -> dict[str, CaseFn]:
     def k(c: float) -> torch.Tensor:
         return torch.tensor(-c, dtype=tdtype)
 
+    def plain(op: str) -> CaseFn:
+        spec, fn = SPECS[op], getattr(gm, GEOOPT_FUNCTIONS[op])
+        return lambda a, c: fn(*(t(a[name]) for name in spec.positional), k=k(c))
+
     def densified(name: str) -> CaseFn:
         to_dense = TO_DENSE[name]
         return lambda a, c: gm.mobius_matvec(t(to_dense(a[name])), t(a["x"]), k=k(c))
@@ -147,26 +126,11 @@ def _geoopt_table(dtype: str) -> dict[str, CaseFn]:
 
         return run
 
-    return {
-        "conformal_factor": lambda a, c: gm.lambda_x(t(a["x"]), k=k(c)),
-        "mobius_add": lambda a, c: gm.mobius_add(t(a["x"]), t(a["y"]), k=k(c)),
-        "mobius_scalar_mul": lambda a, c: gm.mobius_scalar_mul(t(a["r"]), t(a["x"]), k=k(c)),
-        "mobius_matvec": lambda a, c: gm.mobius_matvec(t(a["m"]), t(a["x"]), k=k(c)),
-        "expmap0": lambda a, c: gm.expmap0(t(a["u"]), k=k(c)),
-        "logmap0": lambda a, c: gm.logmap0(t(a["x"]), k=k(c)),
-        "expmap": lambda a, c: gm.expmap(t(a["x"]), t(a["u"]), k=k(c)),
-        "logmap": lambda a, c: gm.logmap(t(a["x"]), t(a["y"]), k=k(c)),
-        "dist": lambda a, c: gm.dist(t(a["x"]), t(a["y"]), k=k(c)),
-        "dist0": lambda a, c: gm.dist0(t(a["x"]), k=k(c)),
-        "gyration": lambda a, c: gm.gyration(t(a["a"]), t(a["b"]), t(a["z"]), k=k(c)),
-        "transport": lambda a, c: gm.parallel_transport(t(a["x"]), t(a["y"]), t(a["v"]), k=k(c)),
-        "diagonal_matvec": lambda a, c: gm.mobius_pointwise_mul(t(a["w"]), t(a["x"]), k=k(c)),
-        "block_diagonal_matvec": densified("blocks"),
-        "banded_matvec": densified("bands"),
-        "hra_diagonal": hra("w"),
-        "hra_block": hra("blocks"),
-        "hra_banded": hra("bands"),
-    }
+    table = {op: plain(op) for op in GEOOPT_FUNCTIONS}
+    table["block_diagonal_matvec"] = densified("blocks")
+    table["banded_matvec"] = densified("bands")
+    table.update({op: hra(spec.inputs[0]) for op, spec in SPECS.items() if spec.structure})
+    return table
 
 
 def library_available(library: str) -> bool:

@@ -20,20 +20,18 @@ import numpy as np
 from hyperet import reference
 from hyperet.oracle import contract, exact
 from hyperet.oracle.families import FAMILIES, OPS, Case, cases
+from hyperet.oracle.spec import SPECS
 from hyperet.oracle.ulp import ulp_error
 
 __all__ = ["Row", "accuracy_rows", "conditioning", "format_markdown", "grade_case", "main"]
 
-_SCALAR_OPS = {
-    "conformal_factor",
-    "dist",
-    "dist0",
-    "entailment_aperture",
-    "entailment_angle",
-    "entailment_energy",
-    "lorentz_dist",
+_SCALAR_OPS = {op for op in OPS if SPECS[op].scalar}
+#: ops whose contract is conditioning-scaled -> positions of the two conditioning points
+_CONDITIONED = {
+    op: tuple(SPECS[op].inputs.index(name) for name in SPECS[op].conditioned)
+    for op in OPS
+    if SPECS[op].conditioned
 }
-_CONDITIONED = {"mobius_add": (0, 1), "gyration": (0, 1), "transport": (0, 1)}
 
 
 @dataclass(frozen=True)

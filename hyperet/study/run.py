@@ -84,7 +84,7 @@ def final_checkpoint_digest(run_dir: Path, config: Any) -> str | None:
     checkpoint (the message names the file).
     """
     from hyperet.checkpoint import MARKER_FILE, CheckpointError
-    from hyperet.train import load_stage_checkpoints, run_stage_names
+    from hyperet.train import load_stage_checkpoints
 
     if not (run_dir / MARKER_FILE).is_file():
         return None
@@ -94,7 +94,7 @@ def final_checkpoint_digest(run_dir: Path, config: Any) -> str | None:
         raise StudyError(
             f"{run_dir}: {err} (a study directory of another grid? use a new --out)"
         ) from None
-    last = run_stage_names(config)[-1]
+    last = config.train.stage_names()[-1]
     if last not in found or not found[last].complete:
         return None
     data = (found[last].path / "model.safetensors").read_bytes()
@@ -279,8 +279,6 @@ class Study:
         grid's ``cost_model``. The lr-tuned arms are listed with the multiplier 1 (the choice is
         made after tuning; it costs nothing).
         """
-        from hyperet.train import run_stage_names
-
         for family in self.families():
             self.lr_scale.setdefault(family, 1.0)
         specs = [*self.baseline_specs(), *self.tuning_specs(), *self.arm_specs()]
@@ -288,7 +286,7 @@ class Study:
         caches = 0  # stages that compute the frozen ViT's features of every training image
         for spec in specs:
             config = self.config(spec)
-            names = run_stage_names(config)
+            names = config.train.stage_names()
             first = 0 if spec.after is None else names.index(spec.after) + 1
             for name in names[first:]:
                 key = name  # vision and lm: no frozen features involved

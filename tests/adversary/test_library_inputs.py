@@ -14,7 +14,8 @@ from torch import nn
 
 from hyperet.data import build_split
 from hyperet.nn import AdapterCheckpointError, apply_hyperet, load_adapters, save_adapters
-from hyperet.oracle.golden import export_golden, read_golden_file, write_safetensors
+from hyperet.oracle.files import read_golden_file, write_safetensors
+from hyperet.oracle.golden import export_golden
 
 from .conftest import assert_refused, read_tensors, resign, run_cli
 

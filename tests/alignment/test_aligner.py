@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from hyperet.alignment.aligner import OBJECTIVES, AlignerConfig, ImageTextAligner
+from hyperet.alignment.aligner import AlignerConfig, ImageTextAligner
 from hyperet.alignment.connector import (
     BallProjection,
     BoundedLogScalar,
@@ -17,6 +17,7 @@ from hyperet.alignment.connector import (
 )
 from hyperet.alignment.losses import duplicate_positives
 from hyperet.alignment.metrics import retrieval_recall
+from hyperet.config import ITC_OBJECTIVES as OBJECTIVES
 
 F64 = torch.float64
 
@@ -242,3 +243,11 @@ def test_cosine_in_the_ball_trains_exactly_like_the_euclidean_cosine() -> None:
         rad = hyp.radius(hyp.encode_image(tokens))
     torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
     assert bool((rad > 0).all())
+
+
+def test_every_itc_objective_has_a_recipe_and_nothing_else_does() -> None:
+    from hyperet.alignment.aligner import RECIPES
+
+    assert set(RECIPES) == set(OBJECTIVES)
+    with pytest.raises(ValueError, match=r"^objective:"):
+        AlignerConfig.for_objective("lm", vision_dim=8, vocab_size=40)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from hyperet.alignment.compare import compare_objectives, markdown_table
+from click.testing import CliRunner
+from hyperet.cli.main import main
+
+from hyperet.train.compare import compare_objectives, markdown_table
 
 
 def test_compare_objectives_on_nano() -> None:
@@ -27,3 +31,25 @@ def test_compare_objectives_on_nano() -> None:
     assert r1["n"] == 2 and r1["mean"] == sum(values) / 2
     table = markdown_table(summary, ["overall/image_to_text/R@1", "spearman/text_vs_level"])
     assert table.count("\n") == 3 and "hyperbolic-itc" in table.splitlines()[0]
+
+
+def test_align_compare_command_writes_and_merges(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["align-compare", "--preset", "nano", "--objective", "euclidean-itc"]
+    args += ["--test-scenes", "20", "--steps", "itc=3"]
+    for seed in (0, 1):
+        out = tmp_path / f"s{seed}.json"
+        result = runner.invoke(main, [*args, "--seed", str(seed), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        part = json.loads(out.read_text())
+        assert [r["seed"] for r in part["runs"]] == [seed] and "partial" not in part
+        assert part["itc_stage"]["steps"] == 3
+        assert len(part["runs"][0]["training"]["monitors"]["modalities"]) == 2
+    merged = tmp_path / "merged.json"
+    parts = [arg for seed in (0, 1) for arg in ("--merge", str(tmp_path / f"s{seed}.json"))]
+    result = runner.invoke(main, ["align-compare", *parts, "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(merged.read_text())["seeds"] == [0, 1]
+    assert "| overall/image_to_text/R@1 |" in result.stdout
+    bad = runner.invoke(main, [*args, "--steps", "itc=x", "--out", str(tmp_path / "x.json")])
+    assert bad.exit_code == 2 and "steps:" in bad.output

@@ -9,17 +9,15 @@ import pytest
 import torch
 
 from hyperet.alignment.aligner import ImageTextAligner
-from hyperet.alignment.stage import attach_aligner, get_aligner, itc_metrics, itc_stage
 from hyperet.config import preset, with_overrides
 from hyperet.data import Tokenizer
-from hyperet.train import Context, build_model, build_training_data
+from hyperet.train import Context, build_model, build_training_data, itc_stage
 
 
 def _context(objective: str) -> Context:
     config = with_overrides(preset("nano"), objective=objective, steps={"itc": 30})
     tok = Tokenizer.build()
     model = build_model(config, tok)
-    attach_aligner(model, config, tok)
     return Context(config=config, data=build_training_data(config, tok), model=model)
 
 
@@ -27,16 +25,15 @@ def test_lm_runs_get_no_aligner() -> None:
     base = preset("nano")
     tok = Tokenizer.build()
     model = build_model(base, tok)
-    attach_aligner(model, base, tok)
     assert not hasattr(model, "aligner")
     with pytest.raises(ValueError, match=r"^model:"):
-        get_aligner(model)
+        model.image_text_aligner()
 
 
 @pytest.mark.parametrize("objective", ["hyperbolic-itc", "poincare-itc"])
 def test_itc_stage_trains_only_the_aligner(objective: str) -> None:
     ctx = _context(objective)
-    aligner = get_aligner(ctx.model)
+    aligner = ctx.model.image_text_aligner()
     assert isinstance(aligner, ImageTextAligner)
     task = itc_stage(ctx)
     aligner_ids = {id(p) for p in aligner.parameters() if p.requires_grad}
@@ -55,7 +52,8 @@ def test_itc_stage_trains_only_the_aligner(objective: str) -> None:
     assert sum(losses[-5:]) < sum(losses[:5])
     for before, p in zip(vision_before, ctx.model.vision.parameters(), strict=True):
         assert torch.equal(before, p)
-    metrics = itc_metrics(ctx.model, task)
+    assert task.finish is not None
+    metrics = task.finish()["alignment"]
     json.dumps(metrics, allow_nan=False)
     monitors = metrics["monitors"]
     assert monitors["steps_recorded"] == 4  # steps 1, 11, 21 and the last, 30

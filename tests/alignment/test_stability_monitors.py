@@ -1,4 +1,4 @@
-"""Stability monitors: radius statistics by hand, NaN guard, the Poincaré loss's instability."""
+"""Stability monitors: radius statistics by hand, the Poincaré loss's instability."""
 
 from __future__ import annotations
 
@@ -9,12 +9,7 @@ import torch
 
 from hyperet import ops
 from hyperet.alignment.losses import ContrastiveLoss
-from hyperet.alignment.monitors import (
-    NonFiniteLossError,
-    StabilityMonitor,
-    embedding_stats,
-    grad_norm,
-)
+from hyperet.alignment.monitors import StabilityMonitor, embedding_stats
 
 
 def _points(norms: list[float], dim: int = 3, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -42,26 +37,6 @@ def test_euclidean_embeddings_report_norms_and_no_boundary() -> None:
     assert s.boundary_fraction == 0.0 and s.on_boundary == 0
 
 
-def test_grad_norm_is_the_global_l2_norm() -> None:
-    a = torch.nn.Parameter(torch.zeros(2))
-    b = torch.nn.Parameter(torch.zeros(3))
-    unused = torch.nn.Parameter(torch.zeros(1))
-    a.grad = torch.tensor([3.0, 0.0])
-    b.grad = torch.tensor([0.0, 4.0, 12.0])
-    assert grad_norm([a, b, unused]) == pytest.approx(13.0)
-    b.grad[0] = math.inf
-    assert grad_norm([a, b]) == math.inf
-
-
-def test_nan_guard_skips_within_the_allowance_then_raises() -> None:
-    mon = StabilityMonitor(max_nonfinite_steps=1)
-    assert mon.check_loss(torch.tensor(1.5), step=0)
-    assert not mon.check_loss(torch.tensor(math.nan), step=1)
-    with pytest.raises(NonFiniteLossError, match=r"^loss: non-finite \(inf\) at step 2"):
-        mon.check_loss(math.inf, step=2)
-    assert mon.summary()["nonfinite_steps"] == 2
-
-
 def test_monitor_accumulates_extremes_and_clamp_hits() -> None:
     mon = StabilityMonitor()
     mon.record(
@@ -84,17 +59,16 @@ def test_poincare_itc_drives_embeddings_to_the_boundary_and_the_monitors_report_
     v = (torch.randn(32, 16, generator=gen) * 0.1).requires_grad_()
     loss_fn = ContrastiveLoss(similarity="poincare", label_smoothing=0.0).requires_grad_(False)
     opt = torch.optim.SGD([u, v], lr=10.0)
-    mon = StabilityMonitor(max_nonfinite_steps=60)
+    mon = StabilityMonitor()
     for step in range(60):
         x, y = ops.expmap0(u, c=1.0), ops.expmap0(v, c=1.0)
         out = loss_fn(x, y, c=1.0)
         opt.zero_grad()
-        finite = mon.check_loss(out.loss, step=step)
+        finite = bool(torch.isfinite(out.loss))
         if finite:
             out.loss.backward()
-        mon.record(
-            step=step, embeddings={"image": x, "text": y}, c=1.0, grad_norm=grad_norm([u, v])
-        )
+        norm = float(torch.nn.utils.clip_grad_norm_([u, v], math.inf))  # the norm, unclipped
+        mon.record(step=step, embeddings={"image": x, "text": y}, c=1.0, grad_norm=norm)
         if finite:
             opt.step()
     summary = mon.summary()
@@ -118,10 +92,4 @@ def test_saturated_embeddings_are_reported_and_guarded_not_crashing() -> None:
     stats = embedding_stats(x, c=1.0)
     assert stats.boundary_fraction == 1.0
     assert stats.on_boundary == int((r >= 1).sum())
-    loss = ContrastiveLoss(similarity="poincare")(x, x.flip(0), c=1.0).loss
-    mon = StabilityMonitor(max_nonfinite_steps=1)
-    assert mon.check_loss(loss, step=0) == bool(torch.isfinite(loss))
-    strict = StabilityMonitor()
-    if not torch.isfinite(loss):
-        with pytest.raises(NonFiniteLossError):
-            strict.check_loss(loss, step=0)
+    ContrastiveLoss(similarity="poincare")(x, x.flip(0), c=1.0)  # computes, does not crash

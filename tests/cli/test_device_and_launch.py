@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from hyperet.cli.console import DEVICE_CHOICES
+from hyperet.cli.console import device_option
 from hyperet.cli.main import main
 
 from hyperet import distributed
@@ -37,7 +37,14 @@ def test_python_m_hyperet_cli_is_the_hyperet_command(tmp_path: Path) -> None:
 
 
 def test_cli_device_choices_are_the_library_ones() -> None:
-    assert DEVICE_CHOICES == DEVICES
+    import click
+
+    @device_option
+    def probe(device: str) -> None: ...
+
+    (option,) = click.command()(probe).params
+    assert isinstance(option.type, click.Choice)
+    assert tuple(option.type.choices) == DEVICES
 
 
 @no_cuda

@@ -83,10 +83,10 @@ def test_visual_positions_start_at_zero_and_add_one_vector_per_token() -> None:
 
 
 def test_visual_positions_get_no_weight_decay() -> None:
-    from hyperet.train import _no_decay
+    from hyperet.train.engine import no_decay
 
     model = MLLM(_config(position=True), vocab_size=30)
-    assert id(model.projector.position_embedding) in _no_decay(model, [])
+    assert id(model.projector.position_embedding) in no_decay(model, [])
 
 
 @pytest.mark.parametrize("layer", [-2, NANO.vision.layers + 1])

@@ -144,3 +144,22 @@ def test_single_file_format_is_still_written_and_read(tmp_path: Path) -> None:
     assert load_adapters(fresh, path)["format_version"] == "1"
     x = torch.randn(1, 3, 16)
     assert torch.equal(fresh(x), source(x))
+
+
+def test_directory_weights_are_digested_and_configs_read_strictly(tmp_path: Path) -> None:
+    """The weights file carries a content digest (a flipped bit is caught); a damaged or
+    duplicated-key config is refused by from_pretrained with the file named, not a traceback."""
+    out = save_adapters(_trained(HyperETConfig(structure="diagonal")), tmp_path / "a")
+    target = _model()
+    apply_hyperet(target, structure="diagonal")
+    data = bytearray((out / WEIGHTS_NAME).read_bytes())
+    data[-3] ^= 0x10
+    (out / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(AdapterCheckpointError, match="content digest mismatch"):
+        load_adapters(target, out)
+    (out / CONFIG_NAME).write_text('{"method": "hyperet", "method": "hyperet"}')
+    with pytest.raises(AdapterCheckpointError, match=f"{CONFIG_NAME}' is not valid JSON.*dupl"):
+        HyperETConfig.from_pretrained(out)
+    (out / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(AdapterCheckpointError, match="is not valid JSON"):
+        HyperETConfig.from_pretrained(out)

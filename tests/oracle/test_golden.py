@@ -14,12 +14,8 @@ from safetensors.numpy import load_file
 
 from hyperet import reference
 from hyperet.oracle import contract, exact
-from hyperet.oracle.golden import (
-    LEGEND,
-    export_golden,
-    read_golden_file,
-    write_safetensors,
-)
+from hyperet.oracle.files import read_golden_file, write_safetensors
+from hyperet.oracle.golden import LEGEND, export_golden
 from hyperet.oracle.ulp import ulp_error
 
 OPS = ("mobius_add", "banded_matvec", "hra_block")

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hyperet.oracle.golden import OracleInputError, export_golden, read_golden_file
+from hyperet.oracle.files import OracleInputError, read_golden_file
+from hyperet.oracle.golden import export_golden
 from hyperet.oracle.grade import Result, grade_results, read_results
 from hyperet.oracle.implementations import write_results
 

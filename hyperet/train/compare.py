@@ -1,0 +1,246 @@
+"""Measured comparison of the ITC objectives: same data, same frozen ViT, several seeds.
+
+``hyperet align-compare`` runs it. For each seed: build the preset's training data, pretrain the
+vision encoder with the recipe's ``vision`` stage (once; the ITC stage freezes it, so all
+objectives share it), then for each objective build the run's model (its aligner freshly
+initialised from the seed, exactly as ``hyperet train --objective`` builds it) with the shared
+vision weights, train the ``itc`` stage for the preset's ITC budget and evaluate the aligner on
+the test split with :func:`~hyperet.alignment.analysis.evaluate_alignment`. :func:`summarise`
+reduces the runs to the mean and standard deviation over seeds; :func:`markdown_table` renders
+the headline numbers.
+
+Every step is the engine's (:func:`~hyperet.train.engine.train_step`: AdamW, warm-up + cosine,
+gradient clipping, the NaN guard); there are no checkpoints: it is a measurement, not a run
+directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hyperet import _io
+from hyperet.alignment.analysis import evaluate_alignment
+from hyperet.config import ITC_OBJECTIVES, RunConfig, preset, with_overrides
+from hyperet.data import LEVELS, Tokenizer, build_split
+from hyperet.model import build_model
+from hyperet.train.data import build_training_data
+from hyperet.train.engine import Context, StageTask, final_loss, make_optimizer, train_step
+from hyperet.train.stages import itc_stage, vision_stage
+
+Log = Callable[[str], None]
+
+#: The metrics of the printed table (keys of :func:`summarise`).
+HEADLINE_KEYS: tuple[str, ...] = (
+    "overall/image_to_text/R@1",
+    "overall/text_to_image/R@1",
+    *(f"{lv}/image_to_text/R@1" for lv in LEVELS),
+    *(f"{lv}/text_to_image/R@1" for lv in LEVELS),
+    *(f"spearman/{k}" for k in ("text_vs_level", "image_vs_object_count", "image_vs_corruption")),
+    "auroc/image_to_text",
+    "auroc/text_to_image",
+    "entailment/auroc",
+    "entailment/accuracy",
+)
+
+
+def _fit(
+    name: str, task: StageTask, config: RunConfig, log: Log, label: str
+) -> tuple[list[float], dict[str, Any]]:
+    """Train ``task`` for stage ``name``'s budget with the engine's steps; returns the losses and
+    the metrics of the task's ``finish`` hook."""
+    stage = config.train.budget(name)
+    optimizer = make_optimizer(task, stage)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(stage.steps):
+        value, _ = train_step(name, step, stage, task, optimizer, config.train.grad_clip)
+        losses.append(value)
+        if (step + 1) % max(1, stage.steps // 5) == 0:
+            log(f"{label} {name}: step {step + 1}/{stage.steps} loss {value:.4f} "
+                f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    return losses, task.finish() if task.finish is not None else {}
+
+
+def compare_objectives(
+    *,
+    preset_name: str = "small",
+    seeds: Sequence[int] = (0, 1, 2),
+    objectives: Sequence[str] = ITC_OBJECTIVES,
+    test_scenes: int | None = None,
+    steps: dict[str, int] | None = None,
+    log: Log = lambda message: None,
+    on_run: Callable[[dict[str, Any]], None] = lambda run: None,
+) -> dict[str, Any]:
+    """Train and evaluate every objective for every seed; returns the runs and their summary.
+
+    Budgets are the preset's (``train.stages["vision"]``, ``train.itc``) unless ``steps``
+    overrides them (``{"vision": 500, "itc": 300}``); ``on_run`` receives each finished run.
+    """
+    unknown = [o for o in objectives if o not in ITC_OBJECTIVES]
+    if unknown:
+        raise ValueError(f"objectives: {unknown} are not ITC objectives {ITC_OBJECTIVES}")
+    tok = Tokenizer.build()
+    runs: list[dict[str, Any]] = []
+    budgets = with_overrides(preset(preset_name), steps=steps).train
+    for seed in seeds:
+        base = with_overrides(preset(preset_name), seed=seed, steps=steps)
+        data = build_training_data(base, tok)
+        pretrained = build_model(base, tok)
+        t0 = time.perf_counter()
+        _fit("vision", vision_stage(Context(base, data, pretrained)), base, log, f"seed {seed}")
+        vision_s = time.perf_counter() - t0
+        shared = pretrained.state_dict()
+        n_test = base.data.test_scenes if test_scenes is None else test_scenes
+        test = build_split(
+            "test", n_scenes=n_test, seed=seed, image_size=base.data.image_size,
+            min_objects=base.data.min_objects, max_objects=base.data.max_objects,
+        )  # fmt: skip
+        features = None  # frozen ViT tokens of the training images, shared by the objectives
+        for objective in objectives:
+            config = with_overrides(base, objective=objective)
+            model = build_model(config, tok)  # the aligner as `hyperet train` initialises it
+            model.load_state_dict({**model.state_dict(), **shared})
+            ctx = Context(config, data, model)
+            if features is not None:
+                ctx.cache, ctx.cache_key = features, ("vision",)
+            task = itc_stage(ctx)
+            features = ctx.cache
+            t0 = time.perf_counter()
+            losses, finished = _fit("itc", task, config, log, f"seed {seed} {objective}")
+            itc_s = time.perf_counter() - t0
+            report = evaluate_alignment(
+                model.image_text_aligner(), vision=model.vision, split=test, tokenizer=tok
+            )
+            runs.append(
+                {
+                    "seed": seed,
+                    "objective": objective,
+                    "vision_seconds": vision_s,
+                    "itc_seconds": itc_s,
+                    "final_loss": final_loss(losses),
+                    "training": finished["alignment"],
+                    "evaluation": report,
+                }
+            )
+            on_run(runs[-1])
+            log(f"seed {seed} {objective}: " + json.dumps(_headline(report)))
+    return {
+        "preset": preset_name,
+        "seeds": list(seeds),
+        "itc_stage": dataclasses.asdict(budgets.itc),
+        "vision_steps": budgets.stages["vision"].steps,
+        "runs": runs,
+        "summary": summarise(runs),
+    }
+
+
+def merge_results(paths: Sequence[Path]) -> dict[str, Any]:
+    """One result from several (e.g. one file per seed), summarised again."""
+    parts = [json.loads(Path(path).read_text()) for path in paths]
+    runs = [run for part in parts for run in part["runs"]]
+    result = {**parts[0], "seeds": sorted({r["seed"] for r in runs}), "runs": runs}
+    result["summary"] = summarise(runs)
+    return result
+
+
+def run_comparison(out: Path, *, merge: Sequence[Path] = (), **options: Any) -> dict[str, Any]:
+    """:func:`compare_objectives` (or :func:`merge_results` of ``merge``) written to ``out``.
+
+    While it runs, ``out`` holds the finished runs (``"partial": true``), so an interrupted
+    comparison keeps what it measured.
+    """
+    if merge:
+        result = merge_results(merge)
+    else:
+        done: list[dict[str, Any]] = []
+
+        def save_partial(run: dict[str, Any]) -> None:
+            done.append(run)
+            _io.write_json(
+                out, {"preset": options.get("preset_name"), "partial": True, "runs": done}
+            )
+
+        result = compare_objectives(on_run=save_partial, **options)
+    _io.write_json(out, result)
+    return result
+
+
+def _headline(report: dict[str, Any]) -> dict[str, Any]:
+    overall = report["retrieval"]["overall"]
+    return {
+        "i2t_R@1": overall["image_to_text"]["R@1"],
+        "t2i_R@1": overall["text_to_image"]["R@1"],
+        **report["radius"]["spearman"],
+    }
+
+
+def _flatten(run: dict[str, Any]) -> dict[str, float | None]:
+    ev = run["evaluation"]
+    out: dict[str, float | None] = {}
+    for scope, block in [("overall", ev["retrieval"]["overall"])] + [
+        (level, ev["retrieval"]["per_level"][level]) for level in LEVELS
+    ]:
+        for direction in ("image_to_text", "text_to_image"):
+            for k, v in block[direction].items():
+                out[f"{scope}/{direction}/{k}"] = v
+    for name, v in ev["radius"]["spearman"].items():
+        out[f"spearman/{name}"] = v
+    for name, v in ev["radius"]["auroc_uncertainty_predicts_error"].items():
+        out[f"auroc/{name}"] = v
+    for level, s in ev["radius"]["text_by_level"].items():
+        out[f"radius/text/{level}"] = s["mean"]
+    out["radius/image"] = ev["radius"]["image"]["mean"]
+    for name, v in (ev.get("entailment") or {}).items():
+        if name in ("auroc", "accuracy", "true_inside_fraction", "false_inside_fraction"):
+            out[f"entailment/{name}"] = v
+    mon = run["training"]["monitors"]["modalities"]
+    for modality in ("image", "text"):
+        out[f"monitor/{modality}/boundary_fraction_max"] = mon[modality]["boundary_fraction_max"]
+        out[f"monitor/{modality}/radius_max"] = mon[modality]["radius_max"]
+    out["final_loss"] = run["final_loss"]
+    out["itc_seconds"] = run["itc_seconds"]
+    return out
+
+
+def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per objective and metric: mean, sample standard deviation and count over seeds."""
+    by_objective: dict[str, list[dict[str, float | None]]] = {}
+    for run in runs:
+        by_objective.setdefault(run["objective"], []).append(_flatten(run))
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for objective, flats in by_objective.items():
+        out[objective] = {}
+        for key in flats[0]:
+            values = [f[key] for f in flats if f[key] is not None]
+            arr = np.asarray(values, dtype=np.float64)
+            out[objective][key] = {
+                "mean": float(arr.mean()) if arr.size else None,
+                "std": float(arr.std(ddof=1)) if arr.size > 1 else None,
+                "n": float(arr.size),
+            }
+    return out
+
+
+def markdown_table(summary: dict[str, Any], keys: Sequence[str]) -> str:
+    """A markdown table: one row per metric key, one column per objective (mean ± std)."""
+    objectives = list(summary)
+    lines = ["| metric | " + " | ".join(objectives) + " |", "|---" * (len(objectives) + 1) + "|"]
+    for key in keys:
+        cells = []
+        for objective in objectives:
+            s = summary[objective].get(key)
+            if s is None or s["mean"] is None:
+                cells.append("n/a")
+            elif s["std"] is None:
+                cells.append(f"{s['mean']:.3f}")
+            else:
+                cells.append(f"{s['mean']:.3f} ± {s['std']:.3f}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
