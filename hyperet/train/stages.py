@@ -40,7 +40,7 @@ from hyperet.config import RECIPE_STAGES, STAGES, RunConfig
 from hyperet.data import LEVELS, Tokenizer, caption
 from hyperet.data.scenes import Scene, SceneObject
 from hyperet.model import MLLM
-from hyperet.nn import apply_hyperet
+from hyperet.nn import apply_baseline, apply_hyperet
 from hyperet.train.engine import (
     Context,
     Sampler,
@@ -57,8 +57,24 @@ MONITOR_EVERY = 10
 
 
 def apply_hyperet_to(model: MLLM, config: RunConfig) -> list[nn.Parameter]:
-    """Apply HRA to the ViT's q and v rows (``config.hyperet``); returns its parameters."""
+    """Apply HRA to the ViT's q and v rows (``config.hyperet``); returns its parameters.
+
+    ``hyperet.adapter`` other than ``hra`` applies a baseline instead
+    (:func:`hyperet.nn.apply_baseline`; ``full``: the ViT's own weights train).
+    """
     h = config.hyperet
+    if h.adapter == "full":  # every weight the tokens depend on (not the CLIP head's ``proj``)
+        return [p for name, p in model.vision.named_parameters() if name != "proj"]
+    if h.adapter != "hra":
+        return apply_baseline(
+            model.vision,
+            "structured" if h.adapter == "euclidean" else h.adapter,
+            structure=h.structure,
+            block_size=h.block_size,
+            bandwidth=h.bandwidth,
+            rank=h.rank,
+            seed=config.seed,
+        )
     return apply_hyperet(
         model.vision,
         structure=h.structure,
@@ -186,7 +202,15 @@ def align_stage(ctx: Context) -> StageTask:
         loss,
         cached_features=not active,
         hyperet_active=active,
+        **_adapter_lr(ctx, active),
     )
+
+
+def _adapter_lr(ctx: Context, active: bool) -> dict[str, Any]:
+    """The adapter's learning-rate multiplier (``hyperet.lr_scale``) when it trains."""
+    if not active or ctx.config.hyperet.lr_scale == 1.0:
+        return {}
+    return {"scaled": {id(p) for p in ctx.hyperet_params}, "lr_scale": ctx.config.hyperet.lr_scale}
 
 
 def is_mc_step(step: int, fraction: float) -> bool:
@@ -224,6 +248,7 @@ def instruct_stage(ctx: Context) -> StageTask:
         loss,
         cached_features=not active,
         hyperet_active=active,
+        **_adapter_lr(ctx, active),
     )
 
 
