@@ -98,10 +98,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def figures(session: nox.Session) -> None:
-    """Redraw the tutorial's figures into docs/figures/ (commit the PNGs) and test the generator."""
+    """Redraw the tutorial's figures into docs/figures/ (commit the PNGs) and test the generator,
+    and the study's plots (``hyperet study`` draws them when matplotlib is installed)."""
     _install(session, "dev", "plot")
     session.run("python", "-m", "hyperet.figures", "docs/figures")
-    session.run("pytest", "-p", "no:cacheprovider", "tests/test_figures.py")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/test_figures.py", "tests/study")
 
 
 @nox.session

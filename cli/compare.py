@@ -35,9 +35,11 @@ from hyperet.config import ITC_OBJECTIVES, PRESETS
 @click.option(
     "--objective",
     "objectives",
-    type=click.Choice(ITC_OBJECTIVES),
     multiple=True,
-    help="ITC objective (repeatable; default all).",
+    metavar="OBJECTIVE[:KEY=VALUE,...]",
+    help=f"ITC objective ({', '.join(ITC_OBJECTIVES)}), optionally with aligner settings "
+    "changed, e.g. hyperbolic-entail:aperture_K=0.02,learn_curvature=true (repeatable; "
+    "default all).",
 )
 @click.option("--test-scenes", type=click.IntRange(min=1), help="Test split size (preset's).")
 @click.option(
@@ -46,6 +48,11 @@ from hyperet.config import ITC_OBJECTIVES, PRESETS
     multiple=True,
     metavar="STAGE=N",
     help="Step budget of vision or itc, replacing the preset's (repeatable).",
+)
+@click.option(
+    "--vision-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory keeping each seed's pretrained vision stage for later calls.",
 )
 @click.option(
     "--merge",
@@ -64,6 +71,8 @@ def command(**opts: Any) -> None:
     Examples:
       hyperet align-compare --preset nano --seed 0 --out /tmp/compare.json
       hyperet align-compare --seed 0 --steps vision=500 --steps itc=300 --out s0.json
+      hyperet align-compare --seed 0 --vision-cache cache \\
+        --objective hyperbolic-entail:aperture_K=0.02 --out k002.json
       hyperet align-compare --merge s0.json --merge s1.json --out merged.json
 
     \b
@@ -83,6 +92,7 @@ def command(**opts: Any) -> None:
             test_scenes=opts["test_scenes"],
             steps=parse_steps(list(opts["steps_items"])),
             log=lambda message: console.print(message, highlight=False),
+            vision_cache=opts["vision_cache"],
         )
     except NonFiniteLossError as err:
         fail(str(err), EXIT_NONFINITE)

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "probe",
         "Linear probes of a run's frozen vision features (colour, shape, count...).",
     ),
+    "study": ("study", "Run an evidence grid (arms x seeds) resumably: tables, tests, plots."),
     "bench": ("bench", "Benchmark ops, structured products and HRA (ratios measured in one run)."),
     "oracle": ("oracle", "Golden vectors, grading other implementations, accuracy vs mpmath."),
 }

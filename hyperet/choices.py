@@ -13,9 +13,12 @@ POLICIES: tuple[str, ...] = ("exact", "train")
 STRUCTURES: tuple[str, ...] = ("diagonal", "block", "banded")
 #: How the HRA module evaluates ``logmap0(M (x) expmap0(u))`` (docs/hra.md).
 HRA_MODES: tuple[str, ...] = ("fast", "literal", "official")
+#: Where ``HyperbolicRadiusAdjustment.adapt_projection`` applies the map (docs/hra.md);
+#: "auto" picks the cheaper side for the shapes at hand.
+HRA_SIDES: tuple[str, ...] = ("auto", "tokens", "weight")
 #: Devices a run may ask for (``hyperet.device``); "auto" picks CUDA when present.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Splits of the synthetic data set.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
-__all__ = ["DEVICES", "HRA_MODES", "POLICIES", "SPLITS", "STRUCTURES"]
+__all__ = ["DEVICES", "HRA_MODES", "HRA_SIDES", "POLICIES", "SPLITS", "STRUCTURES"]

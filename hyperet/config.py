@@ -36,6 +36,10 @@ from hyperet.data.mixture import VISION_LEVELS
 STAGES: tuple[str, ...] = ("vision", "lm", "align", "instruct")
 #: HRA structures accepted by ``--hyperet`` ("none" disables HyperET).
 HYPERET_STRUCTURES: tuple[str, ...] = ("none", *STRUCTURES)
+#: How the frozen ViT is adapted: HRA (the method), its exact Euclidean twin (the same
+#: structured matrices applied linearly, ``hyperet.nn.baselines``), (IA)^3-style scaling, LoRA
+#: or full fine-tuning of the ViT (the study's baselines, docs/evidence.md).
+ADAPTERS: tuple[str, ...] = ("hra", "euclidean", "ia3", "lora", "full")
 #: Where HyperET is active: stage 1 (``pretrain`` = align), stage 2 (``finetune`` = instruct).
 HYPERET_STAGES: tuple[str, ...] = ("pretrain", "finetune", "both")
 #: Training objectives; the ITC ones add the ``itc`` stage after ``vision`` (docs/alignment.md).
@@ -138,7 +142,12 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class HyperETConfig:
-    """HRA on the frozen vision encoder (``structure="none"`` disables it)."""
+    """HRA on the frozen vision encoder (``structure="none"`` disables it).
+
+    ``adapter`` selects a baseline instead of HRA (:data:`ADAPTERS`): ``euclidean`` uses
+    ``structure`` too; ``ia3``, ``lora`` (rank ``rank``) and ``full`` need ``structure="none"``.
+    ``lr_scale`` multiplies the stage's learning rate for the adapter's parameters.
+    """
 
     structure: str = "none"
     stage: str = "finetune"
@@ -146,11 +155,14 @@ class HyperETConfig:
     block_size: int = 4
     bandwidth: int = 2
     mode: str = "fast"
+    adapter: str = "hra"
+    rank: int = 2
+    lr_scale: float = 1.0
 
     @property
     def enabled(self) -> bool:
-        """Whether HRA is applied at all."""
-        return self.structure != "none"
+        """Whether an adapter (HRA or a baseline) is applied at all."""
+        return self.structure != "none" or self.adapter in ("ia3", "lora", "full")
 
     def active_in(self, stage: str) -> bool:
         """Whether HRA is active (trainable, uncached vision features) in ``stage``."""
@@ -283,6 +295,19 @@ class RunConfig:
                 f"hyperet.block_size: {h.block_size} does not divide vision.width "
                 f"{self.vision.width}"
             )
+        if h.adapter not in ADAPTERS:
+            raise ValueError(f"hyperet.adapter: {h.adapter!r} is not one of {ADAPTERS}")
+        if h.adapter in ("ia3", "lora", "full") and h.structure != "none":
+            raise ValueError(
+                f"hyperet.structure: must be 'none' with hyperet.adapter {h.adapter!r} "
+                "(the structure belongs to 'hra' and 'euclidean')"
+            )
+        if h.adapter != "hra" and h.mode != "fast":
+            raise ValueError(f"hyperet.mode: {h.mode!r} applies to hyperet.adapter 'hra' only")
+        if h.rank < 1:
+            raise ValueError(f"hyperet.rank: must be >= 1, got {h.rank}")
+        if not h.lr_scale > 0:
+            raise ValueError(f"hyperet.lr_scale: must be > 0, got {h.lr_scale}")
         if h.block_size < 1 or h.bandwidth < 0:
             raise ValueError("hyperet.block_size: must be >= 1 (and hyperet.bandwidth >= 0)")
         t = self.train

@@ -109,6 +109,10 @@ class LoadedRun:
         if ckpt.meta.get("hyperet_applied"):
             self.hyperet_params = apply_hyperet_to(self.model, self.config)
             self.identity = [p.detach().clone() for p in self.hyperet_params]  # fresh = identity
+            if self.config.hyperet.adapter == "full":  # "without": the ViT of stage 0a
+                pretrained = found["vision"].model
+                names = [n for n, _ in self.model.vision.named_parameters() if n != "proj"]
+                self.identity = [pretrained[f"vision.{n}"].clone() for n in names]
         load_model_state(self.model, ckpt.model, source=final)
         self.model.eval()
         aligner = getattr(self.model, "aligner", None)  # ITC runs: analysed through its parts
@@ -444,11 +448,20 @@ def parameter_report(run: LoadedRun) -> dict[str, Any]:
     """Total parameters, those trained in the last stage, and HyperET's count and share."""
     total = sum(p.numel() for p in run.model.parameters())
     adapter = sum(p.numel() for p in run.hyperet_params)
-    if run.hyperet_params:
+    if run.hyperet_params and run.config.hyperet.adapter == "hra":
         from hyperet.nn import count_parameters
 
         report = count_parameters(run.model)
         total, adapter = report.total, report.adapter
+    elif run.hyperet_params:  # a baseline: banded matrices store k (k + 1) structural zeros
+        from hyperet.nn import StructuredMatrix
+
+        zeros = sum(
+            m.num_stored_parameters - m.num_free_parameters
+            for m in run.model.modules()
+            if isinstance(m, StructuredMatrix)
+        )
+        total, adapter = total - zeros, adapter - zeros
     last = run.metrics.get("stages", {}).get(STAGES[-1], {})
     return {
         "total": total,
@@ -517,6 +530,7 @@ def evaluate(
             "structure": cfg.hyperet.structure,
             "stage": cfg.hyperet.stage,
             "c": cfg.hyperet.c,
+            "adapter": cfg.hyperet.adapter,
         },
         "vqa": {
             "n": vqa["n"],

@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("curves", "device", "distributed"),  # validation curves; where / on how many processes
     ("train",),  # the engine, the recipe, the run directory
     ("evaluate", "branch", "progress_log"),  # measuring a run; starting one from another
-    ("probe", "bench"),  # linear probes of a run's features; benchmarks
+    ("probe", "bench", "study"),  # linear probes of a run's features; benchmarks; evidence grids
     ("cli",),  # the click commands
 )
 #: Rooms that import no other room: plumbing that knows nothing of the recipe.

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from hyperet import ops
 from hyperet.alignment.connector import (
@@ -32,7 +33,14 @@ from hyperet.alignment.connector import (
     QueryConnector,
     TextEncoder,
 )
-from hyperet.alignment.entailment import caption_entailment, image_entailment, lorentz_to_ball
+from hyperet.alignment.entailment import (
+    Hierarchy,
+    caption_entailment,
+    image_entailment,
+    lorentz_to_ball,
+    masked_entailment,
+    negative_entailment,
+)
 from hyperet.alignment.losses import (
     USES_BALL,
     Aggregation,
@@ -48,7 +56,8 @@ from hyperet.config import ITC_OBJECTIVES
 #: objective names): its similarity and, for the entailment objectives, a few more
 #: (docs/alignment.md, "Entailment objectives"). ``meru`` follows MERU: entailment weight 0.2,
 #: learnable curvature in [0.1, 10], no label smoothing; ``hyperbolic-entail`` adds
-#: caption-caption entailment (our choice of weight).
+#: caption-caption entailment (our choice of weight) with the aperture scale ``K = 0.05``, the best
+#: measured (docs/alignment.md, "Levers").
 RECIPES: dict[str, dict[str, Any]] = {
     "hyperbolic-itc": {"similarity": "cosine"},
     "poincare-itc": {"similarity": "poincare"},
@@ -57,6 +66,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "similarity": "cosine",
         "entailment_weight": 0.2,
         "caption_entailment": True,
+        "aperture_K": 0.05,
     },
     "meru": {
         "similarity": "lorentz",
@@ -103,6 +113,13 @@ class AlignerConfig:
     caption_entailment: bool = False
     #: aperture scale ``K`` of the cones (Ganea et al.'s and MERU's 0.1)
     aperture_K: float = 0.1
+    #: weight (inside the entailment term) of Ganea et al.'s negative cone term over the batch's
+    #: cross-scene pairs (0: none; needs ``caption_entailment``)
+    negative_weight: float = 0.0
+    #: margin of the negative term: a false pair should be at least this far (radians) outside
+    negative_margin: float = 0.1
+    #: one object of each scene ("a red circle.") entails its image and the scene's finer captions
+    part_entailment: bool = False
 
     @classmethod
     def for_objective(cls, objective: str, **kwargs: Any) -> AlignerConfig:
@@ -159,6 +176,18 @@ class ImageTextAligner(nn.Module):
             )
         if config.entailment_weight > 0 and not (to_ball or lorentz):
             raise ValueError("entailment_weight: the Euclidean objective has no cones")
+        if config.negative_weight < 0 or config.negative_margin <= 0:
+            raise ValueError(
+                f"negative_weight, negative_margin: need >= 0 and > 0, got "
+                f"{config.negative_weight}, {config.negative_margin}"
+            )
+        if (config.negative_weight > 0 or config.part_entailment) and not (
+            config.caption_entailment and config.entailment_weight > 0
+        ):
+            raise ValueError(
+                "negative_weight, part_entailment: need caption_entailment and "
+                "entailment_weight > 0"
+            )
         self.connector = QueryConnector(
             config.vision_dim,
             config.width,
@@ -249,35 +278,62 @@ class ImageTextAligner(nn.Module):
         self,
         text: Tensor,
         image: Tensor,
-        hierarchy: tuple[Tensor, Tensor] | None,
+        hierarchy: Hierarchy | tuple[Tensor, ...] | None,
         *,
         rows: slice | None = None,
         gather: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor:
         """The (unweighted) entailment term: image queries in the cones of their captions and,
-        with ``caption_entailment``, finer captions in the cones of coarser ones.
+        with ``caption_entailment``, finer captions in the cones of coarser ones; with
+        ``negative_weight``, cross-scene pairs pushed out of the cones; with
+        ``part_entailment``, the image and the finer captions in the cone of one of the
+        scene's objects.
 
         ``text`` ``(B, E)`` holds the captions of the ``B`` images ``(B, K, E)``; ``hierarchy``
-        is ``(coarse_ids, fine_ids)`` ``(B, L)``, two captions per image, unpruned (data
-        parallel: the global batch's, encoded on this process's ``rows`` and gathered, like the
-        contrastive captions).
+        is a :class:`~hyperet.alignment.entailment.Hierarchy` (or a tuple of its fields), its
+        captions unpruned (data parallel: the global batch's, encoded on this process's
+        ``rows`` and gathered, like the contrastive captions).
         """
-        c, K = self.c(), self.config.aperture_K
-        if not self.config.caption_entailment:
+        cfg = self.config
+        c, K = self.c(), cfg.aperture_K
+        if not cfg.caption_entailment:
             return image_entailment(self.ball_points(text), self.ball_points(image), c=c, K=K)
         if hierarchy is None:
             raise ValueError("hierarchy: caption_entailment needs (coarse_ids, fine_ids)")
-        coarse_ids, fine_ids = hierarchy
+        h = Hierarchy(*hierarchy)
+        needed = {"negatives": cfg.negative_weight > 0, "parts": cfg.part_entailment}
+        missing = [name for name, need in needed.items() if need and getattr(h, name) is None]
+        if missing or (cfg.part_entailment and h.part_in_fine is None):
+            raise ValueError(f"hierarchy: the objective needs {missing or ['part_in_fine']}")
+        groups = [h.coarse, h.fine] + (
+            [h.parts] if h.parts is not None and cfg.part_entailment else []
+        )
         if rows is not None:
-            coarse_ids, fine_ids = coarse_ids[rows], fine_ids[rows]
-        coarse, fine = self.encode_text(torch.cat([coarse_ids, fine_ids])).chunk(2)  # (B, E) x 2
+            groups = [ids[rows] for ids in groups]
+        width = max(ids.shape[1] for ids in groups)  # right-pad to one length (pads are masked)
+        groups = [F.pad(ids, (0, width - ids.shape[1]), value=cfg.pad_id) for ids in groups]
+        encoded = self.encode_text(torch.cat(groups)).chunk(len(groups))  # (B, E) each
         if gather is not None:
-            coarse, fine = gather(coarse), gather(fine)
-        coarse, fine = self.ball_points(coarse), self.ball_points(fine)
+            encoded = tuple(gather(e) for e in encoded)
+        coarse, fine, *part = (self.ball_points(e) for e in encoded)
         img = self.ball_points(image)
-        return 0.5 * (
+        loss = 0.5 * (
             image_entailment(coarse, img, c=c, K=K) + image_entailment(fine, img, c=c, K=K)
         ) + caption_entailment(coarse, fine, c=c, K=K)
+        if cfg.negative_weight > 0:
+            assert h.negatives is not None
+            valid = h.negatives.to(img.dtype)
+            margin = cfg.negative_margin
+            loss = loss + cfg.negative_weight * 0.5 * (
+                negative_entailment(coarse, fine, valid, c=c, K=K, margin=margin)
+                + negative_entailment(coarse, img, valid, c=c, K=K, margin=margin)
+            )
+        if cfg.part_entailment:
+            assert h.part_in_fine is not None
+            in_fine = h.part_in_fine.to(img.dtype)
+            loss = loss + image_entailment(part[0], img, c=c, K=K)
+            loss = loss + masked_entailment(part[0], fine, in_fine, c=c, K=K)
+        return loss
 
     def forward(
         self,
@@ -286,7 +342,7 @@ class ImageTextAligner(nn.Module):
         *,
         positives: Tensor | None = None,
         generator: torch.Generator | None = None,
-        hierarchy: tuple[Tensor, Tensor] | None = None,
+        hierarchy: Hierarchy | tuple[Tensor, ...] | None = None,
         rows: slice | None = None,
         gather: Callable[[Tensor], Tensor] | None = None,
     ) -> AlignmentOutput:

@@ -2,8 +2,9 @@
 
 The image side is BLIP-2's querying transformer reduced to its core: ``K`` learnable query
 vectors that self-attend and cross-attend to the frozen vision encoder's tokens. The text side
-is a small pre-norm transformer encoder over token ids with a learned ``[CLS]`` vector (the
-tokenizer has no CLS token; the vector is prepended after embedding). Both end in a linear
+is the project's pre-norm transformer (:mod:`hyperet.alignment.transformer`), bidirectional, over
+token ids with a learned ``[CLS]`` vector (the tokenizer has no CLS token; the vector is
+prepended after embedding). Both end in a linear
 projection to the contrastive width ``E``, a learnable bounded scale and, for the hyperbolic
 objectives, the exponential map at the origin:
 
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from hyperet import ops
 from hyperet.alignment.entailment import lorentz_expmap0
+from hyperet.alignment.transformer import TextTransformer, TransformerBlock
 
 Pooling = Literal["cls", "mean"]
 
@@ -35,6 +37,8 @@ Pooling = Literal["cls", "mean"]
 CURVATURE_BOUNDS = (0.1, 10.0)
 #: Range of the pre-expmap0 scale alpha (upper bound 1 as in MERU; lower bound our choice).
 SCALE_BOUNDS = (1e-3, 1.0)
+#: MLP width ratio of the connector's and the text encoder's blocks (BLIP-2's 4).
+MLP_RATIO = 4
 
 
 class BoundedLogScalar(nn.Module):
@@ -95,41 +99,12 @@ class BoundedLogScalar(nn.Module):
         return f"range=[{self.low:g}, {self.high:g}], learnable={self.learnable}"
 
 
-class _Attention(nn.Module):
-    """Pre-norm multi-head attention with a residual connection."""
-
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-
-    def forward(
-        self, x: Tensor, context: Tensor | None = None, pad: Tensor | None = None
-    ) -> Tensor:
-        h = self.norm(x)
-        kv = h if context is None else context
-        out, _ = self.attn(h, kv, kv, key_padding_mask=pad, need_weights=False)
-        return x + out
-
-
-class _MLP(nn.Module):
-    """Pre-norm two-layer GELU MLP (4x width) with a residual connection."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.net(x)
-
-
 class QueryConnector(nn.Module):
     """K learnable queries that read the vision tokens (Q-Former-lite).
 
-    Each layer: queries self-attend, cross-attend to the (projected, normalised) vision tokens,
-    then pass an MLP; every sub-layer is pre-norm with a residual connection.
+    Each layer is a :class:`~hyperet.alignment.transformer.TransformerBlock` with cross-attention:
+    queries self-attend, cross-attend to the (projected, normalised) vision tokens, then pass an
+    MLP; every sub-layer is pre-norm with a residual connection.
 
     Parameters
     ----------
@@ -151,9 +126,10 @@ class QueryConnector(nn.Module):
             raise ValueError(f"num_queries: need at least 1, got {num_queries}")
         self.queries = nn.Parameter(torch.randn(num_queries, width) * 0.02)
         self.vision_in = nn.Sequential(nn.Linear(vision_dim, width), nn.LayerNorm(width))
-        self.self_attn = nn.ModuleList(_Attention(width, heads) for _ in range(depth))
-        self.cross_attn = nn.ModuleList(_Attention(width, heads) for _ in range(depth))
-        self.mlp = nn.ModuleList(_MLP(width) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(width, heads, MLP_RATIO, causal=False, cross=True)
+            for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(width)
 
     @property
@@ -164,15 +140,17 @@ class QueryConnector(nn.Module):
         """Map vision tokens ``(B, T, Dv)`` to query features ``(B, K, D)``."""
         context = self.vision_in(vision_tokens)  # (B, T, D)
         q = self.queries.expand(vision_tokens.shape[0], -1, -1)  # (B, K, D)
-        for self_attn, cross_attn, mlp in zip(
-            self.self_attn, self.cross_attn, self.mlp, strict=True
-        ):
-            q = mlp(cross_attn(self_attn(q), context))
+        for block in self.blocks:
+            q = block(q, context)
         return self.norm(q)  # (B, K, D)
 
 
 class TextEncoder(nn.Module):
     """A small bidirectional transformer over token ids with CLS or mean pooling.
+
+    The transformer is :class:`~hyperet.alignment.transformer.TextTransformer` with
+    ``causal=False`` (the decoder LM's and CLIP tower's transformer, read both ways); the learned
+    ``[CLS]`` vector is its prefix (no position embedding: it is itself learned).
 
     ``pooling="cls"`` (default, BLIP-2's choice) returns the output at a learned vector
     prepended to the sequence; ``pooling="mean"`` averages the outputs at non-padding tokens.
@@ -206,12 +184,10 @@ class TextEncoder(nn.Module):
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling: expected 'cls' or 'mean', got {pooling!r}")
         self.pad_id, self.pooling, self.max_len = pad_id, pooling, max_len
-        self.tokens = nn.Embedding(vocab_size, width)
-        self.positions = nn.Parameter(torch.randn(max_len + 1, width) * 0.01)
         self.cls = nn.Parameter(torch.randn(width) * 0.02)
-        self.attn = nn.ModuleList(_Attention(width, heads) for _ in range(depth))
-        self.mlp = nn.ModuleList(_MLP(width) for _ in range(depth))
-        self.norm = nn.LayerNorm(width)
+        self.transformer = TextTransformer(
+            vocab_size, width, depth, heads, MLP_RATIO, max_len, causal=False, embedding_std=1.0
+        )
 
     def forward(self, ids: Tensor) -> Tensor:
         """Map token ids ``(B, L)`` to one feature per text ``(B, D)``."""
@@ -219,14 +195,9 @@ class TextEncoder(nn.Module):
             raise ValueError(
                 f"ids: expected shape (B, L <= {self.max_len}), got {tuple(ids.shape)}"
             )
-        batch, length = ids.shape
         pad = ids == self.pad_id  # (B, L)
-        h = torch.cat([self.cls.expand(batch, 1, -1), self.tokens(ids)], dim=1)  # (B, 1 + L, D)
-        h = h + self.positions[: length + 1]
-        mask = torch.cat([pad.new_zeros(batch, 1), pad], dim=1)  # (B, 1 + L); CLS never masked
-        for attn, mlp in zip(self.attn, self.mlp, strict=True):
-            h = mlp(attn(h, pad=mask))
-        h = self.norm(h)
+        cls = self.cls.expand(ids.shape[0], 1, -1)  # (B, 1, D)
+        h = self.transformer(ids, cls, padding=pad, keep_prefix=True)  # (B, 1 + L, D)
         if self.pooling == "cls":
             return h[:, 0]  # (B, D)
         keep = (~pad).unsqueeze(-1).to(h.dtype)  # (B, L, 1)

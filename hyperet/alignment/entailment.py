@@ -5,7 +5,12 @@ Two objectives put the radius into the loss (docs/alignment.md, "Entailment obje
 - ``hyperbolic-entail`` (ball points): contrastive term plus
   :math:`\\lambda\\,\\big(\\overline{E_c(t, x_k)} + \\overline{E_c(t_{coarse}, t_{fine})}\\big)`:
   every image query ``x_k`` inside the cone of each of its two captions, and the coarser
-  caption of a scene entailing its finer one (the data's five levels are nested);
+  caption of a scene entailing its finer one (the data's five levels are nested); optionally
+  (:class:`~hyperet.alignment.aligner.AlignerConfig`) Ganea et al.'s negative term
+  :math:`\\overline{\\max(0, m - E_c(t_i, y_j))}` over the batch's cross-scene pairs whose coarse
+  caption does not describe the other scene (:func:`negative_entailment`), and a *part* term:
+  one object of each scene, captioned on its own, entails the image and the scene's captions
+  that name it (HyCoCLIP's box-entails-image with text parts; :func:`masked_entailment`);
 - ``meru`` (MERU, Desai et al. 2023): embeddings on the hyperboloid (space components, time
   implied), logits :math:`-d_L`, and :math:`0.2\\,\\overline{E(t, x)}` (text entails image).
 
@@ -19,6 +24,7 @@ the ball's through the isometry (``from_lorentz``): MERU's
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -86,3 +92,45 @@ def image_entailment(text: Tensor, image: Tensor, *, c: Tensor | float, K: float
 def caption_entailment(coarse: Tensor, fine: Tensor, *, c: Tensor | float, K: float) -> Tensor:
     """Mean cone violation of finer captions ``(B, E)`` in the cones of coarser ones ``(B, E)``."""
     return ops.entailment_energy(coarse, fine, c=c, K=K, policy="train").mean()
+
+
+class Hierarchy(NamedTuple):
+    """The extra captions of a training batch of ``B`` images for ``hyperbolic-entail``.
+
+    Token ids ``(B, L)``; ``negatives[i, j]`` is true where the coarse caption of image ``i``
+    does not describe scene ``j`` (its caption at that level is another string), so neither
+    scene ``j``'s fine caption nor its image belongs in that cone; ``parts`` holds one object of
+    each scene as a caption of its own (``"a red circle."``) and ``part_in_fine[i]`` whether
+    image ``i``'s fine caption names that object (level ``objects`` or finer).
+    """
+
+    coarse: Tensor
+    fine: Tensor
+    negatives: Tensor | None = None  # (B, B) bool
+    parts: Tensor | None = None  # (B, L)
+    part_in_fine: Tensor | None = None  # (B,) bool
+
+
+def negative_entailment(
+    apex: Tensor, points: Tensor, valid: Tensor, *, c: Tensor | float, K: float, margin: float
+) -> Tensor:
+    """Ganea et al.'s negative term over every pair of a batch: the mean over valid ``(i, j)``
+    of :math:`\\max(0, m - E_c(a_i, p_j))` for apexes ``(B, E)`` and points ``(B, E)`` (or
+    image queries ``(B, K, E)``, averaged over ``K``); ``valid`` ``(B, B)`` bool."""
+    if points.dim() == 3:
+        energy = ops.entailment_energy(
+            apex[:, None, None, :], points[None], c=c, K=K, policy="train"
+        ).mean(-1)  # (B, B)
+    else:
+        energy = ops.entailment_energy(apex[:, None, :], points[None], c=c, K=K, policy="train")
+    hinge = (margin - energy).clamp_min(0.0) * valid
+    return hinge.sum() / valid.sum().clamp_min(1)
+
+
+def masked_entailment(
+    apex: Tensor, points: Tensor, mask: Tensor, *, c: Tensor | float, K: float
+) -> Tensor:
+    """Mean cone violation of ``points`` in the cones of ``apex`` (both ``(B, E)``) over the
+    rows where ``mask`` ``(B,)`` is true (0 when none is)."""
+    energy = ops.entailment_energy(apex, points, c=c, K=K, policy="train") * mask
+    return energy.sum() / mask.sum().clamp_min(1)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperet.alignment.losses import duplicate_positives, info_nce
+from hyperet.alignment.transformer import TextTransformer
 from hyperet.config import TextEncoderConfig
-from hyperet.model.language import CausalTransformer
 
 
 class TextEncoder(nn.Module):
@@ -24,7 +24,7 @@ class TextEncoder(nn.Module):
         self, config: TextEncoderConfig, *, vocab_size: int, max_len: int, embed_dim: int
     ) -> None:
         super().__init__()
-        self.transformer = CausalTransformer(
+        self.transformer = TextTransformer(
             vocab_size, config.width, config.layers, config.heads, config.mlp_ratio, max_len
         )
         self.proj = nn.Parameter(torch.randn(config.width, embed_dim) * config.width**-0.5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from hyperet.nn.accounting import ParameterReport, count_parameters
 from hyperet.nn.adapter_config import HyperETConfig
 from hyperet.nn.adapter_io import AdapterCheckpointError, load_adapters, save_adapters
+from hyperet.nn.baselines import apply_baseline, baseline_parameter_count
 from hyperet.nn.hra import HyperbolicRadiusAdjustment
 from hyperet.nn.inject import adapted_module_names, adapter_sites, apply_hyperet
 from hyperet.nn.merge import merge_hyperet, unmerge_hyperet
@@ -33,7 +34,9 @@ __all__ = [
     "StructuredMatrix",
     "adapted_module_names",
     "adapter_sites",
+    "apply_baseline",
     "apply_hyperet",
+    "baseline_parameter_count",
     "count_parameters",
     "load_adapters",
     "make_structured",

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from hyperet import ops as hops
-from hyperet.choices import HRA_MODES
+from hyperet.choices import HRA_MODES, HRA_SIDES
 from hyperet.choices import POLICIES as OPS_POLICIES
 from hyperet.nn.structured import (
     BandedMatrix,
@@ -48,6 +48,9 @@ from hyperet.nn.structured import (
 )
 
 MODES: tuple[str, ...] = HRA_MODES
+#: where :meth:`HyperbolicRadiusAdjustment.adapt_projection` applies the map (``"auto"``: the
+#: cheaper one for the shapes at hand)
+SIDES: tuple[str, ...] = HRA_SIDES
 POLICIES: tuple[str | None, ...] = (None, *OPS_POLICIES)
 
 # The released code's clamps (hyptorch-style), reproduced by mode="official".
@@ -201,6 +204,62 @@ class HyperbolicRadiusAdjustment(nn.Module):
             )
         folded_bias = None if bias is None else self.matrix(bias)
         return self.matrix.apply_to_columns(weight), folded_bias
+
+    def cheaper_side(self, tokens: int, rows: int) -> str:
+        r"""Where HRA on the rows of a projection weight costs less: ``"tokens"`` or ``"weight"``.
+
+        With HRA on the rows of a frozen ``A`` (``rows x d``), the adapted projection of a
+        token is :math:`A' x = (A M^T) x = A (M^T x)` (fast mode without a capping policy,
+        :attr:`is_linear`). The same structured map then acts either on the ``rows`` weight
+        rows (the weight side) or on the ``tokens`` token vectors (the token side), with the
+        same kernels and the frozen product with ``A`` the same size on both sides, so the
+        side with fewer vectors is cheaper:
+
+        .. math:: \text{tokens if } T < \text{rows, else weight}
+
+        (ties go to the weight side, whose result can be cached for inference). A non-linear
+        adapter (``policy="train"``, ``"literal"``, ``"official"``) maps each weight row on its
+        own and always uses the weight side.
+
+        >>> hra = HyperbolicRadiusAdjustment(1024, structure="banded")
+        >>> hra.cheaper_side(tokens=256, rows=1024), hra.cheaper_side(tokens=4096, rows=1024)
+        ('tokens', 'weight')
+        """
+        return "tokens" if self.is_linear and tokens < rows else "weight"
+
+    def adapt_projection(
+        self, x: Tensor, weight: Tensor, side: str = "auto"
+    ) -> tuple[Tensor, Tensor, str]:
+        r"""The operands of the adapted projection, on the side :meth:`cheaper_side` picks.
+
+        Returns ``(x', weight', side)`` with ``F.linear(x', weight') == F.linear(x, A')``, the
+        projection of ``x`` ``(..., d)`` by the frozen ``weight`` ``A`` ``(rows, d)`` whose rows
+        HRA maps (``A' = HRA(A)``, ``target="weight_rows"``):
+
+        - ``"tokens"``: ``(M^T x, A)`` (:meth:`StructuredMatrix.apply_transposed`),
+          ``O(T d)`` per structured diagonal;
+        - ``"weight"``: ``(x, HRA(A))``, ``O(rows d)``.
+
+        ``side="auto"`` (default) picks the cheaper one for ``T = x.numel() / d`` tokens;
+        ``"tokens"`` needs a linear adapter (:attr:`is_linear`).
+        """
+        if side not in SIDES:
+            raise ValueError(f"side: expected one of {SIDES}, got {side!r}")
+        if weight.dim() != 2 or weight.shape[-1] != self.d or x.shape[-1] != self.d:
+            raise ValueError(
+                f"weight: expected shape (rows, {self.d}) and x (..., {self.d}), got "
+                f"{tuple(weight.shape)} and {tuple(x.shape)}"
+            )
+        if side == "auto":
+            side = self.cheaper_side(x.numel() // self.d, weight.shape[0])
+        if side == "tokens":
+            if not self.is_linear:
+                raise ValueError(
+                    f"side: 'tokens' needs a linear adapter (mode='fast' without a capping "
+                    f"policy), got mode={self.mode!r}, policy={self.policy!r}"
+                )
+            return self.matrix.apply_transposed(x), weight, side
+        return x, self(weight), side
 
     def _fast(self, u: Tensor) -> Tensor:
         v = self.matrix(u)  # (..., d) = W u

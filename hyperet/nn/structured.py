@@ -31,6 +31,7 @@ from hyperet.ops.structured import (
     banded_apply_transposed,
     banded_to_dense,
     block_diagonal_apply,
+    block_diagonal_apply_transposed,
     block_diagonal_to_dense,
     diagonal_apply,
     diagonal_to_dense,
@@ -142,7 +143,7 @@ class BlockDiagonalMatrix(StructuredMatrix):
 
     def apply_transposed(self, x: Tensor) -> Tensor:
         self._check_width(x)
-        return block_diagonal_apply(self.blocks.mT, x)  # blockdiag(B)^T = blockdiag(B^T)
+        return block_diagonal_apply_transposed(self.blocks, x)  # blockdiag(B)^T = blockdiag(B^T)
 
     def dense(self) -> Tensor:
         return block_diagonal_to_dense(self.blocks)

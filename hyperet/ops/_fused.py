@@ -208,10 +208,11 @@ def matvec(num: Numerics, kind: str, param: Tensor, x: Tensor) -> Tensor:
     t_max = math.atanh(output_ceiling(num.out_dtype))
     flat = x.reshape(-1, x.shape[-1])
     chosen = backend.resolve(f"matvec:{kind}", flat, param)
-    if chosen == "native":
-        fn: Any = _native.NativeMatvec
-    elif chosen == "triton":
-        fn = _triton.TritonMatvec
+    if chosen == "native":  # any leading shape: no view nodes around the one C call
+        native: Tensor = _native.NativeMatvec.apply(kind, param, x, num.c, w_min, t_max)
+        return native
+    if chosen == "triton":
+        fn: Any = _triton.TritonMatvec
     else:
         fn = _MatvecTrain
     out: Tensor = fn.apply(kind, param, flat, num.c, w_min, t_max)

@@ -79,23 +79,21 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
             detail = getattr(exc, "stderr", "") or str(exc)
             errors.append(detail.strip().splitlines()[-1] if detail.strip() else repr(exc))
             continue
-        lib.hyperet_matvec_forward.restype = None
+        lib.hyperet_matvec_forward.restype = ctypes.c_int
         lib.hyperet_matvec_forward.argtypes = [
             ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f64p, _f64p,
             _dbl, _dbl, _dbl, ctypes.c_int,
         ]  # fmt: skip
-        lib.hyperet_matvec_backward.restype = None
+        lib.hyperet_matvec_backward.restype = ctypes.c_int
         lib.hyperet_matvec_backward.argtypes = [
             ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f64p, _f64p,
             _f32p, _f32p, _dbl, _dbl, _dbl, ctypes.c_int,
         ]  # fmt: skip
-        lib.hyperet_linear_forward.restype = None
+        lib.hyperet_linear_forward.restype = ctypes.c_int
         lib.hyperet_linear_forward.argtypes = [
-            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, ctypes.c_int,
+            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, ctypes.c_int, ctypes.c_int,
         ]  # fmt: skip
-        lib.hyperet_linear_backward.restype = None
-        lib.hyperet_linear_transposed_forward.restype = None
-        lib.hyperet_linear_transposed_forward.argtypes = lib.hyperet_linear_forward.argtypes
+        lib.hyperet_linear_backward.restype = ctypes.c_int
         lib.hyperet_linear_backward.argtypes = [
             ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f32p, _f32p, ctypes.c_int,
             ctypes.c_int,
@@ -133,8 +131,24 @@ def _width(kind: str, param: Tensor) -> int:
     return int(param.shape[1] if kind == "block" else (param.shape[0] if kind == "banded" else 1))
 
 
+def _rows(x: Tensor) -> int:
+    return x.numel() // x.shape[-1] if x.shape[-1] else 0
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _ok(code: int) -> None:
+    if code:
+        raise MemoryError("native backend: the C kernel could not allocate its scratch memory")
+
+
 class NativeMatvec(torch.autograd.Function):
-    """:math:`M \\otimes x` (train policy) for ``x`` ``(N, d)`` float32 on the CPU."""
+    """:math:`M \\otimes x` (train policy) along the last axis of ``x`` ``(..., d)``, float32 on
+    the CPU: one C call forward (``y``, and the float64 norms ``|x|``, ``|Mx|`` saved for the
+    backward), one C call backward (``grad_x`` and the parameter gradient, each only when
+    needed). No reshapes (no view nodes in the graph), no temporaries besides the outputs."""
 
     @staticmethod
     def forward(
@@ -143,56 +157,50 @@ class NativeMatvec(torch.autograd.Function):
         lib = _library()[0]
         assert lib is not None
         param, x = param.detach().contiguous(), x.detach().contiguous()
-        rows, d = x.shape
+        rows, d = _rows(x), x.shape[-1]
         y = torch.empty_like(x)
-        n = torch.empty(rows, dtype=torch.float64)
-        m = torch.empty(rows, dtype=torch.float64)
-        lib.hyperet_matvec_forward(
+        norms = torch.empty(2, rows, dtype=torch.float64)  # |x|, |Mx| per row
+        _ok(lib.hyperet_matvec_forward(
             KIND_CODES[kind], rows, d, param.data_ptr(), _width(kind, param), x.data_ptr(),
-            y.data_ptr(), n.data_ptr(), m.data_ptr(), c, w_min, t_max, torch.get_num_threads(),
-        )  # fmt: skip
+            y.data_ptr(), norms[0].data_ptr(), norms[1].data_ptr(), c, w_min, t_max,
+            torch.get_num_threads(),
+        ))  # fmt: skip
         ctx.kind, ctx.c, ctx.w_min, ctx.t_max = kind, c, w_min, t_max
-        ctx.save_for_backward(param, x, n, m)
+        ctx.save_for_backward(param, x, norms)
         return y
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
         lib = _library()[0]
         assert lib is not None
-        param, x, n, m = ctx.saved_tensors
+        param, x, norms = ctx.saved_tensors
         g = g.contiguous()
-        rows, d = x.shape
-        grad_x = torch.empty_like(x)
-        grad_p = torch.zeros_like(param)
-        lib.hyperet_matvec_backward(
+        rows, d = _rows(x), x.shape[-1]
+        grad_p = torch.empty_like(param) if ctx.needs_input_grad[1] else None
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[2] else None
+        _ok(lib.hyperet_matvec_backward(
             KIND_CODES[ctx.kind], rows, d, param.data_ptr(), _width(ctx.kind, param),
-            g.data_ptr(), x.data_ptr(), n.data_ptr(), m.data_ptr(),
-            grad_x.data_ptr(), grad_p.data_ptr(), ctx.c, ctx.w_min, ctx.t_max,
-            torch.get_num_threads(),
-        )  # fmt: skip
-        need_p, need_x = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        return None, grad_p if need_p else None, grad_x if need_x else None, None, None, None
+            g.data_ptr(), x.data_ptr(), norms[0].data_ptr(), norms[1].data_ptr(),
+            _ptr(grad_x), _ptr(grad_p), ctx.c, ctx.w_min, ctx.t_max, torch.get_num_threads(),
+        ))  # fmt: skip
+        return None, grad_p, grad_x, None, None, None
 
 
 class NativeLinear(torch.autograd.Function):
-    """The plain structured product :math:`Mx` (or :math:`M^T x` with ``transposed``; diagonal
-    and banded) along the last axis of ``x`` ``(..., d)`` (float32 CPU): one pass forward, one
-    pass backward (``grad_x`` only when needed)."""
+    """The plain structured product :math:`Mx` (or :math:`M^T x` with ``transposed``) along the
+    last axis of ``x`` ``(..., d)`` (float32 CPU): one pass forward, one pass backward
+    (``grad_x`` and the parameter gradient, each only when needed)."""
 
     @staticmethod
     def forward(ctx: Any, kind: str, param: Tensor, x: Tensor, transposed: bool = False) -> Tensor:
         lib = _library()[0]
         assert lib is not None
         param, x = param.detach().contiguous(), x.detach().contiguous()
-        d = x.shape[-1]
-        rows = x.numel() // d if d else 0
         y = torch.empty_like(x)
-        assert not (transposed and kind == "block")  # blocks: transpose the blocks instead
-        launch = lib.hyperet_linear_transposed_forward if transposed else lib.hyperet_linear_forward
-        launch(
-            KIND_CODES[kind], rows, d, param.data_ptr(), _width(kind, param), x.data_ptr(),
-            y.data_ptr(), torch.get_num_threads(),
-        )  # fmt: skip
+        _ok(lib.hyperet_linear_forward(
+            KIND_CODES[kind], _rows(x), x.shape[-1], param.data_ptr(), _width(kind, param),
+            x.data_ptr(), y.data_ptr(), int(transposed), torch.get_num_threads(),
+        ))  # fmt: skip
         ctx.kind, ctx.transposed = kind, transposed
         ctx.save_for_backward(param, x)
         return y
@@ -203,13 +211,11 @@ class NativeLinear(torch.autograd.Function):
         assert lib is not None
         param, x = ctx.saved_tensors
         g = g.contiguous()
-        d = x.shape[-1]
-        rows = x.numel() // d if d else 0
+        grad_p = torch.empty_like(param) if ctx.needs_input_grad[1] else None
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[2] else None
-        grad_p = torch.zeros_like(param)
-        lib.hyperet_linear_backward(
-            KIND_CODES[ctx.kind], rows, d, param.data_ptr(), _width(ctx.kind, param),
-            g.data_ptr(), x.data_ptr(), None if grad_x is None else grad_x.data_ptr(),
-            grad_p.data_ptr(), int(ctx.transposed), torch.get_num_threads(),
-        )  # fmt: skip
-        return None, grad_p if ctx.needs_input_grad[1] else None, grad_x, None
+        _ok(lib.hyperet_linear_backward(
+            KIND_CODES[ctx.kind], _rows(x), x.shape[-1], param.data_ptr(),
+            _width(ctx.kind, param), g.data_ptr(), x.data_ptr(), _ptr(grad_x), _ptr(grad_p),
+            int(ctx.transposed), torch.get_num_threads(),
+        ))  # fmt: skip
+        return None, grad_p, grad_x, None

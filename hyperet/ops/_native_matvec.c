@@ -1,39 +1,51 @@
-/* Train-policy structured Möbius matvec, one pass per direction (hyperet/ops/_native.py).
+/* Train-policy structured Möbius matvec and plain structured products, one pass per direction
+ * (hyperet/ops/_native.py).
  *
  * The same formulas as hyperet/ops/_fused.py (read its docstring for the math), fused per row:
- * a row of x (4 KB at d = 1024) stays in L1 while its two norms, its product and its scaling
- * are formed, so the forward reads x once and writes y once, and the backward reads g and x
- * once (it recomputes Mx per row), writes grad_x once and accumulates the parameter gradient in a per-thread buffer.
+ * a row (4 KB at d = 1024) stays in L1 while its two norms, its product and its scaling are
+ * formed, so the forward reads x once and writes y once, and the backward reads g and x once (it
+ * recomputes Mx per row instead of reading y back), writes grad_x once and accumulates the
+ * parameter gradient in a per-thread buffer (reduced in a fixed order).
  * Per-row scalars are float64 (as in the eager path); products are float32.
  *
  * Kinds: 1 diagonal  p (d)          (Mx)_i = p_i x_i
  *        2 block     p (d/b, b, b)  (Mx)_{ib+r} = sum_s p[i, r, s] x_{ib+s}
  *        3 banded    p (2k+1, d)    (Mx)_i = sum_j p[j, i] x_{i+j-k}  (columns in [0, d))
- * `width` is b for block and 2k + 1 for banded. Blocks run as bands (blocks_to_bands).
+ * `width` is b for block and 2k + 1 for banded.
+ *
+ * How (each call): the parameters are laid out once per call (a few KB) so that every product
+ * is a short sum of 16-float vector multiply-adds with no edge cases:
+ *  - bands (diagonal = one band): fw[j][i] = p[j, i], zero where column i + j - k falls
+ *    outside [0, d); the row is read zero-padded by k on both sides, so
+ *    (Mx)[i..i+16) = sum_j fw[j][i..i+16) * xpad[i+j..i+j+16). M^T is banded too:
+ *    tr[j][l] = p[2k - j, l + j - k].
+ *  - blocks with b dividing 16 (b = 2, 4, 8, 16): a 16-float chunk holds whole blocks, so
+ *    (Mx)[chunk] = sum_s fw[s][chunk] * spread_s(x[chunk]) with fw[s][ib + r] = p[i, r, s] and
+ *    spread_s(v)[ib + r] = v[ib + s] (a register permute); M^T likewise with tr[r][ib + s].
+ *    Other b run as bands of half-width b - 1.
+ *  The widths that occur in practice (bands 1, 3, 5, 7, 9; blocks 2, 4, 8, 16) are compiled as
+ *  separate copies with the width a constant (unrolled, in registers).
  *
  * Built with -O3 -march=native -std=gnu99 (vector extensions) and without -ffast-math: the row
- * sums use eight partial sums in a fixed order (vectorisable, deterministic).
+ * sums are float64 partial sums in a fixed order (vectorised, deterministic, independent of the
+ * thread count).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #define SERIES_BELOW (1.0 / 512.0) /* 2**-9, as in hyperet.ops._numerics */
+#define CHUNK 16
+#define GROUP 4 /* rows whose parameter gradient is accumulated together */
 
-/* sum_i a_i b_i in float64, eight partial sums in a fixed order (vectorised, deterministic) */
-static double dot(const float *a, const float *b, int64_t d) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= d; i += 8)
-        for (int l = 0; l < 8; ++l) acc[l] += (double)a[i + l] * (double)b[i + l];
-    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < d; ++i) s += (double)a[i] * (double)b[i];
-    return s;
-}
+/* ------------------------------------------------------------------ per-row scalars (float64) */
 
 /* artanh(z)/z given w = 1 - z^2 (series, atanh, or log1p(z) - log(w)/2) */
 static double artanh_ratio(double z, double w) {
@@ -87,8 +99,14 @@ static Scalars scalars(double n, double m, double c, double w_min, double t_max)
     return s;
 }
 
-/* 16 floats as one vector (GCC/Clang vector extension: one AVX-512 register, or emulated) */
+/* ------------------------------------------------------------------ 16-float vectors */
+
+/* GCC/Clang vector extensions: one AVX-512 register, or emulated on narrower machines */
 typedef float v16 __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
 static inline v16 load16(const float *p) {
     v16 v;
     memcpy(&v, p, sizeof v);
@@ -96,143 +114,534 @@ static inline v16 load16(const float *p) {
 }
 static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
-/* out_i = beta init_i + sum_j A[j d + a_j(i)] B[q_j(i)] over the terms with 0 <= q_j(i) < d, in
- * the order j = 0, 1, ...; q_j(i) = i + s j + cst, a_j(i) = q_j(i) (transposed) or i (product).
- * Interior elements (every term in range) run in blocks of 16 with the sums in registers. */
-static void band_sum(const float *restrict A, const float *restrict B, int64_t width, int64_t d,
-                     int64_t s, int64_t cst, int transposed, float beta,
-                     const float *restrict init, float *restrict out) {
-    int64_t half = (width - 1) / 2; /* interior: half <= i < d - half for both uses */
-    int64_t lo = half < d ? half : d, hi = d - half > lo ? d - half : lo;
-    for (int64_t i = 0; i < d; ++i) {
-        if (i == lo) { /* the interior, blocked */
-            for (; i + 16 <= hi; i += 16) {
-                v16 acc = init ? beta * load16(init + i) : (v16){0};
-                for (int64_t j = 0; j < width; ++j) {
-                    int64_t q = i + s * j + cst;
-                    acc += load16(A + j * d + (transposed ? q : i)) * load16(B + q);
+/* acc += a * b in float64, the 16 products in two vectors of 8 partial sums (exact products:
+ * a float32 times a float32 fits a float64) */
+#ifdef __AVX512F__
+static inline v8d widen(__m256 half) { return (v8d)_mm512_cvtps_pd(half); } /* one vcvtps2pd */
+static inline void dot_acc(v8d acc[2], v16 a, v16 b) {
+    __m512 va = (__m512)a, vb = (__m512)b;
+    __m256 a1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(va), 1));
+    __m256 b1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(vb), 1));
+    acc[0] += widen(_mm512_castps512_ps256(va)) * widen(_mm512_castps512_ps256(vb));
+    acc[1] += widen(a1) * widen(b1);
+}
+#else
+static inline void dot_acc(v8d acc[2], v16 a, v16 b) {
+    v8f a0, a1, b0, b1;
+    memcpy(&a0, &a, 32);
+    memcpy(&a1, (const char *)&a + 32, 32);
+    memcpy(&b0, &b, 32);
+    memcpy(&b1, (const char *)&b + 32, 32);
+    acc[0] += __builtin_convertvector(a0, v8d) * __builtin_convertvector(b0, v8d);
+    acc[1] += __builtin_convertvector(a1, v8d) * __builtin_convertvector(b1, v8d);
+}
+#endif
+
+/* the 16 partial sums in a fixed order */
+static inline double dot_total(const v8d acc[2]) {
+    v8d s = acc[0] + acc[1];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* spread_s(v)[l] = v[(l / b) * b + s]: element s of each block, over the block */
+static inline v16 spread(v16 v, v16i index) {
+#if defined(__clang__)
+    v16 out;
+    for (int l = 0; l < CHUNK; ++l) out[l] = v[index[l]];
+    return out;
+#else
+    return __builtin_shuffle(v, index);
+#endif
+}
+
+/* ------------------------------------------------------------------ layouts */
+
+typedef struct {
+    int blocks;   /* 1: blocks inside a chunk (b | 16); 0: bands */
+    int64_t w;    /* number of parameter rows: 2k + 1 (bands) or b (blocks) */
+    int64_t half; /* k (bands), 0 (blocks) */
+    int64_t d, dp;  /* dp: d rounded up to a multiple of CHUNK */
+    int64_t ds;     /* the row stride of fw, tr and the gradients: dp + CHUNK, so that rows
+                       do not sit 4 KB apart (loads would wait on stores to another row) */
+    int64_t bb;   /* the block size when the blocks run as bands (else 0) */
+    float *fw, *tr; /* w rows of ds floats each: M and M^T (module comment) */
+} Layout;
+
+/* zeroed, 64-byte aligned memory (NULL when out of memory) */
+static float *aligned_zeros(int64_t count) {
+    void *ptr = NULL;
+    size_t bytes = (size_t)(count > 0 ? count : 1) * sizeof(float);
+    if (posix_memalign(&ptr, 64, bytes)) return NULL;
+    memset(ptr, 0, bytes);
+    return (float *)ptr;
+}
+
+static int64_t round_up(int64_t d) { return (d + CHUNK - 1) / CHUNK * CHUNK; }
+
+/* Lay out p (kind, width) for this call; returns 0 when out of memory. */
+static int layout_make(Layout *L, int kind, const float *p, int64_t width, int64_t d) {
+    L->d = d;
+    L->dp = round_up(d);
+    L->ds = L->dp + CHUNK;
+    L->bb = 0;
+    L->blocks = kind == 2 && width <= CHUNK && CHUNK % width == 0;
+    if (kind == 1) {
+        L->w = 1;
+    } else if (kind == 3 || L->blocks) {
+        L->w = width;
+    } else { /* other blocks: bands of half-width b - 1, zeros between the blocks */
+        L->w = 2 * width - 1;
+        L->bb = width;
+    }
+    L->half = L->blocks ? 0 : (L->w - 1) / 2;
+    int64_t ds = L->ds, k = L->half, w = L->w;
+    L->fw = aligned_zeros(2 * w * ds);
+    if (!L->fw) return 0;
+    L->tr = L->fw + w * ds;
+    float *fw = L->fw, *tr = L->tr;
+    if (kind == 1) {
+        memcpy(fw, p, d * sizeof(float));
+        memcpy(tr, p, d * sizeof(float));
+    } else if (L->blocks) {
+        int64_t b = width;
+        for (int64_t i0 = 0; i0 < d; i0 += b)
+            for (int64_t r = 0; r < b; ++r)
+                for (int64_t s = 0; s < b; ++s) {
+                    float v = p[i0 * b + r * b + s];
+                    fw[s * ds + i0 + r] = v;
+                    tr[r * ds + i0 + s] = v;
                 }
-                store16(out + i, acc);
+    } else {
+        if (kind == 3) { /* fw[j][i] = p[j, i] where the column i + j - k is inside */
+            for (int64_t j = 0; j < w; ++j)
+                for (int64_t i = 0; i < d; ++i)
+                    if (i + j - k >= 0 && i + j - k < d) fw[j * ds + i] = p[j * d + i];
+        } else { /* bands[j, ib + r] = blocks[i, r, r + j - (b - 1)] inside the block */
+            int64_t b = width;
+            for (int64_t i0 = 0; i0 < d; i0 += b)
+                for (int64_t r = 0; r < b; ++r)
+                    for (int64_t s = 0; s < b; ++s)
+                        fw[(s - r + b - 1) * ds + i0 + r] = p[i0 * b + r * b + s];
+        }
+        /* M^T: tr[j][l] = fw[2k - j][l + j - k] */
+        for (int64_t j = 0; j < w; ++j)
+            for (int64_t l = 0; l < d; ++l) {
+                int64_t i = l + j - k;
+                if (i >= 0 && i < d) tr[j * ds + l] = fw[(2 * k - j) * ds + i];
             }
-            if (i >= d) break;
+    }
+    return 1;
+}
+
+/* grad_p (the caller's layout, overwritten) from the gradient in the fw layout */
+static void layout_grad(const Layout *L, int kind, const float *g, float *grad_p) {
+    int64_t d = L->d, ds = L->ds, w = L->w;
+    if (kind == 1 || kind == 3) {
+        for (int64_t j = 0; j < w; ++j) memcpy(grad_p + j * d, g + j * ds, d * sizeof(float));
+    } else if (L->blocks) {
+        int64_t b = w;
+        for (int64_t i0 = 0; i0 < d; i0 += b)
+            for (int64_t r = 0; r < b; ++r)
+                for (int64_t s = 0; s < b; ++s) grad_p[i0 * b + r * b + s] = g[s * ds + i0 + r];
+    } else {
+        int64_t b = L->bb;
+        for (int64_t i0 = 0; i0 < d; i0 += b)
+            for (int64_t r = 0; r < b; ++r)
+                for (int64_t s = 0; s < b; ++s)
+                    grad_p[i0 * b + r * b + s] = g[(s - r + b - 1) * ds + i0 + r];
+    }
+}
+
+/* ------------------------------------------------------------------ chunk primitives
+ * `w` and `blk` are compile-time constants in the specialised copies (see DISPATCH).
+ * Padded rows: pad[q + half] = row[q] for 0 <= q < d, zero elsewhere (length dp + 2 half + 16). */
+
+/* floats j .. j + 16 of lo ++ hi (0 <= j <= 16): one register shift (valignd), where the
+ * compiler has __builtin_shufflevector (j is a constant in the unrolled loops) */
+#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
+#define REGISTER_SHIFTS 1
+static inline __attribute__((always_inline)) v16 shifted(v16 lo, v16 hi, int64_t j) {
+    switch (j) {
+    case 1: return __builtin_shufflevector(lo, hi, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    case 2: return __builtin_shufflevector(lo, hi, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17);
+    case 3: return __builtin_shufflevector(lo, hi, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18);
+    case 4: return __builtin_shufflevector(lo, hi, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19);
+    case 5: return __builtin_shufflevector(lo, hi, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20);
+    case 6: return __builtin_shufflevector(lo, hi, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21);
+    case 7: return __builtin_shufflevector(lo, hi, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22);
+    case 8: return __builtin_shufflevector(lo, hi, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23);
+    case 9: return __builtin_shufflevector(lo, hi, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24);
+    case 10: return __builtin_shufflevector(lo, hi, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25);
+    case 11: return __builtin_shufflevector(lo, hi, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26);
+    case 12: return __builtin_shufflevector(lo, hi, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27);
+    case 13: return __builtin_shufflevector(lo, hi, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28);
+    case 14: return __builtin_shufflevector(lo, hi, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29);
+    case 15: return __builtin_shufflevector(lo, hi, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
+    case 16: return __builtin_shufflevector(lo, hi, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
+    default: return lo;
+    }
+}
+#else
+#define REGISTER_SHIFTS 0
+static inline v16 shifted(v16 lo, v16 hi, int64_t j) {
+    float both[2 * CHUNK];
+    memcpy(both, &lo, sizeof lo);
+    memcpy(both + CHUNK, &hi, sizeof hi);
+    return load16(both + j);
+}
+#endif
+
+/* win[j .. j + 16) for j = 0 .. 2 half, win the window of a chunk (win[t] = row[i - half + t]):
+ * from two loads and register shifts when 2 half <= 16 */
+#define BAND_TERMS(w, win, TERM)                                                               \
+    do {                                                                                      \
+        if ((w) <= CHUNK + 1 && REGISTER_SHIFTS) {                                            \
+            v16 lo_ = load16(win), hi_ = load16((win) + CHUNK);                                \
+            for (int64_t j = 0; j < (w); ++j) TERM(j, shifted(lo_, hi_, j));                   \
+        } else {                                                                             \
+            for (int64_t j = 0; j < (w); ++j) TERM(j, load16((win) + j));                      \
+        }                                                                                     \
+    } while (0)
+
+/* (A v)[i..i+16) for A = fw (M) or tr (M^T); win the chunk's window of v (see BAND_TERMS),
+ * vi = v[i..i+16) loaded (win is not read for blocks, nor for one band) */
+static inline __attribute__((always_inline)) v16
+chunk_product(int blk, int64_t w, int64_t stride, const float *A, const float *win, int64_t i,
+              v16 vi, const v16i *index) {
+    v16 acc = {0};
+    if (blk) {
+        for (int64_t s = 0; s < w; ++s) acc += load16(A + s * stride + i) * spread(vi, index[s]);
+    } else if (w == 1) {
+        acc = load16(A + i) * vi;
+    } else {
+#define TERM(j, v) (acc += load16(A + (j) * stride + i) * (v))
+        BAND_TERMS(w, win, TERM);
+#undef TERM
+    }
+    return acc;
+}
+
+/* G[.][i..i+16) += sum over R rows of a_r * (the entries of row b_r that fw[.][i..i+16)
+ * multiplies; bw_r its window for this chunk, bi_r = b_r[i..i+16) loaded): the gradient of R
+ * rows with one load and one store of G (a store per 16 floats is what limits this loop) */
+static inline __attribute__((always_inline)) void
+chunk_grad(int blk, int64_t w, int R, int64_t stride, float *G, const v16 *a,
+           const float *const *bw, int64_t i, const v16 *bi, const v16i *index) {
+    if (blk || w == 1) {
+        for (int64_t s = 0; s < w; ++s) {
+            v16 t = a[0] * (blk ? spread(bi[0], index[s]) : bi[0]);
+            for (int r = 1; r < R; ++r) t += a[r] * (blk ? spread(bi[r], index[s]) : bi[r]);
+            store16(G + s * stride + i, load16(G + s * stride + i) + t);
         }
-        float acc = init ? beta * init[i] : 0.0f;
-        for (int64_t j = 0; j < width; ++j) {
-            int64_t q = i + s * j + cst;
-            if (q >= 0 && q < d) acc += A[j * d + (transposed ? q : i)] * B[q];
+    } else if (w <= CHUNK + 1 && REGISTER_SHIFTS) {
+        v16 lo[GROUP], hi[GROUP];
+        for (int r = 0; r < R; ++r) {
+            lo[r] = load16(bw[r]);
+            hi[r] = load16(bw[r] + CHUNK);
         }
-        out[i] = acc;
-    }
-}
-
-static void product(int kind, const float *restrict p, int64_t width, int64_t d,
-                    const float *restrict x, float *restrict out) {
-    if (kind == 1) {
-        for (int64_t i = 0; i < d; ++i) out[i] = p[i] * x[i];
-    } else { /* (Mx)_i = sum_j p[j, i] x[i + j - k] */
-        band_sum(p, x, width, d, 1, -(width - 1) / 2, 0, 0.0f, NULL, out);
-    }
-}
-
-/* grad_p += (g x^T restricted to the structure) */
-static void grad_only(int kind, int64_t width, int64_t d, const float *restrict g,
-                      const float *restrict x, float *restrict grad_p) {
-    if (kind == 1) {
-        for (int64_t i = 0; i < d; ++i) grad_p[i] += g[i] * x[i];
-        return;
-    }
-    int64_t k = (width - 1) / 2;
-    for (int64_t j = 0; j < width; ++j) {
-        int64_t off = j - k;
-        int64_t lo = off < 0 ? -off : 0, hi = off > 0 ? d - off : d;
-        float *gj = grad_p + j * d;
-        for (int64_t i = lo; i < hi; ++i) gj[i] += g[i] * x[i + off];
-    }
-}
-
-/* out = M^T g + beta x ; grad_p += (g x^T restricted to the structure); out may be NULL */
-static void transposed_and_grad(int kind, const float *restrict p, int64_t width, int64_t d,
-                                const float *restrict g, const float *restrict x, float beta,
-                                float *restrict out, float *restrict grad_p) {
-    if (out == NULL) {
-        grad_only(kind, width, d, g, x, grad_p);
-        return;
-    }
-    if (kind == 1) {
-        for (int64_t i = 0; i < d; ++i) {
-            out[i] = beta * x[i] + p[i] * g[i];
-            grad_p[i] += g[i] * x[i];
+        for (int64_t j = 0; j < w; ++j) {
+            v16 t = a[0] * shifted(lo[0], hi[0], j);
+            for (int r = 1; r < R; ++r) t += a[r] * shifted(lo[r], hi[r], j);
+            store16(G + j * stride + i, load16(G + j * stride + i) + t);
         }
-        return;
+    } else {
+        for (int64_t j = 0; j < w; ++j) {
+            v16 t = a[0] * load16(bw[0] + j);
+            for (int r = 1; r < R; ++r) t += a[r] * load16(bw[r] + j);
+            store16(G + j * stride + i, load16(G + j * stride + i) + t);
+        }
     }
-    /* (M^T g)_l = sum_j p[j, l - j + k] g[l - j + k] */
-    band_sum(p, g, width, d, -1, (width - 1) / 2, 1, beta, x, out);
-    grad_only(kind, width, d, g, x, grad_p);
 }
 
-/* A block-diagonal matrix is banded with half-bandwidth b - 1 and zeros between the blocks:
- * bands[j, ib + r] = blocks[i, r, r + j - (b - 1)] when 0 <= r + j - (b - 1) < b. Its products
- * then run as 2b - 1 contiguous shifted multiply-adds (vectorised), not as b x b gathers. */
-static float *blocks_to_bands(const float *blocks, int64_t b, int64_t d) {
-    int64_t width = 2 * b - 1;
-    float *bands = (float *)calloc(width * d, sizeof(float));
-    for (int64_t i0 = 0; i0 < d; i0 += b)
-        for (int64_t r = 0; r < b; ++r)
-            for (int64_t s = 0; s < b; ++s)
-                bands[(s - r + b - 1) * d + i0 + r] = blocks[i0 * b + r * b + s];
-    return bands;
-}
-
-/* grad_blocks[i, r, s] += grad_bands[s - r + b - 1, ib + r] */
-static void bands_grad_to_blocks(const float *gbands, int64_t b, int64_t d, float *gblocks) {
-    for (int64_t i0 = 0; i0 < d; i0 += b)
-        for (int64_t r = 0; r < b; ++r)
-            for (int64_t s = 0; s < b; ++s)
-                gblocks[i0 * b + r * b + s] += gbands[(s - r + b - 1) * d + i0 + r];
-}
-
-/* Forward: y = k Mx for every row; n_out = |x|, m_out = |Mx| (float64, for the backward). */
-void hyperet_matvec_forward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
-                            const float *x, float *y, double *n_out, double *m_out, double c,
-                            double w_min, double t_max, int threads) {
-    float *bands = kind == 2 ? blocks_to_bands(p, width, d) : NULL;
-    if (bands) {
-        p = bands;
-        width = 2 * width - 1;
-        kind = 3;
+/* The window of chunk i of a row: win[t] = row[i - h + t] for t < max(32, 16 + 2 h), zero
+ * outside [0, d); the row itself inside, a copy in `edge` (that many floats) at the edges. */
+static inline __attribute__((always_inline)) const float *
+window(const float *row, int64_t d, int64_t h, int64_t i, float *edge) {
+    int64_t len = 2 * h > CHUNK ? CHUNK + 2 * h : 2 * CHUNK;
+    if (i >= h && i - h + len <= d) return row + (i - h);
+    for (int64_t t = 0; t < len; ++t) {
+        int64_t q = i - h + t;
+        edge[t] = q >= 0 && q < d ? row[q] : 0.0f;
     }
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
-        const float *xr = x + row * d;
-        float *yr = y + row * d;
-        double n = sqrt(dot(xr, xr, d));
-        product(kind, p, width, d, xr, yr);
-        double m = sqrt(dot(yr, yr, d));
+    return edge;
+}
+
+/* row[i..i+16), zero beyond d */
+static inline v16 chunk_of(const float *row, int64_t d, int64_t i) {
+    if (i + CHUNK <= d) return load16(row + i);
+    v16 v = {0};
+    memcpy(&v, row + i, (d - i) * sizeof(float));
+    return v;
+}
+
+/* a zero-padded copy of a row (or the row itself when no padding is needed) */
+static inline const float *padded(const Layout *L, const float *row, float *buf) {
+    if (L->half == 0 && L->dp == L->d) return row;
+    int64_t h = L->half;
+    memset(buf, 0, h * sizeof(float));
+    memcpy(buf + h, row, L->d * sizeof(float));
+    memset(buf + h + L->d, 0, (L->dp - L->d + h + CHUNK) * sizeof(float));
+    return buf;
+}
+
+/* Per-thread row buffers for GROUP rows at a time, and the thread's parameter gradient */
+typedef struct {
+    float *xbuf[GROUP], *gbuf[GROUP], *out[GROUP], *mx[GROUP], *gm[GROUP];
+    float *base, *grad;
+} Scratch;
+
+static int scratch_make(Scratch *S, const Layout *L, int grad) {
+    /* rows of a multiple of 16 floats plus 16 (aligned, not 4 KB apart) */
+    int64_t row = round_up(L->dp + 2 * L->half + CHUNK) + CHUNK;
+    S->base = aligned_zeros(5 * GROUP * row);
+    S->grad = grad ? aligned_zeros(L->w * L->ds) : NULL;
+    if (!S->base || (grad && !S->grad)) {
+        free(S->base);
+        free(S->grad);
+        return 0;
+    }
+    for (int r = 0; r < GROUP; ++r) {
+        float *set = S->base + 5 * r * row;
+        S->xbuf[r] = set;
+        S->gbuf[r] = set + row;
+        S->out[r] = set + 2 * row;
+        S->mx[r] = set + 3 * row;
+        S->gm[r] = set + 4 * row; /* its padding stays zero */
+    }
+    return 1;
+}
+
+static void scratch_free(Scratch *S) {
+    free(S->base);
+    free(S->grad);
+}
+
+static void spread_indices(int64_t b, v16i *index) {
+    for (int64_t s = 0; s < b && s < CHUNK; ++s)
+        for (int l = 0; l < CHUNK; ++l) index[s][l] = (int32_t)((l / b) * b + s);
+}
+
+/* ------------------------------------------------------------------ rows, specialised */
+
+/* Möbius forward of rows [lo, hi): y = k Mx, n = |x|, m = |Mx| */
+static inline __attribute__((always_inline)) void
+mobius_forward_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo, int64_t hi,
+                    const float *x, float *y, double *n_out, double *m_out, double c,
+                    double w_min, double t_max) {
+    int64_t d = L->d, dp = L->dp, h = L->half;
+    v16i index[CHUNK];
+    if (blk) spread_indices(w, index);
+    int shifts = !blk && w > 1;
+    for (int64_t row = lo; row < hi; ++row) {
+        const float *xr = x + row * d; /* read in place (windows, no padded copy) */
+        float *out = dp == d ? y + row * d : S->out[0];
+        v8d nn[2] = {{0}}, mm[2] = {{0}};
+        for (int64_t i = 0; i < dp; i += CHUNK) {
+            v16 xi = chunk_of(xr, d, i);
+            const float *win = shifts ? window(xr, d, h, i, S->xbuf[0]) : NULL;
+            v16 mi = chunk_product(blk, w, L->ds, L->fw, win, i, xi, index);
+            dot_acc(nn, xi, xi);
+            dot_acc(mm, mi, mi);
+            store16(out + i, mi);
+        }
+        double n = sqrt(dot_total(nn)), m = sqrt(dot_total(mm));
         Scalars s = scalars(n, m, c, w_min, t_max);
         float k = (float)s.k;
-        for (int64_t i = 0; i < d; ++i) yr[i] *= k;
+        for (int64_t i = 0; i < dp; i += CHUNK) store16(out + i, load16(out + i) * k);
+        if (out != y + row * d) memcpy(y + row * d, out, d * sizeof(float));
         n_out[row] = n;
         m_out[row] = m;
     }
-    free(bands);
 }
 
-/* Backward: grad_x (rows, d) and grad_p (zeroed by the caller) from g and x; Mx is recomputed
- * per row (cheaper than reading the saved y back from memory). */
-static void backward(int linear, int kind, int64_t rows, int64_t d, const float *p,
-                     int64_t width, const float *g, const float *x, const double *n_in,
-                     const double *m_in, float *grad_x, float *grad_p, double c, double w_min,
-                     double t_max, int threads) {
-    int64_t block = kind == 2 ? width : 0;
-    float *bands = kind == 2 ? blocks_to_bands(p, width, d) : NULL;
-    if (bands) {
-        p = bands;
-        width = 2 * width - 1;
-        kind = 3;
+/* Möbius backward of R rows from row0: grad_x (may be NULL) and G (fw layout) += ... */
+static inline __attribute__((always_inline)) void
+mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, int64_t row0,
+                      const v16i *index, const float *g, const float *x, const double *n_in,
+                      const double *m_in, float *grad_x, double c, double w_min, double t_max) {
+    int64_t d = L->d, dp = L->dp, h = L->half;
+    const float *xp[GROUP], *gp[GROUP];
+    float k32[GROUP], alpha_k32[GROUP], beta32[GROUP], *out[GROUP];
+    for (int r = 0; r < R; ++r) {
+        int64_t row = row0 + r;
+        xp[r] = padded(L, x + row * d, S->xbuf[r]);
+        gp[r] = padded(L, g + row * d, S->gbuf[r]);
+        /* pass 1: Mx recomputed from the row in L1 (y is not read), a = <g, Mx> */
+        v8d aa[2] = {{0}};
+        for (int64_t i = 0; i < dp; i += CHUNK) {
+            v16 mi = chunk_product(blk, w, L->ds, L->fw, xp[r] + i, i, load16(xp[r] + h + i),
+                                   index);
+            dot_acc(aa, load16(gp[r] + h + i), mi);
+            store16(S->mx[r] + i, mi);
+        }
+        double a = dot_total(aa), n = n_in[row], m = m_in[row];
+        Scalars s = scalars(n, m, c, w_min, t_max);
+        double ch = chi(s.t);
+        double rho = s.sat ? 0.0 : 1.0 + ch * s.t * s.t;
+        double alpha = a * (s.sat ? -1.0 / (m * m) : ch * c * s.r * s.r);
+        double beta = s.k * a * (s.below ? -rho / (n * n) : rho * c * psi(s.z, s.w, s.r));
+        k32[r] = (float)s.k;
+        alpha_k32[r] = (float)(alpha * s.k); /* alpha acts on y = k Mx */
+        beta32[r] = (float)beta;
+        out[r] = grad_x ? (dp == d ? grad_x + row * d : S->out[r]) : NULL;
     }
-    int64_t psize = kind == 1 ? d : width * d;
-    float *gbands = bands ? (float *)calloc(psize, sizeof(float)) : NULL;
-    float *gp = bands ? gbands : grad_p;
+    /* pass 2: the gradient of Mx, gm = k g + alpha k Mx; G += gm x^T (structure) for the R
+     * rows at once; grad_x = M^T gm + beta x (here when M^T needs no neighbours) */
+    for (int64_t i = 0; i < dp; i += CHUNK) {
+        v16 xi[GROUP], gm[GROUP];
+        for (int r = 0; r < R; ++r) {
+            xi[r] = load16(xp[r] + h + i);
+            gm[r] = load16(gp[r] + h + i) * k32[r] + load16(S->mx[r] + i) * alpha_k32[r];
+        }
+        const float *xw[GROUP];
+        for (int r = 0; r < R; ++r) xw[r] = xp[r] + i;
+        if (S->grad) chunk_grad(blk, w, R, L->ds, S->grad, gm, xw, i, xi, index);
+        for (int r = 0; r < R; ++r) {
+            if (h != 0)
+                store16(S->gm[r] + h + i, gm[r]);
+            else if (out[r])
+                store16(out[r] + i, chunk_product(blk, w, L->ds, L->tr, S->gm[r] + i, i, gm[r], index) +
+                                        beta32[r] * xi[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        if (!out[r]) continue;
+        if (h != 0) /* pass 3: M^T gm reads the neighbours of each chunk */
+            for (int64_t i = 0; i < dp; i += CHUNK)
+                store16(out[r] + i,
+                        chunk_product(blk, w, L->ds, L->tr, S->gm[r] + i, i,
+                                      load16(S->gm[r] + h + i), index) +
+                            beta32[r] * load16(xp[r] + h + i));
+        if (out[r] != grad_x + (row0 + r) * d)
+            memcpy(grad_x + (row0 + r) * d, out[r], d * sizeof(float));
+    }
+}
+
+static inline __attribute__((always_inline)) void
+mobius_backward_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo, int64_t hi,
+                     const float *g, const float *x, const double *n_in, const double *m_in,
+                     float *grad_x, double c, double w_min, double t_max) {
+    v16i index[CHUNK];
+    if (blk) spread_indices(w, index);
+    int64_t row = lo;
+    for (; w > 1 && row + GROUP <= hi; row += GROUP) /* one band: G costs little, keep L1 */
+        mobius_backward_group(blk, w, GROUP, L, S, row, index, g, x, n_in, m_in, grad_x, c,
+                              w_min, t_max);
+    for (; row < hi; ++row)
+        mobius_backward_group(blk, w, 1, L, S, row, index, g, x, n_in, m_in, grad_x, c, w_min,
+                              t_max);
+}
+
+/* store a chunk, only its first d - i floats at the end of a row */
+static inline void store_chunk(float *row, int64_t d, int64_t i, v16 v) {
+    if (i + CHUNK <= d)
+        store16(row + i, v);
+    else
+        memcpy(row + i, &v, (d - i) * sizeof(float));
+}
+
+/* Plain product rows [lo, hi): y = A v with A = M (fw) or M^T (tr); the rows are read in
+ * place (windows: no padded copies; faster here than aligned copies) */
+static inline __attribute__((always_inline)) void
+linear_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo, int64_t hi,
+            const float *A, const float *v, float *y) {
+    int64_t d = L->d, dp = L->dp, h = L->half;
+    int shifts = !blk && w > 1;
+    v16i index[CHUNK];
+    if (blk) spread_indices(w, index);
+    for (int64_t row = lo; row < hi; ++row) {
+        const float *vr = v + row * d;
+        for (int64_t i = 0; i < dp; i += CHUNK) {
+            const float *win = shifts ? window(vr, d, h, i, S->xbuf[0]) : NULL;
+            store_chunk(y + row * d, d, i,
+                        chunk_product(blk, w, L->ds, A, win, i, chunk_of(vr, d, i), index));
+        }
+    }
+}
+
+/* Plain product backward of R rows from row0: grad_v = A g (may be NULL); G += a b^T
+ * (structure) where (a, b) = (g, v) for y = M v and (v, g) for y = M^T v; padded copies of the
+ * rows (aligned windows: faster here than reading the rows in place) */
+static inline __attribute__((always_inline)) void
+linear_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, int64_t row0,
+                      const v16i *index, const float *A, const float *g, const float *v,
+                      int transposed, float *grad_v) {
+    int64_t d = L->d, dp = L->dp, h = L->half;
+    const float *gp[GROUP], *vp[GROUP];
+    float *out[GROUP];
+    for (int r = 0; r < R; ++r) {
+        gp[r] = padded(L, g + (row0 + r) * d, S->gbuf[r]);
+        vp[r] = padded(L, v + (row0 + r) * d, S->xbuf[r]);
+        out[r] = grad_v ? (dp == d ? grad_v + (row0 + r) * d : S->out[r]) : NULL;
+    }
+    const float *const *ap = transposed ? vp : gp, *const *bp = transposed ? gp : vp;
+    for (int64_t i = 0; i < dp; i += CHUNK) {
+        v16 ai[GROUP], bi[GROUP];
+        for (int r = 0; r < R; ++r) {
+            ai[r] = load16(ap[r] + h + i);
+            bi[r] = load16(bp[r] + h + i);
+        }
+        const float *bw[GROUP];
+        for (int r = 0; r < R; ++r) bw[r] = bp[r] + i;
+        if (S->grad) chunk_grad(blk, w, R, L->ds, S->grad, ai, bw, i, bi, index);
+        for (int r = 0; r < R; ++r)
+            if (out[r])
+                store16(out[r] + i, chunk_product(blk, w, L->ds, A, gp[r] + i, i,
+                                                  transposed ? bi[r] : ai[r], index));
+    }
+    for (int r = 0; r < R; ++r)
+        if (out[r] && out[r] != grad_v + (row0 + r) * d)
+            memcpy(grad_v + (row0 + r) * d, out[r], d * sizeof(float));
+}
+
+static inline __attribute__((always_inline)) void
+linear_backward_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo, int64_t hi,
+                     const float *A, const float *g, const float *v, int transposed,
+                     float *grad_v) {
+    v16i index[CHUNK];
+    if (blk) spread_indices(w, index);
+    int64_t row = lo;
+    for (; w > 1 && row + GROUP <= hi; row += GROUP)
+        linear_backward_group(blk, w, GROUP, L, S, row, index, A, g, v, transposed, grad_v);
+    for (; row < hi; ++row)
+        linear_backward_group(blk, w, 1, L, S, row, index, A, g, v, transposed, grad_v);
+}
+
+/* One specialised copy per common width (the width a constant), a generic one otherwise. */
+#define DISPATCH(L, CALL)                                                                      \
+    switch ((L)->blocks ? 100 + (L)->w : (L)->w) {                                             \
+    case 1: CALL(0, 1); break;                                                                 \
+    case 3: CALL(0, 3); break;                                                                 \
+    case 5: CALL(0, 5); break;                                                                 \
+    case 7: CALL(0, 7); break;                                                                 \
+    case 9: CALL(0, 9); break;                                                                 \
+    case 101: CALL(0, 1); break; /* 1 x 1 blocks are one band */                               \
+    case 102: CALL(1, 2); break;                                                               \
+    case 104: CALL(1, 4); break;                                                               \
+    case 108: CALL(1, 8); break;                                                               \
+    case 116: CALL(1, 16); break;                                                              \
+    default: CALL(0, (L)->w); break;                                                           \
+    }
+
+/* The arguments of one call (the fields a direction does not use stay unset). */
+typedef struct {
+    const Layout *L;
+    const float *x, *g, *A;
+    float *y, *grad_x;
+    double *n_out, *m_out;
+    const double *n_in, *m_in;
+    double c, w_min, t_max;
+    int transposed; /* plain products: y = M^T v */
+    int use_tr;     /* plain products: A is M^T (tr), else M (fw) */
+} Call;
+
+typedef void (*Work)(const Call *, Scratch *, int64_t lo, int64_t hi);
+
+/* Run `work` on `threads` threads, each over its rows [lo, hi) with its own scratch; with
+ * `G`, reduce the per-thread gradients (fw layout) into G in thread order (deterministic).
+ * Returns 0, or 1 when a thread ran out of memory. */
+static int over_rows(const Call *call, int64_t rows, int threads, float *G, Work work) {
+    int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
         int tid = 0, nt = 1;
@@ -240,88 +649,110 @@ static void backward(int linear, int kind, int64_t rows, int64_t d, const float 
         tid = omp_get_thread_num();
         nt = omp_get_num_threads();
 #endif
-        float *gm = (float *)malloc(sizeof(float) * d);
-        float *mx = (float *)malloc(sizeof(float) * d);
-        float *acc = (float *)calloc(psize, sizeof(float));
-        int64_t lo = rows * tid / nt, hi = rows * (tid + 1) / nt;
-        for (int64_t row = lo; row < hi; ++row) {
-            const float *gr = g + row * d, *xr = x + row * d;
-            float *gxr = grad_x ? grad_x + row * d : NULL;
-            if (linear == 1) { /* plain product y = M x: grad_x = M^T g */
-                transposed_and_grad(kind, p, width, d, gr, xr, 0.0f, gxr, acc);
-                continue;
-            }
-            if (linear == 2) { /* transposed product y = M^T x: grad_x = M g */
-                if (gxr) product(kind, p, width, d, gr, gxr);
-                grad_only(kind, width, d, xr, gr, acc); /* d y_l / d p[j, i] = x_i, l = i+j-k */
-                continue;
-            }
-            double n = n_in[row], m = m_in[row];
-            Scalars s = scalars(n, m, c, w_min, t_max);
-            product(kind, p, width, d, xr, mx); /* recomputed from the row in L1: y is not read */
-            double a = dot(gr, mx, d); /* <g, Mx> */
-            double ch = chi(s.t);
-            double rho = s.sat ? 0.0 : 1.0 + ch * s.t * s.t;
-            double alpha = a * (s.sat ? -1.0 / (m * m) : ch * c * s.r * s.r);
-            double beta = s.k * a * (s.below ? -rho / (n * n) : rho * c * psi(s.z, s.w, s.r));
-            float k32 = (float)s.k, alpha_k32 = (float)(alpha * s.k); /* alpha acts on y = k Mx */
-            for (int64_t i = 0; i < d; ++i) gm[i] = gr[i] * k32 + mx[i] * alpha_k32;
-            transposed_and_grad(kind, p, width, d, gm, xr, (float)beta, gxr, acc);
-        }
-        /* fixed-order reduction of the per-thread parameter gradients */
-        for (int t = 0; t < nt; ++t) {
-#pragma omp barrier
-            if (t == tid)
-                for (int64_t i = 0; i < psize; ++i) gp[i] += acc[i];
-        }
-        free(acc);
-        free(mx);
-        free(gm);
-    }
-    if (bands) bands_grad_to_blocks(gbands, block, d, grad_p);
-    free(gbands);
-    free(bands);
-}
-
-void hyperet_matvec_backward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
-                             const float *g, const float *x, const double *n_in,
-                             const double *m_in, float *grad_x, float *grad_p, double c,
-                             double w_min, double t_max, int threads) {
-    backward(0, kind, rows, d, p, width, g, x, n_in, m_in, grad_x, grad_p, c, w_min, t_max,
-             threads);
-}
-
-/* The plain structured product y = M x per row (HRA's fast mode). */
-void hyperet_linear_forward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
-                            const float *x, float *y, int threads) {
-    float *bands = kind == 2 ? blocks_to_bands(p, width, d) : NULL;
-    if (bands) {
-        p = bands;
-        width = 2 * width - 1;
-        kind = 3;
-    }
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t row = 0; row < rows; ++row) product(kind, p, width, d, x + row * d, y + row * d);
-    free(bands);
-}
-
-/* y = M^T x per row (banded or diagonal: HRA's weight-row map applied to tokens). */
-void hyperet_linear_transposed_forward(int kind, int64_t rows, int64_t d, const float *p,
-                                       int64_t width, const float *x, float *y, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
-        if (kind == 1)
-            product(kind, p, width, d, x + row * d, y + row * d);
+        Scratch S;
+        int ok = scratch_make(&S, call->L, G != NULL);
+        if (ok)
+            work(call, &S, rows * tid / nt, rows * (tid + 1) / nt);
         else
-            band_sum(p, x + row * d, width, d, -1, (width - 1) / 2, 1, 0.0f, NULL, y + row * d);
+            failed = 1;
+        if (G)
+            for (int t = 0; t < nt; ++t) {
+#pragma omp barrier
+                if (t == tid && ok)
+                    for (int64_t e = 0; e < call->L->w * call->L->ds; ++e) G[e] += S.grad[e];
+            }
+        if (ok) scratch_free(&S);
     }
+    return failed;
 }
 
-/* Backward of either: grad_x = M^T g (M g when transposed; skipped when grad_x is NULL) and
- * grad_p (zeroed by the caller). */
-void hyperet_linear_backward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
-                             const float *g, const float *x, float *grad_x, float *grad_p,
-                             int transposed, int threads) {
-    backward(transposed ? 2 : 1, kind, rows, d, p, width, g, x, NULL, NULL, grad_x, grad_p,
-             1.0, 0.0, 0.0, threads);
+static void forward_work(const Call *a, Scratch *S, int64_t lo, int64_t hi) {
+#define RUN(B, W)                                                                              \
+    mobius_forward_rows(B, W, a->L, S, lo, hi, a->x, a->y, a->n_out, a->m_out, a->c, a->w_min, \
+                        a->t_max)
+    DISPATCH(a->L, RUN);
+#undef RUN
+}
+
+static void backward_work(const Call *a, Scratch *S, int64_t lo, int64_t hi) {
+#define RUN(B, W)                                                                              \
+    mobius_backward_rows(B, W, a->L, S, lo, hi, a->g, a->x, a->n_in, a->m_in, a->grad_x, a->c, \
+                         a->w_min, a->t_max)
+    DISPATCH(a->L, RUN);
+#undef RUN
+}
+
+static void linear_work(const Call *a, Scratch *S, int64_t lo, int64_t hi) {
+#define RUN(B, W) linear_rows(B, W, a->L, S, lo, hi, a->A, a->x, a->y)
+    DISPATCH(a->L, RUN);
+#undef RUN
+}
+
+static void linear_backward_work(const Call *a, Scratch *S, int64_t lo, int64_t hi) {
+#define RUN(B, W)                                                                              \
+    linear_backward_rows(B, W, a->L, S, lo, hi, a->A, a->g, a->x, a->transposed, a->grad_x)
+    DISPATCH(a->L, RUN);
+#undef RUN
+}
+
+/* The layout, a zeroed gradient buffer when `grad`, the rows run, grad_p written. */
+static int launch(Call *call, int kind, const float *p, int64_t width, int64_t rows, int64_t d,
+                  int threads, float *grad_p, Work work) {
+    Layout L;
+    if (!layout_make(&L, kind, p, width, d)) return 1;
+    call->L = &L;
+    float *G = NULL;
+    if (grad_p) {
+        G = aligned_zeros(L.w * L.ds);
+        if (!G) {
+            free(L.fw);
+            return 1;
+        }
+    }
+    call->A = call->use_tr ? L.tr : L.fw;
+    int failed = over_rows(call, rows, threads, G, work);
+    if (G && !failed) layout_grad(&L, kind, G, grad_p);
+    free(G);
+    free(L.fw);
+    return failed;
+}
+
+/* ------------------------------------------------------------------ entry points
+ * Each returns 0 on success, 1 when out of memory. */
+
+/* Möbius forward: y = k Mx for every row; n_out = |x|, m_out = |Mx| (float64, for the backward) */
+int hyperet_matvec_forward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
+                           const float *x, float *y, double *n_out, double *m_out, double c,
+                           double w_min, double t_max, int threads) {
+    Call a = {.x = x, .y = y, .n_out = n_out, .m_out = m_out, .c = c, .w_min = w_min,
+              .t_max = t_max};
+    return launch(&a, kind, p, width, rows, d, threads, NULL, forward_work);
+}
+
+/* Möbius backward: grad_x (rows, d) and grad_p (overwritten) from g and x (either NULL: not
+ * needed) */
+int hyperet_matvec_backward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
+                            const float *g, const float *x, const double *n_in,
+                            const double *m_in, float *grad_x, float *grad_p, double c,
+                            double w_min, double t_max, int threads) {
+    Call a = {.g = g, .x = x, .n_in = n_in, .m_in = m_in, .grad_x = grad_x, .c = c,
+              .w_min = w_min, .t_max = t_max};
+    return launch(&a, kind, p, width, rows, d, threads, grad_p, backward_work);
+}
+
+/* The plain product y = M v (or M^T v with `transposed`) per row. */
+int hyperet_linear_forward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
+                           const float *v, float *y, int transposed, int threads) {
+    Call a = {.x = v, .y = y, .use_tr = transposed != 0};
+    return launch(&a, kind, p, width, rows, d, threads, NULL, linear_work);
+}
+
+/* Backward of either: grad_v = M^T g (M g when transposed) and grad_p (overwritten); either
+ * NULL: not needed. */
+int hyperet_linear_backward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
+                            const float *g, const float *v, float *grad_v, float *grad_p,
+                            int transposed, int threads) {
+    Call a = {.g = g, .x = v, .grad_x = grad_v, .transposed = transposed != 0,
+              .use_tr = transposed == 0};
+    return launch(&a, kind, p, width, rows, d, threads, grad_p, linear_backward_work);
 }

@@ -69,6 +69,16 @@ def block_diagonal_apply(blocks: Tensor, x: Tensor) -> Tensor:
     return yb.permute(2, 0, 1).reshape(*lead, nb * b).contiguous()  # row-major, like x @ M^T
 
 
+def block_diagonal_apply_transposed(blocks: Tensor, x: Tensor) -> Tensor:
+    """:math:`M^T x` for the block-diagonal ``M`` of ``blocks`` (``x @ M``): block-diagonal
+    with the transposed blocks, :math:`\\operatorname{blockdiag}(B)^T =
+    \\operatorname{blockdiag}(B^T)`, ``O(d b)``."""
+    if backend.resolve("linear:block", x, blocks) == "native":
+        out: Tensor = _native.NativeLinear.apply("block", blocks, x, True)
+        return out
+    return block_diagonal_apply(blocks.mT, x)
+
+
 def banded_apply(bands: Tensor, x: Tensor) -> Tensor:
     """Banded :math:`Mx` (Euclidean), ``O(d (2k+1))``: a sum of ``2k+1`` shifted slices.
 

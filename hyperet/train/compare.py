@@ -9,6 +9,11 @@ the test split with :func:`~hyperet.alignment.analysis.evaluate_alignment`. :fun
 reduces the runs to the mean and standard deviation over seeds; :func:`markdown_table` renders
 the headline numbers.
 
+An objective may carry :class:`~hyperet.alignment.aligner.AlignerConfig` overrides, a *variant*
+(:func:`parse_variant`): ``hyperbolic-entail:aperture_K=0.05,learn_curvature=true`` trains the
+objective with those two settings changed; its runs are summarised under the whole spec. With a
+``vision_cache`` directory each seed's pretrained model is saved there and reused by later calls.
+
 Every step is the engine's (:func:`~hyperet.train.engine.train_step`: AdamW, warm-up + cosine,
 gradient clipping, the NaN guard); there are no checkpoints: it is a measurement, not a run
 directory.
@@ -24,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from hyperet import _io
+from hyperet.alignment.aligner import AlignerConfig
 from hyperet.alignment.analysis import evaluate_alignment
 from hyperet.config import ITC_OBJECTIVES, RunConfig, preset, with_overrides
 from hyperet.data import LEVELS, Tokenizer, build_split
-from hyperet.model import build_model
+from hyperet.model import MLLM, aligner_config, build_model
 from hyperet.train.data import build_training_data
 from hyperet.train.engine import Context, StageTask, final_loss, make_optimizer, train_step
 from hyperet.train.stages import itc_stage, vision_stage
@@ -68,6 +75,64 @@ def _fit(
     return losses, task.finish() if task.finish is not None else {}
 
 
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"objective:key=value,key=value"`` -> ``(objective, overrides)``; values are JSON
+    (``0.05``, ``true``, ``"poincare"``) or else plain strings.
+
+    >>> parse_variant("hyperbolic-entail:aperture_K=0.05,similarity=poincare")
+    ('hyperbolic-entail', {'aperture_K': 0.05, 'similarity': 'poincare'})
+    """
+    objective, _, rest = spec.partition(":")
+    if objective not in ITC_OBJECTIVES:
+        raise ValueError(f"objectives: {spec!r} must start with one of {ITC_OBJECTIVES}")
+    fields = {f.name for f in dataclasses.fields(AlignerConfig)}
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, text = item.partition("=")
+        if not eq or key not in fields:
+            raise ValueError(f"objectives: {item!r} in {spec!r} is not KEY=VALUE of AlignerConfig")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return objective, overrides
+
+
+def _variant_model(config: RunConfig, tok: Tokenizer, overrides: dict[str, Any]) -> MLLM:
+    """:func:`~hyperet.model.build_model` with the aligner's ``overrides`` (none: that model)."""
+    if not overrides:
+        return build_model(config, tok)
+    base = aligner_config(config, tok)
+    assert base is not None  # an ITC objective (parse_variant)
+    torch.manual_seed(config.seed)
+    aligner = dataclasses.replace(base, **overrides)
+    return MLLM(config, vocab_size=tok.vocab_size, aligner=aligner)
+
+
+#: dtypes of a cached pretrained model (safetensors codes).
+_CACHE_DTYPES = frozenset({"F32", "F64", "F16", "BF16", "I64", "I32", "BOOL"})
+
+
+def _pretrained(config: RunConfig, data: Any, tok: Tokenizer, cache: Path | None, log: Log,
+                label: str) -> tuple[dict[str, torch.Tensor], float]:  # fmt: skip
+    """The state of the model after the vision stage and its seconds (0 when read from
+    ``cache``, a safetensors file written atomically after a fresh run)."""
+    pretrained = build_model(config, tok)
+    if cache is not None and cache.exists():
+        tensors, _ = _io.read_safetensors(cache, dtypes=_CACHE_DTYPES, finite=True)
+        pretrained.load_state_dict(tensors)
+        log(f"{label} vision: loaded {cache}")
+        return pretrained.state_dict(), 0.0
+    t0 = time.perf_counter()
+    _fit("vision", vision_stage(Context(config, data, pretrained)), config, log, label)
+    seconds = time.perf_counter() - t0
+    state = pretrained.state_dict()
+    if cache is not None:
+        tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}
+        _io.atomic_write_bytes(cache, _io.encode_safetensors(tensors, {}))
+    return state, seconds
+
+
 def compare_objectives(
     *,
     preset_name: str = "small",
@@ -77,35 +142,37 @@ def compare_objectives(
     steps: dict[str, int] | None = None,
     log: Log = lambda message: None,
     on_run: Callable[[dict[str, Any]], None] = lambda run: None,
+    vision_cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate every objective for every seed; returns the runs and their summary.
+    """Train and evaluate every objective (or variant, :func:`parse_variant`) for every seed;
+    returns the runs and their summary.
 
     Budgets are the preset's (``train.stages["vision"]``, ``train.itc``) unless ``steps``
     overrides them (``{"vision": 500, "itc": 300}``); ``on_run`` receives each finished run.
+    With ``vision_cache`` (a directory) the pretrained model of each seed and vision budget is
+    saved there and reused by later calls (it is the same for every objective).
     """
-    unknown = [o for o in objectives if o not in ITC_OBJECTIVES]
-    if unknown:
-        raise ValueError(f"objectives: {unknown} are not ITC objectives {ITC_OBJECTIVES}")
+    variants = [parse_variant(spec) for spec in objectives]  # bad specs fail before training
     tok = Tokenizer.build()
     runs: list[dict[str, Any]] = []
     budgets = with_overrides(preset(preset_name), steps=steps).train
     for seed in seeds:
         base = with_overrides(preset(preset_name), seed=seed, steps=steps)
         data = build_training_data(base, tok)
-        pretrained = build_model(base, tok)
-        t0 = time.perf_counter()
-        _fit("vision", vision_stage(Context(base, data, pretrained)), base, log, f"seed {seed}")
-        vision_s = time.perf_counter() - t0
-        shared = pretrained.state_dict()
+        cache = None
+        if vision_cache is not None:
+            vision_steps = base.train.stages["vision"].steps
+            cache = vision_cache / f"{preset_name}-seed{seed}-vision{vision_steps}.safetensors"
+        shared, vision_s = _pretrained(base, data, tok, cache, log, f"seed {seed}")
         n_test = base.data.test_scenes if test_scenes is None else test_scenes
         test = build_split(
             "test", n_scenes=n_test, seed=seed, image_size=base.data.image_size,
             min_objects=base.data.min_objects, max_objects=base.data.max_objects,
         )  # fmt: skip
         features = None  # frozen ViT tokens of the training images, shared by the objectives
-        for objective in objectives:
+        for spec, (objective, overrides) in zip(objectives, variants, strict=True):
             config = with_overrides(base, objective=objective)
-            model = build_model(config, tok)  # the aligner as `hyperet train` initialises it
+            model = _variant_model(config, tok, overrides)  # as `hyperet train` initialises it
             model.load_state_dict({**model.state_dict(), **shared})
             ctx = Context(config, data, model)
             if features is not None:
@@ -113,7 +180,7 @@ def compare_objectives(
             task = itc_stage(ctx)
             features = ctx.cache
             t0 = time.perf_counter()
-            losses, finished = _fit("itc", task, config, log, f"seed {seed} {objective}")
+            losses, finished = _fit("itc", task, config, log, f"seed {seed} {spec}")
             itc_s = time.perf_counter() - t0
             report = evaluate_alignment(
                 model.image_text_aligner(), vision=model.vision, split=test, tokenizer=tok
@@ -121,7 +188,7 @@ def compare_objectives(
             runs.append(
                 {
                     "seed": seed,
-                    "objective": objective,
+                    "objective": spec,
                     "vision_seconds": vision_s,
                     "itc_seconds": itc_s,
                     "final_loss": final_loss(losses),
@@ -130,7 +197,7 @@ def compare_objectives(
                 }
             )
             on_run(runs[-1])
-            log(f"seed {seed} {objective}: " + json.dumps(_headline(report)))
+            log(f"seed {seed} {spec}: " + json.dumps(_headline(report)))
     return {
         "preset": preset_name,
         "seeds": list(seeds),

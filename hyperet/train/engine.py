@@ -204,6 +204,9 @@ class StageTask:
     cached_features: bool = False
     hyperet_active: bool = False
     finish: Callable[[], dict[str, Any]] | None = None
+    #: ids of parameters whose learning rate is ``lr_scale`` times the stage's (the adapter's)
+    scaled: set[int] = field(default_factory=set)
+    lr_scale: float = 1.0
 
 
 def set_trainable(model: nn.Module, modules: list[nn.Module], extra: list[nn.Parameter]) -> None:
@@ -233,13 +236,17 @@ def no_decay(model: nn.Module, hyperet_params: list[nn.Parameter]) -> set[int]:
 
 # ---------------------------------------------------------------------- one step
 def make_optimizer(task: StageTask, stage: StageConfig) -> torch.optim.AdamW:
-    """AdamW over the task's parameters (no weight decay on ``task.no_decay``)."""
-    decay = [p for p in task.params if id(p) not in task.no_decay]
-    plain = [p for p in task.params if id(p) in task.no_decay]
-    groups = [
+    """AdamW over the task's parameters (no weight decay on ``task.no_decay``; the adapter's
+    ``task.scaled`` in a group of its own, without decay, at ``lr_scale`` times the lr)."""
+    decay = [p for p in task.params if id(p) not in task.no_decay | task.scaled]
+    plain = [p for p in task.params if id(p) in task.no_decay - task.scaled]
+    groups: list[dict[str, Any]] = [
         {"params": decay, "weight_decay": stage.weight_decay},
         {"params": plain, "weight_decay": 0.0},
     ]
+    if task.scaled:
+        scaled = [p for p in task.params if id(p) in task.scaled]
+        groups.append({"params": scaled, "weight_decay": 0.0, "lr_scale": task.lr_scale})
     return torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.95))
 
 
@@ -260,7 +267,7 @@ def train_step(
     """
     lr = learning_rate(stage, step)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     loss = (step_loss or task.loss)(step, stage.batch_size)
     value = distributed.average(float(loss.detach()))
     if not math.isfinite(value):

@@ -20,6 +20,7 @@ once and cached (the frozen ViT is then never re-run).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -30,14 +31,16 @@ from torch import Tensor, nn
 
 from hyperet import distributed
 from hyperet.alignment.aligner import ImageTextAligner
+from hyperet.alignment.entailment import Hierarchy
 from hyperet.alignment.losses import duplicate_positives
 from hyperet.alignment.monitors import StabilityMonitor
 from hyperet.batching import IGNORE, Encoded, TextBatch, collate, encode_text
 from hyperet.bucketing import BucketedSampler
 from hyperet.config import RECIPE_STAGES, STAGES, RunConfig
-from hyperet.data import LEVELS, Tokenizer
+from hyperet.data import LEVELS, Tokenizer, caption
+from hyperet.data.scenes import Scene, SceneObject
 from hyperet.model import MLLM
-from hyperet.nn import apply_hyperet
+from hyperet.nn import apply_baseline, apply_hyperet
 from hyperet.train.engine import (
     Context,
     Sampler,
@@ -54,8 +57,24 @@ MONITOR_EVERY = 10
 
 
 def apply_hyperet_to(model: MLLM, config: RunConfig) -> list[nn.Parameter]:
-    """Apply HRA to the ViT's q and v rows (``config.hyperet``); returns its parameters."""
+    """Apply HRA to the ViT's q and v rows (``config.hyperet``); returns its parameters.
+
+    ``hyperet.adapter`` other than ``hra`` applies a baseline instead
+    (:func:`hyperet.nn.apply_baseline`; ``full``: the ViT's own weights train).
+    """
     h = config.hyperet
+    if h.adapter == "full":  # every weight the tokens depend on (not the CLIP head's ``proj``)
+        return [p for name, p in model.vision.named_parameters() if name != "proj"]
+    if h.adapter != "hra":
+        return apply_baseline(
+            model.vision,
+            "structured" if h.adapter == "euclidean" else h.adapter,
+            structure=h.structure,
+            block_size=h.block_size,
+            bandwidth=h.bandwidth,
+            rank=h.rank,
+            seed=config.seed,
+        )
     return apply_hyperet(
         model.vision,
         structure=h.structure,
@@ -183,7 +202,15 @@ def align_stage(ctx: Context) -> StageTask:
         loss,
         cached_features=not active,
         hyperet_active=active,
+        **_adapter_lr(ctx, active),
     )
+
+
+def _adapter_lr(ctx: Context, active: bool) -> dict[str, Any]:
+    """The adapter's learning-rate multiplier (``hyperet.lr_scale``) when it trains."""
+    if not active or ctx.config.hyperet.lr_scale == 1.0:
+        return {}
+    return {"scaled": {id(p) for p in ctx.hyperet_params}, "lr_scale": ctx.config.hyperet.lr_scale}
 
 
 def is_mc_step(step: int, fraction: float) -> bool:
@@ -221,6 +248,7 @@ def instruct_stage(ctx: Context) -> StageTask:
         loss,
         cached_features=not active,
         hyperet_active=active,
+        **_adapter_lr(ctx, active),
     )
 
 
@@ -237,6 +265,58 @@ class _Captions:
         self.string_id = np.asarray(
             [[index[t] for t in captions[level]] for level in self.levels], dtype=np.int64
         )  # (levels, N)
+
+
+class _Parts:
+    """Each scene's objects as captions of their own (``"a red circle."``: the ``objects``
+    caption of a scene holding only that object), tokenised once per distinct string."""
+
+    def __init__(self, scenes: list[Scene], tokenizer: Tokenizer) -> None:
+        cache: dict[str, Encoded] = {}
+
+        def encode(scene: Scene, obj: SceneObject) -> Encoded:
+            text = caption(dataclasses.replace(scene, objects=(obj,)), "objects")
+            if text not in cache:
+                cache[text] = encode_text(tokenizer, text)
+            return cache[text]
+
+        self.encoded = [[encode(scene, obj) for obj in scene.objects] for scene in scenes]
+
+    def draw(self, idx: np.ndarray, u: np.ndarray) -> list[Encoded]:
+        """One object of each scene ``idx`` ``(B,)``, chosen by uniforms ``u`` ``(B,)``."""
+        return [self.encoded[i][int(x * len(self.encoded[i]))] for i, x in zip(idx, u, strict=True)]
+
+
+def _hierarchy(
+    aligner: ImageTextAligner,
+    captions: _Captions,
+    parts: _Parts | None,
+    idx: np.ndarray,
+    level: np.ndarray,
+    rng: np.random.Generator,
+) -> Hierarchy:
+    """A second caption of each image at another level, ordered (coarse, fine), and what the
+    negative and part terms need (:class:`~hyperet.alignment.entailment.Hierarchy`); the part
+    draws come after the level draws, so runs without parts draw what they always did."""
+    n_levels = len(captions.levels)
+    other = (level + rng.integers(1, n_levels, size=len(idx))) % n_levels
+    pair = np.sort(np.stack([level, other]), axis=0)  # (2, B): coarse, fine
+    both = collate(
+        [captions.encoded[lv][i] for row in pair for lv, i in zip(row, idx, strict=True)]
+    )
+    h = Hierarchy(both.input_ids[: len(idx)], both.input_ids[len(idx) :])
+    if aligner.config.negative_weight > 0:
+        own = captions.string_id[pair[0], idx]  # (B,)
+        at_coarse_level = captions.string_id[pair[0][:, None], idx[None, :]]  # (B, B)
+        h = h._replace(negatives=torch.from_numpy(at_coarse_level != own[:, None]))
+    if parts is not None:
+        names = np.asarray([LEVELS.index(lv) for lv in captions.levels])
+        in_fine = names[pair[1]] >= LEVELS.index("objects")
+        h = h._replace(
+            parts=collate(parts.draw(idx, rng.random(len(idx)))).input_ids,
+            part_in_fine=torch.from_numpy(in_fine),
+        )
+    return h
 
 
 class _ITCMonitoring:
@@ -294,6 +374,7 @@ def itc_stage(ctx: Context) -> StageTask:
     set_trainable(m, [aligner], [])
     features = ctx.vision_features(("vision",))  # (N, T, Dv), the frozen ViT, cached
     captions = _Captions(data.split.captions, data.tokenizer)
+    parts = _Parts(data.split.scenes, data.tokenizer) if aligner.config.part_entailment else None
     sampler = Sampler(len(data.images), [config.seed, ITC_SAMPLER_STREAM])
     params = trainable(m)
     watch = _ITCMonitoring(aligner, params, config.train.itc.steps)
@@ -310,14 +391,7 @@ def itc_stage(ctx: Context) -> StageTask:
         rows = distributed.shard_slice(len(idx))  # data parallel: this process's images
         hierarchy = None
         if aligner.config.caption_entailment:  # a second, different level per image
-            other = (level + rng.integers(1, len(captions.levels), size=len(idx))) % len(
-                captions.levels
-            )
-            pair = np.sort(np.stack([level, other]), axis=0)  # (2, B): coarse, fine
-            both = collate(
-                [captions.encoded[lv][i] for row in pair for lv, i in zip(row, idx, strict=True)]
-            )
-            hierarchy = (both.input_ids[: len(idx)], both.input_ids[len(idx) :])
+            hierarchy = _hierarchy(aligner, captions, parts, idx, level, rng)
         out = aligner(
             features[torch.from_numpy(idx[rows])],
             ids.input_ids,

@@ -136,7 +136,11 @@ def test_aligner_forward_backward_and_scalar_bookkeeping(objective: str) -> None
         "loss.logit_scale.log_value",
     }
     assert model.no_weight_decay() <= set(names)
-    for name in ("connector.queries", "text_encoder.tokens.weight", "image_proj.linear.weight"):
+    for name in (
+        "connector.queries",
+        "text_encoder.transformer.token_embedding.weight",
+        "image_proj.linear.weight",
+    ):
         grad = names[name].grad
         assert grad is not None and bool(torch.isfinite(grad).all()) and float(grad.abs().sum()) > 0
     with torch.no_grad():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hyperet.cli.main import main
 
-from hyperet.train.compare import compare_objectives, markdown_table
+from hyperet.train.compare import compare_objectives, markdown_table, parse_variant
 
 
 def test_compare_objectives_on_nano() -> None:
@@ -53,3 +54,27 @@ def test_align_compare_command_writes_and_merges(tmp_path: Path) -> None:
     assert "| overall/image_to_text/R@1 |" in result.stdout
     bad = runner.invoke(main, [*args, "--steps", "itc=x", "--out", str(tmp_path / "x.json")])
     assert bad.exit_code == 2 and "steps:" in bad.output
+    bad = runner.invoke(main, [*args, "--objective", "meru:x", "--out", str(tmp_path / "y.json")])
+    assert bad.exit_code == 2 and "objectives:" in bad.output
+
+
+def test_variants_and_the_vision_cache(tmp_path: Path) -> None:
+    """A variant trains its overrides; a cached vision encoder reproduces the uncached run."""
+    spec = "hyperbolic-entail:aperture_K=0.02,negative_weight=1.0,part_entailment=true"
+    kwargs = {"preset_name": "nano", "seeds": (0,), "objectives": (spec,), "test_scenes": 8}
+    first = compare_objectives(**kwargs, vision_cache=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["nano-seed0-vision6.safetensors"]
+    again = compare_objectives(**kwargs, vision_cache=tmp_path)
+    (run,) = first["runs"]
+    assert run["objective"] == spec and again["runs"][0]["vision_seconds"] == 0.0
+    aligner = run["training"]["aligner"]
+    assert (aligner["aperture_K"], aligner["negative_weight"], aligner["part_entailment"]) == (
+        0.02, 1.0, True
+    )  # fmt: skip
+    assert again["runs"][0]["evaluation"] == run["evaluation"]
+
+
+@pytest.mark.parametrize("spec", ["hyperbolic-entail:K=0.05", "nope:aperture_K=1", "meru:x"])
+def test_a_bad_variant_is_refused(spec: str) -> None:
+    with pytest.raises(ValueError, match=r"^objectives: "):
+        parse_variant(spec)

@@ -8,6 +8,7 @@ The Triton kernels run the same checks under Triton's interpreter in tests/ops/t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -185,3 +186,75 @@ def test_native_plain_product_matches_the_dense_matrix(kind: str, x_grad: bool) 
     torch.testing.assert_close(grads[0].double(), want_p, rtol=1e-5, atol=1e-5)
     if x_grad:
         torch.testing.assert_close(grads[1].double(), cot @ dense, rtol=1e-5, atol=1e-5)
+
+
+def _structure(kind: str, size: int, d: int, seed: int) -> Tensor:
+    """float32-representable parameters near the identity: ``size`` is the block size or the
+    half-bandwidth."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "block":
+        eye = torch.eye(size, dtype=F64).repeat(d // size, 1, 1)
+        return (eye + 0.3 * torch.randn(d // size, size, size, generator=g, dtype=F64)).float()
+    bands = torch.zeros(2 * size + 1, d, dtype=F64).index_fill_(0, torch.tensor([size]), 1.0)
+    return (bands + 0.3 * torch.randn(2 * size + 1, d, generator=g, dtype=F64)).float()
+
+
+# every specialised kernel of _native_matvec.c and the generic ones: bands of 1, 3, 5, 7, 9
+# (register shifts), 11 (generic width), 19 (wider than a register shift: loads); blocks of
+# 1, 2, 4, 8, 16 (inside a 16-float chunk), 3, 5 and 32 (run as bands)
+WIDTHS = [("banded", k) for k in (0, 1, 2, 3, 4, 5, 9)] + [
+    ("block", b) for b in (1, 2, 3, 4, 5, 8, 16, 32)
+]
+
+
+@pytest.mark.parametrize(("kind", "size"), WIDTHS)
+@pytest.mark.parametrize("shape", [(7,), (2, 3)])  # rows: not a multiple of the row group
+def test_native_kernels_of_every_width_agree_with_eager(
+    kind: str, size: int, shape: tuple[int, ...]
+) -> None:
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    step = 1 if kind == "banded" else size
+    for dd in (step * (96 // step), step * (89 // step)):  # 96: six whole 16-float chunks
+        p0 = _structure(kind, size, dd, 16)
+        x0 = points(dd, 17, [0.9, 0.3, 0.99, 0.0, 0.5, 1 - 1e-5, 0.7][: math.prod(shape)])
+        x0 = x0.float().reshape(*shape, dd)
+        cot = torch.randn(x0.shape, generator=torch.Generator().manual_seed(18))
+        got = {}
+        for name in ("eager", "native"):
+            with use_backend(name):
+                p = p0.clone().requires_grad_()
+                x = x0.clone().requires_grad_()
+                out = FNS[kind](p, x, c=0.8)
+                got[name] = (out.detach(), *torch.autograd.grad(out, (p, x), cot))
+        for a, b in zip(got["native"], got["eager"], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize(("kind", "size"), WIDTHS)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_native_plain_products_of_every_width_match_the_dense_matrix(
+    kind: str, size: int, transposed: bool
+) -> None:
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    d = 80 if kind == "banded" else size * -(-84 // size)  # blocks: mostly a partial chunk
+    p0 = _structure(kind, size, d, 19)
+    dense = (ops.block_diagonal_to_dense if kind == "block" else ops.banded_to_dense)(p0.double())
+    matrix = dense.mT if transposed else dense
+    g = torch.Generator().manual_seed(20)
+    x0 = torch.randn(5, d, generator=g)
+    cot = torch.randn(5, d, generator=g)
+    with use_backend("native"):
+        p = p0.clone().requires_grad_()
+        x = x0.clone().requires_grad_()
+        y = _native.NativeLinear.apply(kind, p, x, transposed)
+        gp, gx = torch.autograd.grad(y, (p, x), cot)
+    torch.testing.assert_close(y.double(), x0.double() @ matrix.mT, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx.double(), cot.double() @ matrix, rtol=1e-5, atol=1e-5)
+    # the parameter gradient through the dense matrix, restricted to the structure
+    p_ref = p0.double().requires_grad_()
+    dense_ref = (ops.block_diagonal_to_dense if kind == "block" else ops.banded_to_dense)(p_ref)
+    m_ref = dense_ref.mT if transposed else dense_ref
+    want = torch.autograd.grad((x0.double() @ m_ref.mT * cot.double()).sum(), p_ref)[0]
+    torch.testing.assert_close(gp.double(), want, rtol=1e-5, atol=1e-5)

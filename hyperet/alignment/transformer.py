@@ -1,0 +1,169 @@
+"""The project's one pre-norm transformer: attention, block and token-id encoder.
+
+Every transformer that reads text or queries is built from :class:`TransformerBlock`:
+
+- the decoder LM and the CLIP text tower (:mod:`hyperet.model.language`, :mod:`hyperet.model.clip`)
+  use :class:`TextTransformer` with ``causal=True`` (right padding needs no mask: a pad never
+  influences an earlier position);
+- the aligner's text encoder (:class:`hyperet.alignment.connector.TextEncoder`) uses it with
+  ``causal=False``, a learned ``[CLS]`` vector as prefix and a key-padding mask;
+- the aligner's Q-Former-lite (:class:`hyperet.alignment.connector.QueryConnector`) uses the
+  block with a cross-attention sub-layer.
+
+A block is pre-LayerNorm with residual connections:
+
+.. math::
+
+    x \\leftarrow x + \\operatorname{attn}(\\mathrm{LN}_1(x)), \\qquad
+    x \\leftarrow x + \\operatorname{cross}(\\mathrm{LN}_x(x), C) \\text{ (optional)}, \\qquad
+    x \\leftarrow x + \\operatorname{MLP}(\\mathrm{LN}_2(x)).
+
+(The vision encoder keeps ``nn.MultiheadAttention`` blocks: HRA adapts their packed
+``in_proj_weight``, see :mod:`hyperet.model.vision`.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Attention(nn.Module):
+    """Multi-head attention (``scaled_dot_product_attention``) with one packed q/k/v projection.
+
+    Self-attention reads q, k, v from ``x``; cross-attention (``context`` given) reads q from
+    ``x`` through the q rows of the packed weight and k, v from ``context`` through its k and v
+    rows. ``mask`` (bool, True = may attend) broadcasts to ``(B, H, T, S)``; with ``causal``
+    position ``t`` also attends only to positions ``<= t``.
+    """
+
+    def __init__(self, width: int, heads: int, *, causal: bool) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"heads: {heads} does not divide width {width}")
+        self.heads, self.causal = heads, causal
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, *, mask: Tensor | None = None
+    ) -> Tensor:  # (B, T, D), context (B, S, D) -> (B, T, D)
+        b, t, d = x.shape
+        if context is None:
+            q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).unbind(dim=2)
+        else:
+            w, bias = self.qkv.weight, self.qkv.bias
+            s = context.shape[1]
+            q = F.linear(x, w[:d], bias[:d]).view(b, t, self.heads, d // self.heads)
+            kv = F.linear(context, w[d:], bias[d:]).view(b, s, 2, self.heads, d // self.heads)
+            k, v = kv.unbind(dim=2)
+        if mask is not None and self.causal:
+            mask = mask & torch.ones(t, k.shape[1], dtype=torch.bool, device=x.device).tril()
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask,
+            is_causal=self.causal and mask is None,
+        )  # (B, H, T, D/H)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: self-attention, optional cross-attention, GELU MLP; all residual."""
+
+    def __init__(
+        self, width: int, heads: int, mlp_ratio: int, *, causal: bool, cross: bool = False
+    ) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads, causal=causal)
+        self.ln_x = nn.LayerNorm(width) if cross else None
+        self.cross = Attention(width, heads, causal=False) if cross else None
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, width * mlp_ratio), nn.GELU(), nn.Linear(width * mlp_ratio, width)
+        )
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, *, mask: Tensor | None = None
+    ) -> Tensor:  # (B, T, D) -> (B, T, D)
+        if (self.cross is None) != (context is None):
+            raise ValueError("context: needed by a cross-attention block, and only by one")
+        x = x + self.attn(self.ln_1(x), mask=mask)
+        if self.cross is not None and self.ln_x is not None:
+            x = x + self.cross(self.ln_x(x), context)
+        return x + self.mlp(self.ln_2(x))
+
+
+class TextTransformer(nn.Module):
+    """Token + position embeddings, transformer blocks, final LayerNorm; optional prefix.
+
+    Only text tokens carry learned position embeddings (from 0 at the first text token); the
+    prefix ``(B, P, D)`` (visual tokens, a ``[CLS]`` vector) is prepended as given.
+
+    Parameters
+    ----------
+    vocab_size, width, layers, heads, mlp_ratio : int
+        Vocabulary size, model width ``D``, number of blocks, heads, MLP width ratio.
+    max_len : int
+        Longest accepted text ``T``.
+    causal : bool
+        Causal (decoder) or bidirectional (encoder) self-attention.
+    embedding_std : float
+        Standard deviation of the token embeddings' normal initialisation.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        width: int,
+        layers: int,
+        heads: int,
+        mlp_ratio: int,
+        max_len: int,
+        *,
+        causal: bool = True,
+        embedding_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size: must be >= 1, got {vocab_size}")
+        self.max_len, self.causal = max_len, causal
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.position_embedding = nn.Parameter(torch.randn(max_len, width) * 0.01)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(width, heads, mlp_ratio, causal=causal) for _ in range(layers)
+        )
+        self.ln_f = nn.LayerNorm(width)
+        nn.init.normal_(self.token_embedding.weight, std=embedding_std)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        prefix: Tensor | None = None,
+        *,
+        padding: Tensor | None = None,
+        keep_prefix: bool = False,
+    ) -> Tensor:
+        """Hidden states ``(B, T, D)`` of the text (``(B, P + T, D)`` with ``keep_prefix``).
+
+        ``input_ids`` is ``(B, T)``; ``prefix`` is ``(B, P, D)`` or ``None``; ``padding`` is a
+        ``(B, T)`` bool mask of text positions no position may attend to (the prefix never is).
+        """
+        t = input_ids.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"input_ids: {t} text tokens exceed max_text_len {self.max_len}")
+        x = self.token_embedding(input_ids) + self.position_embedding[:t]  # (B, T, D)
+        p = 0
+        if prefix is not None:
+            p = prefix.shape[1]
+            x = torch.cat([prefix.to(x.dtype), x], dim=1)  # (B, P + T, D)
+        mask = None
+        if padding is not None:
+            masked = torch.cat([padding.new_zeros(padding.shape[0], p), padding], dim=1)
+            mask = ~masked[:, None, None, :]  # (B, 1, 1, P + T): True = may attend
+        for block in self.blocks:
+            x = block(x, mask=mask)
+        return self.ln_f(x if keep_prefix else x[:, p:])  # (B, T, D) or (B, P + T, D)
