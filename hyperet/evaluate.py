@@ -150,6 +150,7 @@ def _output_tokens(model: MLLM, images: np.ndarray, batch: int) -> Tensor:
     return torch.cat([model.vision(imgs[r.start : r.stop]) for r in _batches(len(imgs), batch)])
 
 
+@torch.no_grad()
 def _features(model: MLLM, images: np.ndarray, batch: int) -> Tensor:
     imgs = torch.from_numpy(np.ascontiguousarray(images))
     return torch.cat(
