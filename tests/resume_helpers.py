@@ -5,6 +5,7 @@ Import as ``import resume_helpers`` (``tests/`` is on ``sys.path`` through its c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,16 @@ class Interrupt(Exception):
 
 
 def interrupted_and_reference(
-    config: Any, tmp_path: Path, stage: str, step: int
+    config: Any,
+    tmp_path: Path,
+    stage: str,
+    step: int,
+    after_interrupt: Callable[[Path], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of a run interrupted after ``step`` of ``stage`` then resumed (in
-    ``tmp_path / "run"``), and of the uninterrupted run (``tmp_path / "ref"``)."""
+    ``tmp_path / "run"``), and of the uninterrupted run (``tmp_path / "ref"``).
+
+    ``after_interrupt(run_dir)`` inspects the interrupted run before it is resumed."""
     reference = train(config, tmp_path / "ref")
 
     def interrupt(event: object) -> None:
@@ -32,6 +39,8 @@ def interrupted_and_reference(
 
     with pytest.raises(Interrupt):
         train(config, tmp_path / "run", on_event=interrupt)
+    if after_interrupt is not None:
+        after_interrupt(tmp_path / "run")
     return train(config, tmp_path / "run", resume=True), reference
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import resume_helpers
 import torch
 from safetensors.torch import load_file
 
@@ -22,7 +24,6 @@ from hyperet.train import (
     RunDirectoryError,
     Sampler,
     StageTask,
-    StepDone,
     build_model,
     build_training_data,
     instruct_stage,
@@ -32,10 +33,6 @@ from hyperet.train import (
 )
 
 NANO = preset("nano")
-
-
-class Interrupt(Exception):
-    pass
 
 
 def _final_tensors(out: Path) -> dict[str, torch.Tensor]:
@@ -93,17 +90,14 @@ def test_resume_after_interruption_equals_uninterrupted(
 ) -> None:
     config = dataclasses.replace(NANO, train=dataclasses.replace(NANO.train, checkpoint_every=3))
     config = config.with_stage("instruct", steps=8)
-    reference = train(config, tmp_path / "ref")
 
-    def interrupt(event: object) -> None:
-        if isinstance(event, StepDone) and event.stage == stage and event.step == step:
-            raise Interrupt
+    def mid_stage(run: Path) -> None:
+        ckpt = load_checkpoint(run / "checkpoints" / stage)
+        assert not ckpt.complete and ckpt.meta["step"] == 3  # last mid-stage checkpoint
 
-    with pytest.raises(Interrupt):
-        train(config, tmp_path / "run", on_event=interrupt)
-    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / stage)
-    assert not ckpt.complete and ckpt.meta["step"] == 3  # last mid-stage checkpoint
-    resumed = train(config, tmp_path / "run", resume=True)
+    resumed, reference = resume_helpers.interrupted_and_reference(
+        config, tmp_path, stage, step, after_interrupt=mid_stage
+    )
     assert _losses(resumed) == _losses(reference)
     ref, got = _final_tensors(tmp_path / "ref"), _final_tensors(tmp_path / "run")
     assert all(torch.equal(ref[k], got[k]) for k in ref)
@@ -134,21 +128,31 @@ def test_itc_objective_adds_the_itc_stage_after_vision(tmp_path: Path) -> None:
     assert len(metrics["stages"]["itc"]["losses"]) == 2
 
 
-def test_non_finite_loss_stops_training_and_is_never_checkpointed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _poison_instruct(
+    monkeypatch: pytest.MonkeyPatch,
+    poison: Callable[[StageTask, int, torch.Tensor], torch.Tensor],
 ) -> None:
+    """Make the instruct stage's loss at each step ``poison(task, step, clean loss)``."""
+
     def poisoned(ctx: Context) -> StageTask:
         task = instruct_stage(ctx)
         clean = task.loss
 
         def loss(step: int, batch_size: int) -> torch.Tensor:
-            value = clean(step, batch_size)
-            return value * float("nan") if step == 5 else value
+            return poison(task, step, clean(step, batch_size))
 
         return dataclasses.replace(task, loss=loss)
 
     recipe = [(n, poisoned if n == "instruct" else f) for n, f in STAGE_RECIPE]
     monkeypatch.setattr("hyperet.train.stages.STAGE_RECIPE", recipe)
+
+
+def test_non_finite_loss_stops_training_and_is_never_checkpointed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_instruct(
+        monkeypatch, lambda task, step, value: value * float("nan") if step == 5 else value
+    )
     with pytest.raises(NonFiniteLossError, match="stage 'instruct' at step 6"):
         train(NANO, tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "instruct")
@@ -160,21 +164,13 @@ def test_non_finite_loss_stops_training_and_is_never_checkpointed(
 def test_non_finite_gradient_is_reported_as_a_gradient(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def poisoned(ctx: Context) -> StageTask:
-        task = instruct_stage(ctx)
-        clean = task.loss
+    def nan_gradient(task: StageTask, step: int, value: torch.Tensor) -> torch.Tensor:
+        if step != 2:
+            return value
+        zero = (task.params[0] * 0).sum()  # sqrt at 0: value 0, derivative inf (-> nan)
+        return value + torch.sqrt(zero)
 
-        def loss(step: int, batch_size: int) -> torch.Tensor:
-            value = clean(step, batch_size)
-            if step != 2:
-                return value
-            zero = (task.params[0] * 0).sum()  # sqrt at 0: value 0, derivative inf (-> nan)
-            return value + torch.sqrt(zero)
-
-        return dataclasses.replace(task, loss=loss)
-
-    recipe = [(n, poisoned if n == "instruct" else f) for n, f in STAGE_RECIPE]
-    monkeypatch.setattr("hyperet.train.stages.STAGE_RECIPE", recipe)
+    _poison_instruct(monkeypatch, nan_gradient)
     with pytest.raises(NonFiniteLossError, match=r"^non-finite gradient norm \(nan\) in stage "):
         train(NANO, tmp_path / "run")
 
