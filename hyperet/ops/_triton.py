@@ -22,7 +22,10 @@ from hyperet.ops.policy import input_conorm_floor, output_ceiling
 #: Widest row a kernel holds in registers (structured kinds tile (2k+1 or b, d)).
 MAX_D = {"structured": 4096, "row": 16384}
 KIND_CODES: dict[str, int] = {"dense": 0, "diagonal": 1, "block": 2, "banded": 3}
-ROW_OPS = ("expmap0", "logmap0")
+#: Ops over the last axis, one program per row (half types are read and written as they are and
+#: computed in float32, as the train policy asks).
+ROW_OPS = ("expmap0", "logmap0", "mobius_add", "dist")
+ROW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 @functools.cache
@@ -45,18 +48,28 @@ def status() -> str:
 
 
 def serves(op: str, *tensors: Tensor) -> bool:
-    """Whether a kernel covers ``op`` (``"matvec:<kind>"`` with ``(x, param)``, or a row op with
-    ``(x,)``) on these tensors: float32, one device, a width the kernels hold."""
+    """Whether a kernel covers ``op`` on these tensors, all on one device: ``"matvec:<kind>"``
+    with ``(x, param)`` float32 ``(N, d)``; a row op (:data:`ROW_OPS`) with its operands
+    ``(..., d)`` of one float dtype (:data:`ROW_DTYPES`); ``"pairwise_dist"`` with float32
+    ``(N, D)`` and ``(M, D)``; widths the kernels hold."""
     x = tensors[0]
-    if x.dtype != torch.float32 or any(t.device != x.device for t in tensors):
+    if any(t.device != x.device for t in tensors):
         return False
     if op in ROW_OPS:
-        return 0 < x.shape[-1] <= MAX_D["row"]
+        return (
+            x.dtype in ROW_DTYPES
+            and all(t.dtype == x.dtype and t.shape[-1] == x.shape[-1] for t in tensors)
+            and 0 < x.shape[-1] <= MAX_D["row"]
+        )
+    if any(t.dtype != torch.float32 for t in tensors):
+        return False
+    if op == "pairwise_dist":
+        return len(tensors) == 2 and all(t.dim() == 2 for t in tensors)
     family, _, kind = op.partition(":")
     if family != "matvec" or kind not in KIND_CODES or len(tensors) != 2:
         return False
     param = tensors[1]
-    if param.dtype != torch.float32 or x.dim() != 2:
+    if x.dim() != 2:
         return False
     d = x.shape[-1]
     if kind == "dense":
@@ -148,22 +161,28 @@ def _flat(v: Tensor) -> Tensor:
     return v.detach().reshape(-1, v.shape[-1]).contiguous()
 
 
-def _per_row(kernel_name: str, inputs: list[Tensor], *scalars: float) -> Tensor:
-    """Launch a one-program-per-row kernel ``(*inputs, out, d, *scalars)``; ``out`` is like the
-    last input, all ``(N, d)`` contiguous."""
+def _launch(kernel_name: str, rows: int, d: int, tensors: list[Tensor], *scalars: float) -> None:
+    """Launch a one-program-per-row kernel ``(*tensors, d, *scalars)`` over ``rows`` rows of
+    width ``d`` (inputs and outputs contiguous)."""
     kern = _kernels()[0]
-    out = torch.empty_like(inputs[-1])
-    rows, d = out.shape
     block = kern.block_d(d)
     if rows:
         getattr(kern, kernel_name)[(rows,)](
-            *inputs, out, d, *scalars, BLOCK_D=block, **_launch_options(block)
+            *tensors, d, *scalars, BLOCK_D=block, **_launch_options(block)
         )
+
+
+def _per_row(kernel_name: str, inputs: list[Tensor], *scalars: float) -> Tensor:
+    """A one-program-per-row kernel ``(*inputs, out, d, *scalars)``; ``out`` is like the last
+    input, all ``(N, d)`` contiguous."""
+    out = torch.empty_like(inputs[-1])
+    _launch(kernel_name, out.shape[0], out.shape[1], [*inputs, out], *scalars)
     return out
 
 
 class TritonExpmap0(torch.autograd.Function):
-    """Train-policy :math:`\\exp_0` along the last axis (float32)."""
+    """Train-policy :math:`\\exp_0` along the last axis (float32 arithmetic, result in
+    ``u``'s dtype, whose output ceiling applies)."""
 
     @staticmethod
     def forward(ctx: Any, u: Tensor, c: float) -> Tensor:
@@ -181,7 +200,8 @@ class TritonExpmap0(torch.autograd.Function):
 
 
 class TritonLogmap0(torch.autograd.Function):
-    """Train-policy :math:`\\log_0` along the last axis (float32)."""
+    """Train-policy :math:`\\log_0` along the last axis (float32 arithmetic, result in ``x``'s
+    dtype, whose input co-norm floor applies)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, c: float) -> Tensor:
@@ -196,3 +216,65 @@ class TritonLogmap0(torch.autograd.Function):
         (flat,) = ctx.saved_tensors
         gx = _per_row("logmap0_backward_kernel", [_flat(g), flat], ctx.c, ctx.w_min)
         return gx.view(g.shape), None
+
+
+class TritonMobiusAdd(torch.autograd.Function):
+    """Train-policy :math:`x \\oplus y` of two ``(..., d)`` tensors of one shape and dtype
+    (:func:`hyperet.ops.ball.mobius_add`'s train formula, its zero limits bitwise)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, c: float) -> Tensor:
+        fx, fy = _flat(x), _flat(y)
+        ctx.c, ctx.w_min, ctx.z_out = c, input_conorm_floor(x.dtype), output_ceiling(x.dtype)
+        ctx.save_for_backward(fx, fy)
+        out = torch.empty_like(fx)
+        _launch("mobius_add_forward_kernel", *fx.shape, [fx, fy, out], c, ctx.w_min, ctx.z_out)
+        return out.view(x.shape)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        fx, fy = ctx.saved_tensors
+        gx, gy = torch.empty_like(fx), torch.empty_like(fy)
+        _launch(
+            "mobius_add_backward_kernel", *fx.shape, [_flat(g), fx, fy, gx, gy],
+            ctx.c, ctx.w_min, ctx.z_out,
+        )  # fmt: skip
+        return gx.view(g.shape), gy.view(g.shape), None
+
+
+class TritonDist(torch.autograd.Function):
+    """Train-policy geodesic distance of two ``(..., d)`` tensors of one shape and dtype,
+    shape ``(...)`` (:func:`hyperet.ops.ball.dist_core`'s train formula)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, c: float) -> Tensor:
+        fx, fy = _flat(x), _flat(y)
+        ctx.c, ctx.w_min = c, input_conorm_floor(x.dtype)
+        ctx.save_for_backward(fx, fy)
+        out = torch.empty(fx.shape[0], dtype=x.dtype, device=x.device)
+        _launch("dist_forward_kernel", *fx.shape, [fx, fy, out], c, ctx.w_min)
+        return out.view(x.shape[:-1])
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        fx, fy = ctx.saved_tensors
+        gx, gy = torch.empty_like(fx), torch.empty_like(fy)
+        g_rows = g.detach().reshape(-1).contiguous()
+        _launch("dist_backward_kernel", *fx.shape, [g_rows, fx, fy, gx, gy], ctx.c, ctx.w_min)
+        shape = (*g.shape, fx.shape[1])
+        return gx.view(shape), gy.view(shape), None
+
+
+def row_op(op: str, c: float, *tensors: Tensor) -> Tensor:
+    """Run the row op ``op`` (:data:`ROW_OPS`) on operands that :func:`serves` accepted (binary
+    ops broadcast their leading axes first; autograd sums the gradients back)."""
+    if len(tensors) == 2:
+        tensors = tuple(torch.broadcast_tensors(*tensors))
+    fn: Any = {
+        "expmap0": TritonExpmap0,
+        "logmap0": TritonLogmap0,
+        "mobius_add": TritonMobiusAdd,
+        "dist": TritonDist,
+    }[op]
+    out: Tensor = fn.apply(*tensors, c)
+    return out

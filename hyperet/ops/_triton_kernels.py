@@ -210,10 +210,12 @@ def matvec_backward_kernel(
 
 @triton.jit
 def _load_row(ptr, d, BLOCK_D: tl.constexpr):
-    """Row ``program_id`` of an ``(N, d)`` float32 array (zeros past ``d``), and its offsets."""
+    """Row ``program_id`` of an ``(N, d)`` array of any float dtype, as float32 (zeros past
+    ``d``), and its offsets (a store to them rounds to the output's dtype)."""
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, BLOCK_D)
-    return tl.load(ptr + row * d + i, mask=i < d, other=0.0), row * d + i, i < d
+    x = tl.load(ptr + row * d + i, mask=i < d, other=0.0).to(tl.float32)
+    return x, row * d + i, i < d
 
 
 @triton.jit
@@ -283,6 +285,153 @@ def logmap0_backward_kernel(g_ptr, x_ptr, gx_ptr, d, c, w_min, BLOCK_D: tl.const
     second = tl.where(below, -coef / n2_safe, c * r * _psi(z, w, r)) * xg
     gx = g * coef.to(tl.float32) + x * second.to(tl.float32)
     tl.store(gx_ptr + at, gx, mask=inside)
+
+
+@triton.jit
+def _log1p(u):
+    """log(1 + u) for u >= 0 to a few ulp (Goldberg: log(v) u / (v - 1), v = fl(1 + u))."""
+    v = 1.0 + u
+    tiny = v == 1.0
+    return tl.where(tiny, u, tl.log(v) * (u / tl.where(tiny, 1.0, v - 1.0)))
+
+
+@triton.jit
+def _sum64(a, b):
+    """<a, b> of two float32 rows, accumulated in float64."""
+    return tl.sum(a.to(tl.float64) * b.to(tl.float64), axis=0)
+
+
+@triton.jit
+def _point(x, c, w_min):
+    """Train-policy point of a float32 row: (x_eff, scale, w, |x|^2). A row whose co-norm
+    w = 1 - c|x|^2 is below w_min is projected radially onto it (x_eff = scale x, w = w_min)."""
+    n2 = _sum64(x, x)
+    w = 1.0 - c * n2
+    below = w < w_min
+    scale = tl.where(below, tl.sqrt((1.0 - w_min) / tl.where(below, 1.0 - w, 1.0)), 1.0)
+    return x * scale.to(tl.float32), scale, tl.maximum(w, w_min), n2
+
+
+@triton.jit
+def _unproject(g_eff, x, scale, n2):
+    """Gradient with respect to x from the gradient with respect to x_eff = scale x: a projected
+    row (scale < 1, |x_eff| fixed) keeps scale times the part of g_eff orthogonal to x. Its
+    floored co-norm is a constant, so callers leave out the (radial, up to 1/w large) terms that
+    come from differentiating w: subtracting them here would cancel catastrophically."""
+    along = tl.where(scale < 1.0, _sum64(g_eff, x) / tl.where(scale < 1.0, n2, 1.0), 0.0)
+    return tl.where(scale < 1.0, (g_eff - x * along.to(tl.float32)) * scale.to(tl.float32), g_eff)
+
+
+@triton.jit
+def _is_zero(x):
+    """Whether every entry of a row is +0 or -0."""
+    return tl.max(tl.abs(x), axis=0) == 0.0
+
+
+@triton.jit
+def _mobius_add_parts(x, y, c, w_min, z_out):
+    """Train-policy x (+) y = h (w_x s + c|s|^2 x) / D with s = x + y, D = w_x w_y + c|s|^2 and
+    h = z_out / max(sqrt(c|s|^2 / D), z_out) (the output ceiling), on the projected points."""
+    xe, sx, wx, nx2 = _point(x, c, w_min)
+    ye, sy, wy, ny2 = _point(y, c, w_min)
+    s = xe + ye
+    cs2 = c * _sum64(s, s)
+    den = wx * wy + cs2
+    ratio = cs2 / den
+    sat = ratio > z_out * z_out
+    h = z_out / tl.sqrt(tl.maximum(ratio, z_out * z_out))
+    return xe, sx, wx, nx2, ye, sy, wy, ny2, s, cs2, den, h, sat
+
+
+@triton.jit
+def mobius_add_forward_kernel(
+    x_ptr, y_ptr, out_ptr, d, c, w_min, z_out, BLOCK_D: tl.constexpr
+):  # fmt: skip
+    """out = a s + b x_eff with a = h w_x / D, b = h c|s|^2 / D; y where x = 0 and x where
+    y = 0, bitwise (the operands as given)."""
+    x, at, inside = _load_row(x_ptr, d, BLOCK_D)
+    y = _load_row(y_ptr, d, BLOCK_D)[0]
+    parts = _mobius_add_parts(x, y, c, w_min, z_out)
+    xe, wx, s, cs2, den, h = parts[0], parts[2], parts[8], parts[9], parts[10], parts[11]
+    a = (wx * h / den).to(tl.float32)
+    b = (cs2 * h / den).to(tl.float32)
+    out = a * s + b * xe
+    out = tl.where(_is_zero(x), y, tl.where(_is_zero(y), x, out))
+    tl.store(out_ptr + at, out, mask=inside)
+
+
+@triton.jit
+def mobius_add_backward_kernel(
+    g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, d, c, w_min, z_out, BLOCK_D: tl.constexpr
+):  # fmt: skip
+    """Gradients of L = <g, x (+) y> (the formula's, also at the bitwise zero limits).
+
+    With G1 = h<g, s>, G2 = h<g, x_eff> and L = (w_x G1 + c|s|^2 G2) / D:
+    grad_xe = h (w_x + c|s|^2)/D g - 2c (G1 - L w_y)/D x_eff + 2c (G2 - L)/D s and
+    grad_ye = h w_x/D g + 2c L w_x/D y_eff + 2c (G2 - L)/D s; a saturated row (h < 1, where
+    ln h = const + (ln D - ln c|s|^2)/2) adds L/2 times the gradient of that log:
+    -c L w_y/D x_eff + c L (1/D - 1/(c|s|^2)) s and -c L w_x/D y_eff + (the same) s."""
+    g, at, inside = _load_row(g_ptr, d, BLOCK_D)
+    x = _load_row(x_ptr, d, BLOCK_D)[0]
+    y = _load_row(y_ptr, d, BLOCK_D)[0]
+    xe, sx, wx, nx2, ye, sy, wy, ny2, s, cs2, den, h, sat = _mobius_add_parts(x, y, c, w_min, z_out)
+    g1 = h * _sum64(g, s)
+    g2 = h * _sum64(g, xe)
+    lv = (wx * g1 + cs2 * g2) / den
+    cs2_safe = tl.where(sat, cs2, 1.0)  # > 0 where saturated
+    extra = tl.where(sat, c * lv, 0.0)
+    coef_s = 2.0 * c * (g2 - lv) / den + extra * (1.0 / den - 1.0 / cs2_safe)
+    # the terms from differentiating w_x, w_y (none for a projected row: w is floored)
+    coef_x = tl.where(sx < 1.0, 0.0, -2.0 * c * (g1 - lv * wy) / den - extra * wy / den)
+    coef_y = tl.where(sy < 1.0, 0.0, 2.0 * c * lv * wx / den - extra * wx / den)
+    s_part = s * coef_s.to(tl.float32)
+    gxe = g * (h * (wx + cs2) / den).to(tl.float32) + xe * coef_x.to(tl.float32) + s_part
+    gye = g * (h * wx / den).to(tl.float32) + ye * coef_y.to(tl.float32) + s_part
+    tl.store(gx_ptr + at, _unproject(gxe, x, sx, nx2), mask=inside)
+    tl.store(gy_ptr + at, _unproject(gye, y, sy, ny2), mask=inside)
+
+
+@triton.jit
+def _dist_parts(x, y, c, w_min):
+    """Train-policy d(x, y) = log1p(q^2 + q sqrt(q^2 + 2)) / sqrt(c) with
+    q = sqrt(c) |x_eff - y_eff| sqrt(2 / (w_x w_y)) (float64 scalars)."""
+    xe, sx, wx, nx2 = _point(x, c, w_min)
+    ye, sy, wy, ny2 = _point(y, c, w_min)
+    diff = xe - ye
+    n = tl.sqrt(_sum64(diff, diff))
+    q = tl.sqrt(c) * n * tl.sqrt(2.0 / wx) / tl.sqrt(wy)
+    return xe, sx, wx, nx2, ye, sy, wy, ny2, diff, n, q
+
+
+@triton.jit
+def dist_forward_kernel(x_ptr, y_ptr, out_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+    """One distance per row pair."""
+    x = _load_row(x_ptr, d, BLOCK_D)[0]
+    y = _load_row(y_ptr, d, BLOCK_D)[0]
+    q = _dist_parts(x, y, c, w_min)[-1]
+    dist = _log1p(q * q + q * tl.sqrt(q * q + 2.0)) / tl.sqrt(c)
+    # rounded to float32 first, then to the output's dtype (as eager, which computes in float32)
+    tl.store(out_ptr + tl.program_id(0).to(tl.int64), dist.to(tl.float32))
+
+
+@triton.jit
+def dist_backward_kernel(
+    g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, d, c, w_min, BLOCK_D: tl.constexpr
+):  # fmt: skip
+    """grad_xe = K (u + c n x_eff / w_x), grad_ye = K (-u + c n y_eff / w_y) with
+    u = (x_eff - y_eff)/n (0 at n = 0), n = |x_eff - y_eff|, K = g 2 sqrt(2) / (sqrt(w_x w_y)
+    sqrt(q^2 + 2)) - the gradient of arcosh(1 + q^2)/sqrt(c), finite at x = y."""
+    x, at, inside = _load_row(x_ptr, d, BLOCK_D)
+    y = _load_row(y_ptr, d, BLOCK_D)[0]
+    g = tl.load(g_ptr + tl.program_id(0).to(tl.int64)).to(tl.float64)
+    xe, sx, wx, nx2, ye, sy, wy, ny2, diff, n, q = _dist_parts(x, y, c, w_min)
+    k = g * 2.0 * tl.sqrt(2.0) / (tl.sqrt(wx * wy) * tl.sqrt(q * q + 2.0))
+    k_u = tl.where(n > 0.0, k / tl.where(n > 0.0, n, 1.0), 0.0).to(tl.float32)
+    # the terms from differentiating w_x, w_y (none for a projected row: w is floored)
+    gxe = diff * k_u + xe * tl.where(sx < 1.0, 0.0, k * c * n / wx).to(tl.float32)
+    gye = ye * tl.where(sy < 1.0, 0.0, k * c * n / wy).to(tl.float32) - diff * k_u
+    tl.store(gx_ptr + at, _unproject(gxe, x, sx, nx2), mask=inside)
+    tl.store(gy_ptr + at, _unproject(gye, y, sy, ny2), mask=inside)
 
 
 def block_d(d: int) -> int:

@@ -1,5 +1,6 @@
 """The Triton kernels (hyperet/ops/_triton_kernels.py) against eager torch and the float64
-reference: values and gradients of the dense and structured Möbius matvecs, expmap0, logmap0.
+reference: values and gradients of the dense and structured Möbius matvecs, expmap0, logmap0,
+mobius_add, dist and pairwise_dist, in float32 and (row ops) bfloat16 / float16.
 
 Two ways to run them:
 
@@ -108,6 +109,153 @@ def test_interpreted_row_ops_match_eager_and_reference(name: str) -> None:
     _compare_row_op(name, 12, "cpu")
 
 
+#: x's radii (sqrt(c)|x|); y takes them reversed. 1.0 and 1.5: on / beyond the boundary
+#: (projected by the policy), 0.0: the zero limits of mobius_add; row 3 has y = x.
+BINARY_RADII = [*INSIDE, 1.0, 1.5, 0.0]
+
+
+def _binary_case(d: int, c: float) -> tuple[Tensor, Tensor]:
+    x = points(d, 21, BINARY_RADII, c=c)
+    y = points(d, 22, BINARY_RADII[::-1], c=c)
+    y[3] = x[3]
+    return x, y
+
+
+def _rowwise(got: Tensor, want: Tensor) -> Tensor:
+    """Per-row relative error (vectors: normwise; scalars: relative)."""
+    if got.dim() == 1:
+        return (got - want).abs() / want.abs().clamp_min(1e-300)
+    return normwise(got, want)
+
+
+def _binary_results(
+    name: str, backend_name: str, x: Tensor, y: Tensor, dtype: torch.dtype, device: str, c: float
+) -> list[Tensor]:
+    """Value and both gradients of the train-policy op, in float64 on the CPU."""
+    cot = torch.randn(x.shape, generator=torch.Generator().manual_seed(23), dtype=F64).float()
+    with use_backend(backend_name):
+        a = x.to(device, dtype).clone().requires_grad_()
+        b = y.to(device, dtype).clone().requires_grad_()
+        out = getattr(ops, name)(a, b, c=c, policy="train")
+        grads = torch.autograd.grad(
+            out,
+            (a, b),
+            cot.to(device, dtype)[..., : out.shape[-1]]
+            if out.dim() == 2
+            else cot[:, 0].to(device, dtype),
+        )
+    return [t.detach().cpu().double() for t in (out, *grads)]
+
+
+def _compare_binary(name: str, d: int, device: str) -> None:
+    # float64 train policy (same floor 2**-52, same formulas) is the truth of the float32 op:
+    # the kernel must be as accurate as eager float32, row by row, near the boundary included
+    c = 0.7
+    x, y = _binary_case(d, c)
+    truth = _binary_results(name, "eager", x, y, F64, "cpu", c)
+    eager = _binary_results(name, "eager", x, y, torch.float32, "cpu", c)
+    got = _binary_results(name, "triton", x, y, torch.float32, device, c)
+    for k, e, t in zip(got, eager, truth, strict=True):
+        assert torch.isfinite(k).all()
+        err_k, err_e = _rowwise(k, t), _rowwise(e, t)
+        assert bool((err_k <= torch.clamp_min(4 * err_e, 16 * EPS32)).all()), (err_k, err_e)
+    # values of rows with both points strictly inside against the exact reference
+    inside = [
+        i
+        for i, (r, q) in enumerate(zip(BINARY_RADII, BINARY_RADII[::-1], strict=True))
+        if max(r, q) < 1
+    ]
+    exact = torch.from_numpy(getattr(ref, name)(x[inside].numpy(), y[inside].numpy(), c=c))
+    assert float(_rowwise(got[0][inside], exact).max()) <= 8 * EPS32
+
+
+@interpreter
+@pytest.mark.parametrize("name", ["mobius_add", "dist"])
+def test_interpreted_binary_ops_match_eager_and_reference(name: str) -> None:
+    _compare_binary(name, 12, "cpu")
+
+
+def _compare_half(name: str, dtype: torch.dtype, device: str) -> None:
+    # half types: read and written as they are, computed in float32, rounded once: within
+    # two ulp of the result dtype of eager (which casts to float32 and back), row by row
+    c = 0.7
+    x, y = _binary_case(16, c)
+    if name == "expmap0":
+        x = x * 3.0  # tangent vectors, several beyond the half type's output ceiling
+    args = [x, y] if name in ("mobius_add", "dist") else [x]
+    cot = torch.randn(x.shape, generator=torch.Generator().manual_seed(24), dtype=F64)
+    results = {}
+    for backend_name, dev in (("triton", device), ("eager", "cpu")):
+        with use_backend(backend_name):
+            leaves = [a.to(dev, dtype).requires_grad_() for a in args]
+            out = getattr(ops, name)(*leaves, c=c)
+            ct = (cot if out.dim() == 2 else cot[:, 0]).to(dev, dtype)
+            grads = torch.autograd.grad(out, leaves, ct)
+        assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
+        results[backend_name] = [t.detach().cpu().double() for t in (out, *grads)]
+    eps = torch.finfo(dtype).eps
+    radii = [
+        (r, q if len(args) == 2 else 0.0)
+        for r, q in zip(BINARY_RADII, BINARY_RADII[::-1], strict=True)
+    ]
+    # values: every row but those within 0.1 of the boundary (float32 w vs the half floor);
+    # gradients: rows well inside (a projected row's gradient is a small tangential remainder)
+    value_rows = torch.tensor([all(r <= 0.9 or r > 1.0 for r in pair) for pair in radii])
+    grad_rows = torch.tensor([max(pair) <= 0.9 for pair in radii])
+    for i, (got, want) in enumerate(zip(results["triton"], results["eager"], strict=True)):
+        rows = value_rows if i == 0 else grad_rows
+        scale = want.norm(dim=-1) if want.dim() == 2 else want.abs()
+        err = (got - want).norm(dim=-1) if got.dim() == 2 else (got - want).abs()
+        assert bool((err[rows] <= 2 * eps * scale[rows] + 1e-30).all()), (err, scale)
+    if name in ("expmap0", "mobius_add"):  # returned points strictly inside (dtype's ceiling)
+        out = results["triton"][0]
+        assert bool((c * (out * out).sum(-1) < 1).all())
+
+
+@interpreter
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["expmap0", "logmap0", "mobius_add", "dist"])
+def test_interpreted_half_types_match_eager(name: str, dtype: torch.dtype) -> None:
+    _compare_half(name, dtype, "cpu")
+
+
+@interpreter
+@pytest.mark.parametrize("name", ["mobius_add", "dist"])
+def test_interpreted_binary_ops_broadcast_and_sum_gradients(name: str) -> None:
+    # x (2, 3, d) against one y (d,): the kernel sees the broadcast rows, autograd sums y's
+    d = 8
+    x = points(d, 25, [0.1, 0.5, 0.9, 0.99, 0.3, 0.0]).reshape(2, 3, d)
+    y = points(d, 26, [0.6])[0]
+    results = {}
+    for backend_name in ("triton", "eager"):
+        with use_backend(backend_name):
+            a, b = x.float().requires_grad_(), y.float().requires_grad_()
+            out = getattr(ops, name)(a, b, c=1.0)
+            cot = torch.ones_like(out)
+            results[backend_name] = (out, *torch.autograd.grad(out, (a, b), cot))
+    for got, want in zip(results["triton"], results["eager"], strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=16 * EPS32, atol=1e-6)
+
+
+@interpreter
+def test_interpreted_mobius_add_zero_limits_are_bitwise_with_the_formula_gradient() -> None:
+    d = 8
+    b = points(d, 27, [0.3, 0.9, 1 - 1e-5]).float()
+    b[:, 0] = -0.0  # a negative zero must survive
+    for zero in (torch.zeros_like(b), -torch.zeros_like(b)):
+        with use_backend("triton"):
+            z, v = zero.clone().requires_grad_(), b.clone().requires_grad_()
+            outs = (ops.mobius_add(z, v, c=1.0), ops.mobius_add(v, z, c=1.0))
+            assert all(torch.equal(o.view(torch.int32), b.view(torch.int32)) for o in outs)
+            got = torch.autograd.grad(outs[0].sum(), (z, v))
+        # d(x (+) y)/dx at x = 0 is (1 + c|y|^2) I - 2c y y^T (not 0); d/dy is I
+        b64 = b.double()
+        want_z = (1 + (b64 * b64).sum(-1, keepdim=True)) - 2 * b64 * b64.sum(-1, keepdim=True)
+        torch.testing.assert_close(got[0].double(), want_z, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got[1].double(), torch.ones_like(b64), rtol=1e-5, atol=1e-5)
+
+
 @interpreter
 def test_interpreted_backward_spreads_rows_over_programs() -> None:
     # more rows than programs (4 under the interpreter): each program loops over its rows and
@@ -129,7 +277,11 @@ def test_interpreted_auto_backend_keeps_cpu_tensors_off_triton() -> None:
         assert backend.resolve("expmap0", x) == "eager"
     with use_backend("triton"):
         assert backend.resolve("expmap0", x) == "triton"
-        assert backend.resolve("expmap0", x.double()) == "eager"  # float32 kernels only
+        assert backend.resolve("expmap0", x.bfloat16()) == "triton"  # read as it is
+        assert backend.resolve("expmap0", x.double()) == "eager"  # float64: exact-grade eager
+        assert backend.resolve("mobius_add", x, x.double()) == "eager"  # mixed dtypes
+        assert backend.resolve("pairwise_dist", x, x) == "triton"
+        assert backend.resolve("pairwise_dist", x.bfloat16(), x.bfloat16()) == "eager"
 
 
 @pytest.mark.cuda
