@@ -278,3 +278,74 @@ def row_op(op: str, c: float, *tensors: Tensor) -> Tensor:
     }[op]
     out: Tensor = fn.apply(*tensors, c)
     return out
+
+
+#: Tile of the pairwise-distance kernels (rows of x, rows of y).
+PAIR_TILE = 32
+
+
+class TritonPairwiseDist(torch.autograd.Function):
+    """Train-policy pairwise distances of float32 ``x`` ``(N, D)`` and ``y`` ``(M, D)``, as
+    :func:`hyperet.ops.pairwise_dist`'s fast path: the Gram matrix ``x y^T`` is a matrix
+    product (cuBLAS); one kernel turns it into distances (forward), one into the coefficient
+    matrix of the gradient and its row and column sums (backward), whose Gram products are
+    again matrix products."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, c: float, out_dtype: torch.dtype) -> Tensor:
+        x, y = x.detach().contiguous(), y.detach().contiguous()
+        w_min = input_conorm_floor(out_dtype)
+        px, py = _point_rows(x, c, w_min), _point_rows(y, c, w_min)
+        gram = x @ y.mT  # (N, M)
+        out = torch.empty(gram.shape, dtype=out_dtype, device=x.device)
+        _launch_tiles("pairwise_forward_kernel", gram, [gram, out, *px, *py], c)
+        ctx.c = c
+        ctx.save_for_backward(x, y, gram, *px, *py)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        x, y, gram, *scalars = ctx.saved_tensors
+        px, py = scalars[:3], scalars[3:]
+        (n, m), tile = gram.shape, PAIR_TILE
+        coef = torch.empty_like(gram)
+        row_part = torch.empty(-(-m // tile), n, dtype=torch.float64, device=x.device)
+        col_part = torch.empty(-(-n // tile), m, dtype=torch.float64, device=x.device)
+        _launch_tiles(
+            "pairwise_backward_kernel",
+            gram,
+            [g.detach().contiguous(), gram, coef, row_part, col_part, *px, *py],
+            ctx.c,
+        )
+        grad_x = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(x)
+            _launch("pairwise_grad_rows_kernel", n, x.shape[1],
+                    [x, coef @ y, row_part.sum(0), px[0], px[2], grad_x])  # fmt: skip
+        if ctx.needs_input_grad[1]:
+            grad_y = torch.empty_like(y)
+            _launch("pairwise_grad_rows_kernel", m, y.shape[1],
+                    [y, coef.mT @ x, col_part.sum(0), py[0], py[2], grad_y])  # fmt: skip
+        return grad_x, grad_y, None, None
+
+
+def _point_rows(x: Tensor, c: float, w_min: float) -> list[Tensor]:
+    """Per row (float64): the train policy's projection factor, floored co-norm, raw |x|^2."""
+    out = [torch.empty(x.shape[0], dtype=torch.float64, device=x.device) for _ in range(3)]
+    _launch("point_rows_kernel", x.shape[0], x.shape[1], [x, *out], c, w_min)
+    return out
+
+
+def _launch_tiles(kernel_name: str, gram: Tensor, tensors: list[Tensor], c: float) -> None:
+    n, m = gram.shape
+    if n and m:
+        grid = (-(-n // PAIR_TILE), -(-m // PAIR_TILE))
+        getattr(_kernels()[0], kernel_name)[grid](
+            *tensors, n, m, c, BLOCK_N=PAIR_TILE, BLOCK_M=PAIR_TILE
+        )
+
+
+def pairwise_dist(x: Tensor, y: Tensor, c: float, out_dtype: torch.dtype) -> Tensor:
+    """:class:`TritonPairwiseDist` on operands that :func:`serves` accepted."""
+    out: Tensor = TritonPairwiseDist.apply(x, y, c, out_dtype)
+    return out

@@ -434,6 +434,97 @@ def dist_backward_kernel(
     tl.store(gy_ptr + at, _unproject(gye, y, sy, ny2), mask=inside)
 
 
+@triton.jit
+def point_rows_kernel(x_ptr, scale_ptr, w_ptr, n2_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+    """Per row of x: the projection factor, the floored co-norm and |x|^2 (raw), float64."""
+    x = _load_row(x_ptr, d, BLOCK_D)[0]
+    row = tl.program_id(0).to(tl.int64)
+    scale, w, n2 = _point(x, c, w_min)[1:]
+    tl.store(scale_ptr + row, scale)
+    tl.store(w_ptr + row, w)
+    tl.store(n2_ptr + row, n2)
+
+
+@triton.jit
+def _pairwise_tile(gram_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
+                   BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
+    """One (BLOCK_N, BLOCK_M) tile of the pairwise distances from the Gram matrix G = x y^T:
+    |x_n - y_m|^2 = s_n^2 |x_n|^2 + s_m^2 |y_m|^2 - 2 s_n s_m G_nm (projected points, float64,
+    clamped at 0), q = sqrt(c) |x_n - y_m| sqrt(2 / (w_n w_m))."""
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n_ok, m_ok = n < n_rows, m < m_rows
+    sx = tl.load(sx_ptr + n, mask=n_ok, other=1.0)[:, None]
+    wx = tl.load(wx_ptr + n, mask=n_ok, other=1.0)[:, None]
+    nx = tl.load(nx_ptr + n, mask=n_ok, other=0.0)[:, None]
+    sy = tl.load(sy_ptr + m, mask=m_ok, other=1.0)[None, :]
+    wy = tl.load(wy_ptr + m, mask=m_ok, other=1.0)[None, :]
+    ny = tl.load(ny_ptr + m, mask=m_ok, other=0.0)[None, :]
+    at = n.to(tl.int64)[:, None] * m_rows + m[None, :]
+    ok = n_ok[:, None] & m_ok[None, :]
+    gram = tl.load(gram_ptr + at, mask=ok, other=0.0).to(tl.float64)
+    sq = tl.maximum(sx * sx * nx + sy * sy * ny - 2.0 * sx * sy * gram, 0.0)
+    nd = tl.sqrt(sq)
+    q = tl.sqrt(c) * nd * tl.sqrt(2.0 / wx) / tl.sqrt(wy)
+    return at, ok, sx, wx, sy, wy, nd, q
+
+
+@triton.jit
+def pairwise_forward_kernel(
+    gram_ptr, out_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """d_nm = log1p(q^2 + q sqrt(q^2 + 2)) / sqrt(c), one tile per program."""
+    parts = _pairwise_tile(
+        gram_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
+        BLOCK_N, BLOCK_M,
+    )  # fmt: skip
+    at, ok, q = parts[0], parts[1], parts[7]
+    dist = _log1p(q * q + q * tl.sqrt(q * q + 2.0)) / tl.sqrt(c)
+    tl.store(out_ptr + at, dist.to(tl.float32), mask=ok)
+
+
+@triton.jit
+def pairwise_backward_kernel(
+    gout_ptr, gram_ptr, p_ptr, row_ptr, col_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr,
+    n_rows, m_rows, c, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """With K = g 2 sqrt(2) / (sqrt(w_n w_m) sqrt(q^2 + 2)) and P = K / |x_n - y_m| (0 at 0):
+    grad_xe_n = xe_n sum_m (P + c/w_n K |x_n - y_m|) - sum_m P ye_m (and symmetrically for y).
+    Stores P' = s_n s_m P (the Gram products then use the raw points) and this tile's share of
+    the row sums (row_ptr[tile column, n]) and column sums (col_ptr[tile row, m]); a projected
+    point's co-norm is floored, so its sums leave out the c/w term."""
+    at, ok, sx, wx, sy, wy, nd, q = _pairwise_tile(
+        gram_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
+        BLOCK_N, BLOCK_M,
+    )  # fmt: skip
+    g = tl.load(gout_ptr + at, mask=ok, other=0.0).to(tl.float64)
+    k = g * 2.0 * tl.sqrt(2.0) / (tl.sqrt(wx * wy) * tl.sqrt(q * q + 2.0))
+    p = tl.where(nd > 0.0, k / tl.where(nd > 0.0, nd, 1.0), 0.0)
+    kn = k * nd
+    row_sum = tl.sum(p + tl.where(sx < 1.0, 0.0, c / wx) * kn, axis=1)
+    col_sum = tl.sum(p + tl.where(sy < 1.0, 0.0, c / wy) * kn, axis=0)
+    tl.store(p_ptr + at, (p * sx * sy).to(tl.float32), mask=ok)
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    tl.store(row_ptr + tl.program_id(1).to(tl.int64) * n_rows + n, row_sum, mask=n < n_rows)
+    tl.store(col_ptr + tl.program_id(0).to(tl.int64) * m_rows + m, col_sum, mask=m < m_rows)
+
+
+@triton.jit
+def pairwise_grad_rows_kernel(
+    x_ptr, py_ptr, sum_ptr, s_ptr, n2_ptr, gx_ptr, d, BLOCK_D: tl.constexpr
+):  # fmt: skip
+    """grad_x of one row from grad_xe = s sum x - (P' y) / s, then through the projection."""
+    x, at, inside = _load_row(x_ptr, d, BLOCK_D)
+    py = _load_row(py_ptr, d, BLOCK_D)[0]
+    row = tl.program_id(0).to(tl.int64)
+    scale = tl.load(s_ptr + row)
+    coef = (scale * tl.load(sum_ptr + row)).to(tl.float32)
+    gxe = x * coef - py * (1.0 / scale).to(tl.float32)
+    tl.store(gx_ptr + at, _unproject(gxe, x, scale, tl.load(n2_ptr + row)), mask=inside)
+
+
 def block_d(d: int) -> int:
     """The tile width of a row: the next power of two >= d (at least 16)."""
     return max(16, triton.next_power_of_2(d))

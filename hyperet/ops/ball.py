@@ -133,7 +133,7 @@ def _squeeze(t: Tensor) -> Tensor:
     return t.squeeze(-1)
 
 
-def _triton_curvature(num: Numerics, op: str, *tensors: Tensor) -> float | None:
+def triton_curvature(num: Numerics, op: str, *tensors: Tensor) -> float | None:
     """The curvature when ``op`` runs on the Triton kernels for these operands as given (train
     policy, a float curvature, :func:`hyperet.ops.backend.resolve`), else ``None``. The kernels
     read half types as they are and compute in float32, so this is asked before any cast."""
@@ -163,7 +163,7 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None)
     """
     check_args(c, x=x, y=y)
     num = setup(c, policy, x, y)
-    if (c_float := _triton_curvature(num, "mobius_add", x, y)) is not None:
+    if (c_float := triton_curvature(num, "mobius_add", x, y)) is not None:
         return _triton.row_op("mobius_add", c_float, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
@@ -286,7 +286,7 @@ def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """
     check_args(c, u=u)
     num = setup(c, policy, u)
-    if (c_float := _triton_curvature(num, "expmap0", u)) is not None:
+    if (c_float := triton_curvature(num, "expmap0", u)) is not None:
         return _triton.row_op("expmap0", c_float, u)
     u = num.cast(u)
     num.check_finite(u=u)
@@ -322,7 +322,7 @@ def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     :math:`\\log_0(x) = \\operatorname{artanh}(z)\\,x/(\\sqrt c|x|) = R(z)x`."""
     check_args(c, x=x)
     num = setup(c, policy, x)
-    if (c_float := _triton_curvature(num, "logmap0", x)) is not None:
+    if (c_float := triton_curvature(num, "logmap0", x)) is not None:
         return _triton.row_op("logmap0", c_float, x)
     x = num.cast(x)
     num.check_points(x=x)
@@ -499,7 +499,7 @@ def dist(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Te
     """
     check_args(c, x=x, y=y)
     num = setup(c, policy, x, y)
-    if (c_float := _triton_curvature(num, "dist", x, y)) is not None:
+    if (c_float := triton_curvature(num, "dist", x, y)) is not None:
         return _triton.row_op("dist", c_float, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)

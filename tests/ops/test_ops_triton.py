@@ -256,6 +256,66 @@ def test_interpreted_mobius_add_zero_limits_are_bitwise_with_the_formula_gradien
         torch.testing.assert_close(got[1].double(), torch.ones_like(b64), rtol=1e-5, atol=1e-5)
 
 
+def _pairwise_results(
+    backend_name: str, x: Tensor, y: Tensor, dtype: torch.dtype, device: str, c: float
+) -> list[Tensor]:
+    g = torch.Generator().manual_seed(28)
+    cot = torch.randn(x.shape[0], y.shape[0], generator=g, dtype=F64).float()
+    with use_backend(backend_name):
+        a = x.to(device, dtype).clone().requires_grad_()
+        b = y.to(device, dtype).clone().requires_grad_()
+        out = ops.pairwise_dist(a, b, c=c, policy="train")
+        grads = torch.autograd.grad(out, (a, b), cot.to(device, dtype))
+    return [t.detach().cpu().double() for t in (out, *grads)]
+
+
+def _compare_pairwise(n: int, m: int, d: int, device: str) -> None:
+    c = 0.7
+    x_radii = ([0.0, 0.3, 0.9, 0.99, 1 - 1e-5, 1.0, 1.5, 0.5] * n)[:n]
+    y_radii = ([0.2, 0.95, 1.5, 0.0, 0.7, 0.999] * m)[:m]
+    x, y = points(d, 29, x_radii, c=c), points(d, 30, y_radii, c=c)
+    y[0] = x[1]  # a zero distance: value 0, gradient 0 (as eager)
+    truth = _pairwise_results("eager", x, y, F64, "cpu", c)
+    eager = _pairwise_results("eager", x, y, torch.float32, "cpu", c)
+    got = _pairwise_results("triton", x, y, torch.float32, device, c)
+    for k, e, t in zip(got, eager, truth, strict=True):  # as accurate as eager float32
+        assert torch.isfinite(k).all()
+        err_k = (k - t).abs() / t.abs().clamp_min(1e-300) if k.shape == truth[0].shape else None
+        err_e = (e - t).abs() / t.abs().clamp_min(1e-300) if err_k is not None else None
+        if err_k is None:
+            err_k, err_e = normwise(k, t), normwise(e, t)
+        assert err_e is not None
+        assert bool((err_k <= torch.clamp_min(4 * err_e, 16 * EPS32)).all()), (err_k, err_e)
+    # well-separated pairs inside the ball against the exact reference, one by one
+    inside_x = [i for i, r in enumerate(x_radii) if r < 1]
+    inside_y = [j for j, r in enumerate(y_radii) if r < 1 and j > 0]
+    xs, ys = x[inside_x], y[inside_y]
+    exact = ref.dist(xs.numpy()[:, None, :], ys.numpy()[None, :, :], c=c)
+    want = torch.from_numpy(exact)
+    rel = (got[0][inside_x][:, inside_y] - want).abs() / want.clamp_min(1e-300)
+    assert float(rel.max()) <= 1e-5  # the Gram expansion's cancellation (pairwise.py)
+
+
+@interpreter
+def test_interpreted_pairwise_dist_matches_eager_and_reference() -> None:
+    _compare_pairwise(8, 6, 12, "cpu")
+
+
+@interpreter
+def test_interpreted_pairwise_dist_across_tiles_and_without_x_gradient() -> None:
+    # 40 x 35: partial tiles on both axes, the row and column sums reduced over tiles
+    _compare_pairwise(40, 35, 5, "cpu")
+    x, y = points(5, 31, [0.4] * 3), points(5, 32, [0.6] * 4)
+    with use_backend("triton"):
+        b = y.float().requires_grad_()
+        out = ops.pairwise_dist(x.float(), b, c=1.0)
+        (gy,) = torch.autograd.grad(out.sum(), b)
+    with use_backend("eager"):
+        b2 = y.float().requires_grad_()
+        (want,) = torch.autograd.grad(ops.pairwise_dist(x.float(), b2, c=1.0).sum(), b2)
+    torch.testing.assert_close(gy, want, rtol=1e-5, atol=1e-6)
+
+
 @interpreter
 def test_interpreted_backward_spreads_rows_over_programs() -> None:
     # more rows than programs (4 under the interpreter): each program loops over its rows and
@@ -308,3 +368,37 @@ def test_cuda_auto_backend_picks_triton() -> None:
     with use_backend("auto"):
         assert backend.resolve("expmap0", x) == "triton"
         assert backend.resolve("matvec:diagonal", x, torch.ones(8, device="cuda")) == "triton"
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("name", ["mobius_add", "dist"])
+@pytest.mark.parametrize("d", [64, 1000])
+def test_cuda_binary_ops_match_eager_and_reference(name: str, d: int) -> None:
+    _compare_binary(name, d, "cuda")
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["expmap0", "logmap0", "mobius_add", "dist"])
+def test_cuda_half_types_match_eager(name: str, dtype: torch.dtype) -> None:
+    _compare_half(name, dtype, "cuda")
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize(("n", "m", "d"), [(8, 6, 12), (300, 200, 64)])
+def test_cuda_pairwise_dist_matches_eager_and_reference(n: int, m: int, d: int) -> None:
+    _compare_pairwise(n, m, d, "cuda")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_auto_backend_picks_triton_for_every_train_op() -> None:
+    x = torch.zeros(2, 8, device="cuda")
+    with use_backend("auto"):
+        for op in ("mobius_add", "dist", "pairwise_dist"):
+            assert backend.resolve(op, x, x) == "triton"
+        assert backend.resolve("expmap0", x.bfloat16()) == "triton"
+        assert backend.resolve("matvec:dense", x, torch.eye(8, device="cuda")) == "triton"
