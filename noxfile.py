@@ -59,6 +59,7 @@ def triton(session: nox.Session) -> None:
         "no:xdist",
         "tests/ops/test_ops_triton.py",
         "tests/ops/test_ops_backends.py",
+        "tests/test_bench_kernels.py",
         *session.posargs,
         env={"TRITON_INTERPRET": "1"},
     )

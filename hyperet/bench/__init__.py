@@ -8,8 +8,10 @@ Each row compares two implementations of the same work: ``name``, ``ours`` and `
 (median seconds), ``ratio`` (``theirs / ours``: > 1 means ours is faster), ``target`` (the
 ratio the issue asks for, or ``None``) and ``note``; optionally ``passes`` (ours against a copy
 of the same activations, the memory roofline: "ours costs this many copies") and
-``passes_target`` (the most passes the issue allows). ``quick=True`` runs a smoke-sized
-version (seconds; used by the tests).
+``passes_target`` (the most passes the issue allows), ``bandwidth`` and ``bandwidth_target``
+(the fraction of a device copy's bandwidth the work reaches, GPU suites). ``quick=True`` runs a
+smoke-sized version (seconds; used by the tests). A suite that runs on another device than the
+CPU lists it in a module constant ``DEVICES`` (e.g. ``("cuda",)``) and takes ``device=``.
 
 Suites are registered in :data:`SUITES` by module path and imported only when run, so an
 optional dependency (geoopt) is needed only by the suite that uses it; a suite whose
@@ -40,6 +42,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "pairwise": ("hyperet.bench.ops_pairwise", "pairwise_dist (matmul) vs broadcast"),
     "hra": ("hyperet.bench.hra", "HRA training step and merged inference"),
     "recipe": ("hyperet.bench.recipe_step", "where a training step of the compact MLLM goes"),
+    "kernels": ("hyperet.bench.kernels", "Triton kernels vs eager torch (--device cuda)"),
 }
 
 
@@ -60,6 +63,8 @@ class Row:
     note: str = ""
     passes: float | None = None
     passes_target: float | None = None
+    bandwidth: float | None = None
+    bandwidth_target: float | None = None
 
     @property
     def met(self) -> bool | None:
@@ -70,19 +75,48 @@ class Row:
             checks.append(self.ratio >= self.target)
         if self.passes_target is not None and self.passes is not None:
             checks.append(self.passes <= self.passes_target)
+        if self.bandwidth_target is not None and self.bandwidth is not None:
+            checks.append(self.bandwidth >= self.bandwidth_target)
         return all(checks) if checks else None
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "met": self.met}
 
 
-def run_suite(name: str, *, quick: bool = False) -> list[Row]:
-    """Import and run one registered suite."""
+def suite_devices(name: str) -> tuple[str, ...]:
+    """The devices a suite runs on (its module's ``DEVICES``; CPU suites: ``("cpu",)``)."""
+    devices: tuple[str, ...] = getattr(
+        importlib.import_module(SUITES[name][0]), "DEVICES", ("cpu",)
+    )
+    return devices
+
+
+def run_suite(name: str, *, quick: bool = False, device: str = "cpu") -> list[Row]:
+    """Import and run one registered suite on ``device`` (a suite that does not run there
+    raises :class:`SuiteUnavailable`)."""
     if name not in SUITES:
         raise ValueError(f"suite: unknown suite {name!r}; choose from {sorted(SUITES)}")
     module = importlib.import_module(SUITES[name][0])
-    rows: list[Row] = module.run(quick=quick)
+    devices = suite_devices(name)
+    if device not in devices:
+        raise SuiteUnavailable(f"runs with --device {' or '.join(devices)} only")
+    rows: list[Row] = module.run(quick=quick, **({} if device == "cpu" else {"device": device}))
     return rows
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``hyperet bench --device DEVICE`` cannot run here, or ``None``."""
+    if device == "cpu":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return "--device cuda: no CUDA device here (torch.cuda.is_available() is False)"
+    from hyperet.ops import _triton
+
+    if not _triton.available():
+        return f"--device cuda: {_triton.status()}"
+    return None
 
 
 def interleaved_medians(

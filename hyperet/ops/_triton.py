@@ -228,7 +228,15 @@ class TritonMobiusAdd(torch.autograd.Function):
         ctx.c, ctx.w_min, ctx.z_out = c, input_conorm_floor(x.dtype), output_ceiling(x.dtype)
         ctx.save_for_backward(fx, fy)
         out = torch.empty_like(fx)
-        _launch("mobius_add_forward_kernel", *fx.shape, [fx, fy, out], c, ctx.w_min, ctx.z_out)
+        _launch(
+            "mobius_add_forward_kernel",
+            fx.shape[0],
+            fx.shape[1],
+            [fx, fy, out],
+            c,
+            ctx.w_min,
+            ctx.z_out,
+        )
         return out.view(x.shape)
 
     @staticmethod
@@ -236,7 +244,7 @@ class TritonMobiusAdd(torch.autograd.Function):
         fx, fy = ctx.saved_tensors
         gx, gy = torch.empty_like(fx), torch.empty_like(fy)
         _launch(
-            "mobius_add_backward_kernel", *fx.shape, [_flat(g), fx, fy, gx, gy],
+            "mobius_add_backward_kernel", fx.shape[0], fx.shape[1], [_flat(g), fx, fy, gx, gy],
             ctx.c, ctx.w_min, ctx.z_out,
         )  # fmt: skip
         return gx.view(g.shape), gy.view(g.shape), None
@@ -252,7 +260,7 @@ class TritonDist(torch.autograd.Function):
         ctx.c, ctx.w_min = c, input_conorm_floor(x.dtype)
         ctx.save_for_backward(fx, fy)
         out = torch.empty(fx.shape[0], dtype=x.dtype, device=x.device)
-        _launch("dist_forward_kernel", *fx.shape, [fx, fy, out], c, ctx.w_min)
+        _launch("dist_forward_kernel", fx.shape[0], fx.shape[1], [fx, fy, out], c, ctx.w_min)
         return out.view(x.shape[:-1])
 
     @staticmethod
@@ -260,7 +268,14 @@ class TritonDist(torch.autograd.Function):
         fx, fy = ctx.saved_tensors
         gx, gy = torch.empty_like(fx), torch.empty_like(fy)
         g_rows = g.detach().reshape(-1).contiguous()
-        _launch("dist_backward_kernel", *fx.shape, [g_rows, fx, fy, gx, gy], ctx.c, ctx.w_min)
+        _launch(
+            "dist_backward_kernel",
+            fx.shape[0],
+            fx.shape[1],
+            [g_rows, fx, fy, gx, gy],
+            ctx.c,
+            ctx.w_min,
+        )
         shape = (*g.shape, fx.shape[1])
         return gx.view(shape), gy.view(shape), None
 
