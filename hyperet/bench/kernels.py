@@ -13,17 +13,16 @@ Per row: ``ratio`` = eager / Triton (target >= 3x), ``passes`` = the Triton step
 the fraction of the copy's bandwidth the step reaches (target >= 0.6 at ``2**24`` elements;
 none for the dense matvec, whose ``d x d`` matrix product is compute-bound).
 
-Timing (:func:`device_medians`): CUDA events around ``inner`` back-to-back calls (launch
-overhead included, no host sync inside), the three callables interleaved in every repeat,
-median over repeats; warm-up calls first, so Triton's compilation (reported in the note of the
-first row, once per kernel and dtype) is never timed. On a CPU device (tests, Triton's
-interpreter) the same code times with ``time.perf_counter``.
+Timing (:func:`device_medians`): wall clock, synchronised with the device, around ``inner``
+back-to-back calls (launch overhead included, no host sync inside), the three callables
+interleaved in every repeat, median over repeats; a first call and warm-ups come before, so
+Triton's compilation (the first call's time is in each row's note) is never timed. On a CPU
+device (tests, Triton's interpreter) the same code runs without the synchronisation.
 """
 
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import torch
 from torch import Tensor
 
 import hyperet.ops as ops
-from hyperet.bench import Row, SuiteUnavailable
+from hyperet.bench import Row, SuiteUnavailable, interleaved_medians
 from hyperet.ops.backend import use_backend
 
 #: Devices this suite runs on (``hyperet bench --device``).
@@ -157,38 +156,26 @@ def cotangent_of(case: Case) -> Tensor:
 
 
 def device_medians(
-    fns: dict[str, Callable[[], object]],
-    *,
-    device: str,
-    repeats: int,
-    inner: int,
-    warmup: int = 2,
+    fns: dict[str, Callable[[], object]], *, device: str, repeats: int, inner: int
 ) -> dict[str, float]:
-    """Median seconds per call of each callable: ``inner`` calls between two CUDA events (or
-    ``time.perf_counter`` readings on a CPU device), interleaved, ``repeats`` times."""
-    cuda = device == "cuda"
-    for _ in range(warmup):
-        for fn in fns.values():
+    """Median seconds per call of each callable: :func:`hyperet.bench.interleaved_medians` of
+    ``inner`` back-to-back calls, on a wall clock read after ``torch.cuda.synchronize()`` (on a
+    CUDA device: the kernels queued by the calls are finished; launch costs included)."""
+
+    def clock() -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def batch(fn: Callable[[], object]) -> None:
+        for _ in range(inner):
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if cuda:
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                for _ in range(inner):
-                    fn()
-                end.record()
-                end.synchronize()
-                times[name].append(start.elapsed_time(end) / 1e3 / inner)
-            else:
-                t0 = time.perf_counter()
-                for _ in range(inner):
-                    fn()
-                times[name].append((time.perf_counter() - t0) / inner)
-    return {name: statistics.median(values) for name, values in times.items()}
+
+    batches: dict[str, Callable[[], object]] = {
+        name: functools.partial(batch, fn) for name, fn in fns.items()
+    }
+    med = interleaved_medians(batches, repeats=repeats, clock=clock)
+    return {name: seconds / inner for name, seconds in med.items()}
 
 
 def row_of(case: Case, med: dict[str, float], note: str = "") -> Row:
