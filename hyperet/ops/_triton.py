@@ -82,6 +82,13 @@ def serves(op: str, *tensors: Tensor) -> bool:
     return shape_ok and 0 < d <= MAX_D["structured"]
 
 
+@functools.lru_cache(maxsize=64)
+def _scalars(device: torch.device, *values: float) -> Tensor:
+    """The float64 scalars of a launch as a small device tensor (kernels load them: Triton
+    would pass Python floats as float32), made once per device and values."""
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
 def _width(kind: str, param: Tensor) -> int:
     return {"dense": 1, "diagonal": 1, "block": int(param.shape[-1])}.get(kind, int(param.shape[0]))
 
@@ -115,7 +122,7 @@ class TritonMatvec(torch.autograd.Function):
         block = kern.block_d(d)
         if rows:
             kern.matvec_forward_kernel[(rows,)](
-                x, param, y, n, m, d, c, w_min, t_max,
+                x, param, y, n, m, d, _scalars(x.device, c, w_min, t_max),
                 KIND=KIND_CODES[kind], WIDTH=width, WP2=wp2, BLOCK_D=block,
                 **_launch_options(block * wp2),
             )  # fmt: skip
@@ -144,7 +151,7 @@ class TritonMatvec(torch.autograd.Function):
         if rows:
             kern.matvec_backward_kernel[(programs,)](
                 g, y, x, param, n, m, grad_x, gm, beta, partial, rows, d,
-                ctx.c, ctx.w_min, ctx.t_max,
+                _scalars(x.device, ctx.c, ctx.w_min, ctx.t_max),
                 KIND=KIND_CODES[kind], WIDTH=width, WP2=wp2, BLOCK_D=block,
                 **_launch_options(block * wp2),
             )  # fmt: skip
@@ -162,13 +169,14 @@ def _flat(v: Tensor) -> Tensor:
 
 
 def _launch(kernel_name: str, rows: int, d: int, tensors: list[Tensor], *scalars: float) -> None:
-    """Launch a one-program-per-row kernel ``(*tensors, d, *scalars)`` over ``rows`` rows of
-    width ``d`` (inputs and outputs contiguous)."""
+    """Launch a one-program-per-row kernel ``(*tensors, d[, sc_ptr])`` over ``rows`` rows of
+    width ``d`` (inputs and outputs contiguous); ``scalars`` travel as one float64 tensor."""
     kern = _kernels()[0]
     block = kern.block_d(d)
+    extra = [_scalars(tensors[0].device, *scalars)] if scalars else []
     if rows:
         getattr(kern, kernel_name)[(rows,)](
-            *tensors, d, *scalars, BLOCK_D=block, **_launch_options(block)
+            *tensors, d, *extra, BLOCK_D=block, **_launch_options(block)
         )
 
 
@@ -190,7 +198,7 @@ class TritonExpmap0(torch.autograd.Function):
         s_max = math.atanh(output_ceiling(u.dtype))
         ctx.c, ctx.s_max = c, s_max
         ctx.save_for_backward(flat)
-        return _per_row("expmap0_forward_kernel", [flat], math.sqrt(c), s_max).view(u.shape)
+        return _per_row("expmap0_forward_kernel", [flat], c, s_max).view(u.shape)
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
@@ -356,7 +364,7 @@ def _launch_tiles(kernel_name: str, gram: Tensor, tensors: list[Tensor], c: floa
     if n and m:
         grid = (-(-n // PAIR_TILE), -(-m // PAIR_TILE))
         getattr(_kernels()[0], kernel_name)[grid](
-            *tensors, n, m, c, BLOCK_N=PAIR_TILE, BLOCK_M=PAIR_TILE
+            *tensors, n, m, _scalars(gram.device, c), BLOCK_N=PAIR_TILE, BLOCK_M=PAIR_TILE
         )
 
 

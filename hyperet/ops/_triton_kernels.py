@@ -11,6 +11,10 @@ The structured products are index maps on 2-D tiles ``(WP2, BLOCK_D)``:
 - dense (``KIND = 0``): ``Mx`` comes from a matrix product (cuBLAS) and the kernel fuses the
   rest.
 
+Floating scalars (curvature, floors, ceilings) reach the kernels in a small float64 tensor
+(``sc_ptr``), never as Python floats: Triton passes those as float32, and ``1 - c|x|^2`` near
+the boundary needs every bit of ``c``.
+
 The parameter gradient of a structured product is accumulated per program over its rows and
 summed over programs afterwards (deterministic, no atomics). Scalar maths uses only ``exp``,
 ``log`` and ``sqrt`` (float64), with the Taylor series of the eager path below ``2**-9``.
@@ -133,10 +137,11 @@ def _t_index(l, j, d, KIND: tl.constexpr, WIDTH: tl.constexpr):
 
 @triton.jit
 def matvec_forward_kernel(
-    x_ptr, p_ptr, y_ptr, n_ptr, m_ptr, d, c, w_min, t_max,
+    x_ptr, p_ptr, y_ptr, n_ptr, m_ptr, d, sc_ptr,
     KIND: tl.constexpr, WIDTH: tl.constexpr, WP2: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """y = k Mx for one row; stores n = |x| and m = |Mx| (float64). Dense: y holds Mx."""
+    c, w_min, t_max = tl.load(sc_ptr), tl.load(sc_ptr + 1), tl.load(sc_ptr + 2)  # float64 scalars
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, BLOCK_D)
     inside = i < d
@@ -160,12 +165,13 @@ def matvec_forward_kernel(
 @triton.jit
 def matvec_backward_kernel(
     g_ptr, y_ptr, x_ptr, p_ptr, n_ptr, m_ptr, gx_ptr, gm_ptr, beta_ptr, gp_ptr,
-    rows, d, c, w_min, t_max,
+    rows, d, sc_ptr,
     KIND: tl.constexpr, WIDTH: tl.constexpr, WP2: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """Rows pid, pid + P, ...: grad_x = M^T gm + beta x with gm = k g + alpha y, and the
     program's share of the parameter gradient (structured) into gp[pid]. Dense: stores gm and
     beta; the matrix products are done outside."""
+    c, w_min, t_max = tl.load(sc_ptr), tl.load(sc_ptr + 1), tl.load(sc_ptr + 2)  # float64 scalars
     pid = tl.program_id(0).to(tl.int64)  # the row loop then runs in int64 (no overflow)
     programs = tl.num_programs(0)
     i = tl.arange(0, BLOCK_D)
@@ -219,17 +225,19 @@ def _load_row(ptr, d, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def expmap0_forward_kernel(u_ptr, y_ptr, d, sqrt_c, s_max, BLOCK_D: tl.constexpr):
+def expmap0_forward_kernel(u_ptr, y_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """y = k u, k = T(min(s, s_max)) s_max / max(s, s_max), s = sqrt(c)|u| (train policy)."""
+    c, s_max = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     u, at, inside = _load_row(u_ptr, d, BLOCK_D)
-    s = sqrt_c * tl.sqrt(tl.sum(u.to(tl.float64) * u.to(tl.float64), axis=0))
+    s = tl.sqrt(c) * tl.sqrt(tl.sum(u.to(tl.float64) * u.to(tl.float64), axis=0))
     k = _tanh_ratio(tl.minimum(s, s_max)) * (s_max / tl.maximum(s, s_max))
     tl.store(y_ptr + at, u * k.to(tl.float32), mask=inside)
 
 
 @triton.jit
-def expmap0_backward_kernel(g_ptr, u_ptr, gu_ptr, d, c, s_max, BLOCK_D: tl.constexpr):
+def expmap0_backward_kernel(g_ptr, u_ptr, gu_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """grad_u = k g + (dk/ds) sqrt(c) <u, g> / |u| u; k = s_max-saturated T(s) as forward."""
+    c, s_max = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     g, at, inside = _load_row(g_ptr, d, BLOCK_D)
     u = _load_row(u_ptr, d, BLOCK_D)[0]
     u64 = u.to(tl.float64)
@@ -264,8 +272,9 @@ def _logmap0_scalars(n2, c, w_min):
 
 
 @triton.jit
-def logmap0_forward_kernel(x_ptr, v_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+def logmap0_forward_kernel(x_ptr, v_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """v = R(z) x, z = sqrt(c)|x| (points below the co-norm floor projected onto it)."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     x, at, inside = _load_row(x_ptr, d, BLOCK_D)
     n2 = tl.sum(x.to(tl.float64) * x.to(tl.float64), axis=0)
     coef = _logmap0_scalars(n2, c, w_min)[0]
@@ -273,8 +282,9 @@ def logmap0_forward_kernel(x_ptr, v_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def logmap0_backward_kernel(g_ptr, x_ptr, gx_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+def logmap0_backward_kernel(g_ptr, x_ptr, gx_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """grad_x = R g + c R psi(z) <x, g> x; projected rows: R_eff scale (g - <x,g> x/|x|^2)."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     g, at, inside = _load_row(g_ptr, d, BLOCK_D)
     x = _load_row(x_ptr, d, BLOCK_D)[0]
     x64 = x.to(tl.float64)
@@ -345,10 +355,11 @@ def _mobius_add_parts(x, y, c, w_min, z_out):
 
 @triton.jit
 def mobius_add_forward_kernel(
-    x_ptr, y_ptr, out_ptr, d, c, w_min, z_out, BLOCK_D: tl.constexpr
+    x_ptr, y_ptr, out_ptr, d, sc_ptr, BLOCK_D: tl.constexpr
 ):  # fmt: skip
     """out = a s + b x_eff with a = h w_x / D, b = h c|s|^2 / D; y where x = 0 and x where
     y = 0, bitwise (the operands as given)."""
+    c, w_min, z_out = tl.load(sc_ptr), tl.load(sc_ptr + 1), tl.load(sc_ptr + 2)  # float64 scalars
     x, at, inside = _load_row(x_ptr, d, BLOCK_D)
     y = _load_row(y_ptr, d, BLOCK_D)[0]
     parts = _mobius_add_parts(x, y, c, w_min, z_out)
@@ -362,7 +373,7 @@ def mobius_add_forward_kernel(
 
 @triton.jit
 def mobius_add_backward_kernel(
-    g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, d, c, w_min, z_out, BLOCK_D: tl.constexpr
+    g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, d, sc_ptr, BLOCK_D: tl.constexpr
 ):  # fmt: skip
     """Gradients of L = <g, x (+) y> (the formula's, also at the bitwise zero limits).
 
@@ -371,6 +382,7 @@ def mobius_add_backward_kernel(
     grad_ye = h w_x/D g + 2c L w_x/D y_eff + 2c (G2 - L)/D s; a saturated row (h < 1, where
     ln h = const + (ln D - ln c|s|^2)/2) adds L/2 times the gradient of that log:
     -c L w_y/D x_eff + c L (1/D - 1/(c|s|^2)) s and -c L w_x/D y_eff + (the same) s."""
+    c, w_min, z_out = tl.load(sc_ptr), tl.load(sc_ptr + 1), tl.load(sc_ptr + 2)  # float64 scalars
     g, at, inside = _load_row(g_ptr, d, BLOCK_D)
     x = _load_row(x_ptr, d, BLOCK_D)[0]
     y = _load_row(y_ptr, d, BLOCK_D)[0]
@@ -404,11 +416,12 @@ def _dist_parts(x, y, c, w_min):
 
 
 @triton.jit
-def dist_forward_kernel(x_ptr, y_ptr, out_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+def dist_forward_kernel(x_ptr, y_ptr, out_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """One distance per row pair."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     x = _load_row(x_ptr, d, BLOCK_D)[0]
     y = _load_row(y_ptr, d, BLOCK_D)[0]
-    q = _dist_parts(x, y, c, w_min)[-1]
+    q = _dist_parts(x, y, c, w_min)[10]
     dist = _log1p(q * q + q * tl.sqrt(q * q + 2.0)) / tl.sqrt(c)
     # rounded to float32 first, then to the output's dtype (as eager, which computes in float32)
     tl.store(out_ptr + tl.program_id(0).to(tl.int64), dist.to(tl.float32))
@@ -416,11 +429,12 @@ def dist_forward_kernel(x_ptr, y_ptr, out_ptr, d, c, w_min, BLOCK_D: tl.constexp
 
 @triton.jit
 def dist_backward_kernel(
-    g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, d, c, w_min, BLOCK_D: tl.constexpr
+    g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, d, sc_ptr, BLOCK_D: tl.constexpr
 ):  # fmt: skip
     """grad_xe = K (u + c n x_eff / w_x), grad_ye = K (-u + c n y_eff / w_y) with
     u = (x_eff - y_eff)/n (0 at n = 0), n = |x_eff - y_eff|, K = g 2 sqrt(2) / (sqrt(w_x w_y)
     sqrt(q^2 + 2)) - the gradient of arcosh(1 + q^2)/sqrt(c), finite at x = y."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     x, at, inside = _load_row(x_ptr, d, BLOCK_D)
     y = _load_row(y_ptr, d, BLOCK_D)[0]
     g = tl.load(g_ptr + tl.program_id(0).to(tl.int64)).to(tl.float64)
@@ -435,11 +449,13 @@ def dist_backward_kernel(
 
 
 @triton.jit
-def point_rows_kernel(x_ptr, scale_ptr, w_ptr, n2_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+def point_rows_kernel(x_ptr, scale_ptr, w_ptr, n2_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """Per row of x: the projection factor, the floored co-norm and |x|^2 (raw), float64."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     x = _load_row(x_ptr, d, BLOCK_D)[0]
     row = tl.program_id(0).to(tl.int64)
-    scale, w, n2 = _point(x, c, w_min)[1:]
+    point = _point(x, c, w_min)
+    scale, w, n2 = point[1], point[2], point[3]
     tl.store(scale_ptr + row, scale)
     tl.store(w_ptr + row, w)
     tl.store(n2_ptr + row, n2)
@@ -471,10 +487,11 @@ def _pairwise_tile(gram_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_r
 
 @triton.jit
 def pairwise_forward_kernel(
-    gram_ptr, out_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
+    gram_ptr, out_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, sc_ptr,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     """d_nm = log1p(q^2 + q sqrt(q^2 + 2)) / sqrt(c), one tile per program."""
+    c = tl.load(sc_ptr)  # float64 scalars
     parts = _pairwise_tile(
         gram_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
         BLOCK_N, BLOCK_M,
@@ -487,13 +504,14 @@ def pairwise_forward_kernel(
 @triton.jit
 def pairwise_backward_kernel(
     gout_ptr, gram_ptr, p_ptr, row_ptr, col_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr,
-    n_rows, m_rows, c, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+    n_rows, m_rows, sc_ptr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     """With K = g 2 sqrt(2) / (sqrt(w_n w_m) sqrt(q^2 + 2)) and P = K / |x_n - y_m| (0 at 0):
     grad_xe_n = xe_n sum_m (P + c/w_n K |x_n - y_m|) - sum_m P ye_m (and symmetrically for y).
     Stores P' = s_n s_m P (the Gram products then use the raw points) and this tile's share of
     the row sums (row_ptr[tile column, n]) and column sums (col_ptr[tile row, m]); a projected
     point's co-norm is floored, so its sums leave out the c/w term."""
+    c = tl.load(sc_ptr)  # float64 scalars
     at, ok, sx, wx, sy, wy, nd, q = _pairwise_tile(
         gram_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
         BLOCK_N, BLOCK_M,

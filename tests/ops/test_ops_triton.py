@@ -15,6 +15,7 @@ Without triton, or with triton but neither the interpreter nor a GPU, everything
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -314,6 +315,54 @@ def test_interpreted_pairwise_dist_across_tiles_and_without_x_gradient() -> None
         b2 = y.float().requires_grad_()
         (want,) = torch.autograd.grad(ops.pairwise_dist(x.float(), b2, c=1.0).sum(), b2)
     torch.testing.assert_close(gy, want, rtol=1e-5, atol=1e-6)
+
+
+class _LaunchSpy:
+    """Stands in for a kernel: records its launches and refuses Python float arguments (Triton
+    passes those as float32 on a GPU, while the interpreter keeps all 64 bits, so only this
+    check can catch a curvature rounded to float32 here)."""
+
+    def __init__(self, name: str, kernel: Any, seen: set[str]) -> None:
+        self.name, self.kernel, self.seen = name, kernel, seen
+
+    def __getitem__(self, grid: Any) -> Callable[..., Any]:
+        launch = self.kernel[grid]
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            floats = [a for a in args if isinstance(a, float)]
+            assert not floats, f"{self.name} got Python floats {floats}"
+            self.seen.add(self.name)
+            return launch(*args, **kwargs)
+
+        return call
+
+
+@interpreter
+def test_interpreted_every_kernel_runs_and_takes_no_python_floats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hyperet.ops import _triton_kernels as kern
+
+    names = {n for n in dir(kern) if n.endswith("_kernel")}
+    seen: set[str] = set()
+    for name in names:
+        monkeypatch.setattr(kern, name, _LaunchSpy(name, getattr(kern, name), seen))
+    d = 8
+    x, y = points(d, 33, [0.2, 0.5, 0.9]), points(d, 34, [0.4, 0.1, 0.7])
+    calls: list[tuple[Callable[..., Tensor], list[Tensor]]] = [
+        (ops.expmap0, [x]),
+        (ops.logmap0, [x]),
+        (ops.mobius_add, [x, y]),
+        (ops.dist, [x, y]),
+        (ops.pairwise_dist, [x, y]),
+        *[(ALL_FNS[kind], [_param(kind, d, 35), x]) for kind in ALL_FNS],
+    ]
+    with use_backend("triton"):
+        for fn, args in calls:
+            leaves = [a.float().requires_grad_() for a in args]
+            out = fn(*leaves, c=0.7)
+            torch.autograd.grad(out.sum(), leaves)
+    assert seen == names
 
 
 @interpreter
