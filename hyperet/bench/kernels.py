@@ -135,17 +135,18 @@ def step(case: Case, backend_name: str, cotangent: Tensor) -> None:
 
 
 def served_by(case: Case) -> str:
-    """The backend a forced ``"triton"`` runs the case on (matvecs and pairwise_dist see their
-    operands in float32, cast by the op; a shape no kernel covers would run eagerly)."""
+    """The backend a forced ``"triton"`` runs the case on, as the ops dispatch: on the operands
+    as given, else after the op's cast to float32 (the dense matvec and pairwise_dist read
+    float32 only); a shape no kernel covers would run eagerly."""
     from hyperet.ops.backend import resolve
 
+    op = f"matvec:{case.op.split()[1]}" if case.op.startswith("matvec") else case.op
+    operands = case.inputs[::-1] if case.op.startswith("matvec") else case.inputs  # (x, param)
     with use_backend("triton"):
-        if case.op.startswith("matvec"):
-            param, x = case.inputs
-            return resolve(f"matvec:{case.op.split()[1]}", x.float(), param.float())
-        if case.op == "pairwise_dist":
-            return resolve(case.op, *(t.float() for t in case.inputs))
-        return resolve(case.op, *case.inputs)
+        if resolve(op, *operands) == "triton":
+            return "triton"
+        cast = resolve(op, *(t.float() for t in operands))
+    return f"{cast} (after a float32 cast)"
 
 
 def cotangent_of(case: Case) -> Tensor:

@@ -198,8 +198,9 @@ def applies(num: Numerics) -> bool:
 
 
 def matvec(num: Numerics, kind: str, param: Tensor, x: Tensor) -> Tensor:
-    """Train-mode :math:`M \\otimes x` for ``x`` ``(..., d)`` in the compute dtype and an
-    unbatched ``param``, returned in the result dtype (module docstring). Same values as
+    """Train-mode :math:`M \\otimes x` for ``x`` ``(..., d)`` (in the compute dtype, or a half
+    type that Triton reads as it is; others are cast here) and an unbatched ``param``, returned
+    in the result dtype (module docstring). Same values as
     :func:`hyperet.ops.ball.matvec_core` up to rounding. Runs on the backend
     :func:`hyperet.ops.backend.resolve` picks (eager: :class:`_MatvecTrain`; native C or
     Triton kernels with the same formulas)."""
@@ -207,6 +208,12 @@ def matvec(num: Numerics, kind: str, param: Tensor, x: Tensor) -> Tensor:
     w_min = input_conorm_floor(num.out_dtype)
     t_max = math.atanh(output_ceiling(num.out_dtype))
     flat = x.reshape(-1, x.shape[-1])
+    if x.dtype != num.dtype or param.dtype != num.dtype:  # half types, not yet cast
+        if backend.resolve(f"matvec:{kind}", flat, param) == "triton":  # read as they are
+            half: Tensor = _triton.TritonMatvec.apply(kind, param, flat, num.c, w_min, t_max)
+            return half.reshape(*x.shape[:-1], half.shape[-1])
+        param, x = num.cast(param), num.cast(x)
+        flat = x.reshape(-1, x.shape[-1])
     chosen = backend.resolve(f"matvec:{kind}", flat, param)
     if chosen == "native":  # any leading shape: no view nodes around the one C call
         native: Tensor = _native.NativeMatvec.apply(kind, param, x, num.c, w_min, t_max)

@@ -1,9 +1,11 @@
 """The ``"triton"`` backend: autograd functions over the kernels of
 :mod:`hyperet.ops._triton_kernels` (optional extra ``hyperet[gpu]``).
 
-Covered (train policy, float32 results, fixed float curvature): the dense (square) and the three
-structured Möbius matvecs (forward and backward; the dense product itself is a cuBLAS matrix
-product), ``expmap0`` and ``logmap0`` (forward and backward). Everything else - and widths
+Covered (train policy, fixed float curvature, forward and backward): ``expmap0``, ``logmap0``,
+``mobius_add`` and ``dist`` (float32, bfloat16, float16: half types read and written as they
+are, arithmetic in float32), ``pairwise_dist``'s fast path (float32; the Gram matrix is a
+cuBLAS product), the three structured Möbius matvecs (float32 or one half type) and the dense
+one (float32; the product itself is a cuBLAS matrix product). Everything else - and widths
 beyond :data:`MAX_D` - runs on eager torch. On CPU tensors the kernels run only under Triton's
 interpreter (``TRITON_INTERPRET=1``), which is how the tests check them without a GPU.
 """
@@ -49,7 +51,8 @@ def status() -> str:
 
 def serves(op: str, *tensors: Tensor) -> bool:
     """Whether a kernel covers ``op`` on these tensors, all on one device: ``"matvec:<kind>"``
-    with ``(x, param)`` float32 ``(N, d)``; a row op (:data:`ROW_OPS`) with its operands
+    with ``(x, param)``, ``x`` ``(N, d)``, both float32 (structured kinds: or both one half
+    type); a row op (:data:`ROW_OPS`) with its operands
     ``(..., d)`` of one float dtype (:data:`ROW_DTYPES`); ``"pairwise_dist"`` with float32
     ``(N, D)`` and ``(M, D)``; widths the kernels hold."""
     x = tensors[0]
@@ -61,19 +64,17 @@ def serves(op: str, *tensors: Tensor) -> bool:
             and all(t.dtype == x.dtype and t.shape[-1] == x.shape[-1] for t in tensors)
             and 0 < x.shape[-1] <= MAX_D["row"]
         )
-    if any(t.dtype != torch.float32 for t in tensors):
-        return False
     if op == "pairwise_dist":
-        return len(tensors) == 2 and all(t.dim() == 2 for t in tensors)
+        return len(tensors) == 2 and all(t.dim() == 2 and t.dtype == torch.float32 for t in tensors)
     family, _, kind = op.partition(":")
     if family != "matvec" or kind not in KIND_CODES or len(tensors) != 2:
         return False
     param = tensors[1]
-    if x.dim() != 2:
+    if x.dim() != 2 or x.dtype not in ROW_DTYPES or param.dtype != x.dtype:
         return False
     d = x.shape[-1]
-    if kind == "dense":
-        return param.shape == (d, d) and 0 < d <= MAX_D["row"]  # square: one row width
+    if kind == "dense":  # a cuBLAS product in float32, square: one row width
+        return x.dtype == torch.float32 and param.shape == (d, d) and 0 < d <= MAX_D["row"]
     shape_ok = {
         "diagonal": param.dim() == 1 and param.shape[0] == d,
         "block": param.dim() == 3 and param.shape[0] * param.shape[1] == d,
@@ -147,7 +148,7 @@ class TritonMatvec(torch.autograd.Function):
         else:
             gm = beta = x  # not written
             grad_x = torch.empty_like(x)
-            partial = torch.zeros(programs, param.numel(), dtype=x.dtype, device=x.device)
+            partial = torch.zeros(programs, param.numel(), dtype=torch.float32, device=x.device)
         if rows:
             kern.matvec_backward_kernel[(programs,)](
                 g, y, x, param, n, m, grad_x, gm, beta, partial, rows, d,
@@ -159,7 +160,7 @@ class TritonMatvec(torch.autograd.Function):
             grad_p = gm.mT @ x
             grad_x = torch.addcmul(gm @ param, x, beta[:, None])
         else:
-            grad_p = partial.sum(0).view(param.shape)
+            grad_p = partial.sum(0).view(param.shape).to(param.dtype)
         need_p, need_x = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         return None, grad_p if need_p else None, grad_x if need_x else None, None, None, None
 

@@ -145,15 +145,16 @@ def matvec_forward_kernel(
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, BLOCK_D)
     inside = i < d
-    x = tl.load(x_ptr + row * d + i, mask=inside, other=0.0)
+    x = tl.load(x_ptr + row * d + i, mask=inside, other=0.0).to(tl.float32)
     n = tl.sqrt(tl.sum(x.to(tl.float64) * x.to(tl.float64), axis=0))
     if KIND == 0:
-        mx = tl.load(y_ptr + row * d + i, mask=inside, other=0.0)
+        mx = tl.load(y_ptr + row * d + i, mask=inside, other=0.0).to(tl.float32)
     else:
         j = tl.arange(0, WP2)[:, None]
         xi, ok = _x_index(i[None, :], j, d, KIND, WIDTH)
-        xs = tl.load(x_ptr + row * d + xi, mask=ok, other=0.0)
+        xs = tl.load(x_ptr + row * d + xi, mask=ok, other=0.0).to(tl.float32)
         ps = tl.load(p_ptr + _p_index(i[None, :], j, d, KIND, WIDTH), mask=ok, other=0.0)
+        ps = ps.to(tl.float32)
         mx = tl.sum(ps * xs, axis=0)
     m = tl.sqrt(tl.sum(mx.to(tl.float64) * mx.to(tl.float64), axis=0))
     k = _matvec_scalars(n, m, c, w_min, t_max)[0]
@@ -169,8 +170,10 @@ def matvec_backward_kernel(
     KIND: tl.constexpr, WIDTH: tl.constexpr, WP2: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """Rows pid, pid + P, ...: grad_x = M^T gm + beta x with gm = k g + alpha y, and the
-    program's share of the parameter gradient (structured) into gp[pid]. Dense: stores gm and
-    beta; the matrix products are done outside."""
+    program's share of the parameter gradient (structured, float32) into gp[pid]. Dense: stores
+    gm and beta; the matrix products are done outside. Structured half types: x, the
+    parameters, y, g and grad_x in that dtype, arithmetic in float32 (y = k Mx as stored, so the
+    gradient sees Mx rounded to the half type: within a few of its ulp)."""
     c, w_min, t_max = tl.load(sc_ptr), tl.load(sc_ptr + 1), tl.load(sc_ptr + 2)  # float64 scalars
     pid = tl.program_id(0).to(tl.int64)  # the row loop then runs in int64 (no overflow)
     programs = tl.num_programs(0)
@@ -180,12 +183,12 @@ def matvec_backward_kernel(
     xi, ok = _x_index(i[None, :], j, d, KIND, WIDTH)
     ti, tp, tok = _t_index(i[None, :], j, d, KIND, WIDTH)
     if KIND != 0:
-        pt = tl.load(p_ptr + tp, mask=tok, other=0.0)  # M^T's terms, reused for every row
+        pt = tl.load(p_ptr + tp, mask=tok, other=0.0).to(tl.float32)  # M^T's terms, every row
     acc = tl.zeros((WP2, BLOCK_D), dtype=tl.float32)
     for row in range(pid, rows, programs):
         base = row * d
-        g = tl.load(g_ptr + base + i, mask=inside, other=0.0)
-        y = tl.load(y_ptr + base + i, mask=inside, other=0.0)
+        g = tl.load(g_ptr + base + i, mask=inside, other=0.0).to(tl.float32)
+        y = tl.load(y_ptr + base + i, mask=inside, other=0.0).to(tl.float32)
         n = tl.load(n_ptr + row)
         m = tl.load(m_ptr + row)
         k, t, sat, below, n_safe, z, w, r, m_safe = _matvec_scalars(n, m, c, w_min, t_max)
@@ -200,13 +203,13 @@ def matvec_backward_kernel(
             tl.store(gm_ptr + base + i, gm, mask=inside)
             tl.store(beta_ptr + row, beta32)
         else:
-            x = tl.load(x_ptr + base + i, mask=inside, other=0.0)
+            x = tl.load(x_ptr + base + i, mask=inside, other=0.0).to(tl.float32)
             # gm at the rows of M^T's terms, from g and y at those positions
-            gs = tl.load(g_ptr + base + ti, mask=tok, other=0.0)
-            ys = tl.load(y_ptr + base + ti, mask=tok, other=0.0)
+            gs = tl.load(g_ptr + base + ti, mask=tok, other=0.0).to(tl.float32)
+            ys = tl.load(y_ptr + base + ti, mask=tok, other=0.0).to(tl.float32)
             gx = tl.sum(pt * (gs * k32 + ys * alpha32), axis=0) + beta32 * x
             tl.store(gx_ptr + base + i, gx, mask=inside)
-            xs = tl.load(x_ptr + base + xi, mask=ok, other=0.0)
+            xs = tl.load(x_ptr + base + xi, mask=ok, other=0.0).to(tl.float32)
             acc += gm[None, :] * xs
     if KIND != 0:
         p_count = d * WIDTH if KIND != 1 else d
