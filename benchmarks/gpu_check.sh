@@ -27,14 +27,14 @@ torch.cuda.get_device_name())"
 cat "$out/env.txt"
 
 start=$SECONDS
-timeout 240 "$py" -m pytest -m cuda -p no:cacheprovider -q -x -rfE tests/ops/test_ops_triton.py \
+timeout 240 "$py" -m pytest -m cuda -p no:cacheprovider -q -rfE tests/ops/test_ops_triton.py \
     2>&1 | tee "$out/cuda-tests.log"
 tests_rc=${PIPESTATUS[0]}
 echo "CUDA tests: exit $tests_rc after $((SECONDS - start)) s"
 
 start=$SECONDS
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-timeout 330 "$py" -m hyperet.cli bench --device cuda --json ${BENCH_ARGS:-} \
+timeout 300 "$py" -m hyperet.cli bench --device cuda --json ${BENCH_ARGS:-} \
     >"$out/bench-cuda.json" 2>"$out/bench-cuda.log"
 bench_rc=$?
 cat "$out/bench-cuda.log"

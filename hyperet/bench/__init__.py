@@ -10,8 +10,8 @@ ratio the issue asks for, or ``None``) and ``note``; optionally ``passes`` (ours
 of the same activations, the memory roofline: "ours costs this many copies") and
 ``passes_target`` (the most passes the issue allows), ``bandwidth`` and ``bandwidth_target``
 (the fraction of a device copy's bandwidth the work reaches, GPU suites). ``quick=True`` runs a
-smoke-sized version (seconds; used by the tests). A suite that runs on another device than the
-CPU lists it in a module constant ``DEVICES`` (e.g. ``("cuda",)``) and takes ``device=``.
+smoke-sized version (seconds; used by the tests). A suite that runs on a CUDA device is listed
+in :data:`GPU_SUITES` and takes ``device=``.
 
 Suites are registered in :data:`SUITES` by module path and imported only when run, so an
 optional dependency (geoopt) is needed only by the suite that uses it; a suite whose
@@ -44,6 +44,8 @@ SUITES: dict[str, tuple[str, str]] = {
     "recipe": ("hyperet.bench.recipe_step", "where a training step of the compact MLLM goes"),
     "kernels": ("hyperet.bench.kernels", "Triton kernels vs eager torch (--device cuda)"),
 }
+#: Suites that run on a CUDA device (``hyperet bench --device cuda``) and take ``device=``.
+GPU_SUITES: tuple[str, ...] = ("kernels",)
 
 
 class SuiteUnavailable(RuntimeError):
@@ -84,11 +86,8 @@ class Row:
 
 
 def suite_devices(name: str) -> tuple[str, ...]:
-    """The devices a suite runs on (its module's ``DEVICES``; CPU suites: ``("cpu",)``)."""
-    devices: tuple[str, ...] = getattr(
-        importlib.import_module(SUITES[name][0]), "DEVICES", ("cpu",)
-    )
-    return devices
+    """The devices a suite runs on (:data:`GPU_SUITES`: ``("cuda",)``; others ``("cpu",)``)."""
+    return ("cuda",) if name in GPU_SUITES else ("cpu",)
 
 
 def run_suite(name: str, *, quick: bool = False, device: str = "cpu") -> list[Row]:
@@ -96,10 +95,10 @@ def run_suite(name: str, *, quick: bool = False, device: str = "cpu") -> list[Ro
     raises :class:`SuiteUnavailable`)."""
     if name not in SUITES:
         raise ValueError(f"suite: unknown suite {name!r}; choose from {sorted(SUITES)}")
-    module = importlib.import_module(SUITES[name][0])
     devices = suite_devices(name)
     if device not in devices:
         raise SuiteUnavailable(f"runs with --device {' or '.join(devices)} only")
+    module = importlib.import_module(SUITES[name][0])
     rows: list[Row] = module.run(quick=quick, **({} if device == "cpu" else {"device": device}))
     return rows
 

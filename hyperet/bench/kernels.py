@@ -34,8 +34,6 @@ import hyperet.ops as ops
 from hyperet.bench import Row, SuiteUnavailable, interleaved_medians
 from hyperet.ops.backend import use_backend
 
-#: Devices this suite runs on (``hyperet bench --device``).
-DEVICES: tuple[str, ...] = ("cuda",)
 TARGET_RATIO = 3.0
 TARGET_BANDWIDTH = 0.6
 LARGE = 2**24
