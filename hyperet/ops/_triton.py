@@ -52,9 +52,9 @@ def status() -> str:
 def serves(op: str, *tensors: Tensor) -> bool:
     """Whether a kernel covers ``op`` on these tensors, all on one device: ``"matvec:<kind>"``
     with ``(x, param)``, ``x`` ``(N, d)``, both float32 (structured kinds: or both one half
-    type); a row op (:data:`ROW_OPS`) with its operands
-    ``(..., d)`` of one float dtype (:data:`ROW_DTYPES`); ``"pairwise_dist"`` with float32
-    ``(N, D)`` and ``(M, D)``; widths the kernels hold."""
+    type); a row op (:data:`ROW_OPS`) with its operands ``(..., d)`` of one float dtype
+    (:data:`ROW_DTYPES`); ``"pairwise_dist"`` with float32 ``(N, D)`` and ``(M, D)``; widths
+    the kernels hold (:data:`MAX_D`)."""
     x = tensors[0]
     if any(t.device != x.device for t in tensors):
         return False
@@ -65,7 +65,11 @@ def serves(op: str, *tensors: Tensor) -> bool:
             and 0 < x.shape[-1] <= MAX_D["row"]
         )
     if op == "pairwise_dist":
-        return len(tensors) == 2 and all(t.dim() == 2 and t.dtype == torch.float32 for t in tensors)
+        return (
+            len(tensors) == 2
+            and all(t.dim() == 2 and t.dtype == torch.float32 for t in tensors)
+            and 0 < x.shape[-1] <= MAX_D["row"]
+        )
     family, _, kind = op.partition(":")
     if family != "matvec" or kind not in KIND_CODES or len(tensors) != 2:
         return False
