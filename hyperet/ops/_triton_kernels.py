@@ -25,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-SERIES_BELOW = 1.0 / 512.0
+SERIES_BELOW = tl.constexpr(1.0 / 512.0)  # a global a kernel reads must be a constexpr
 
 
 @triton.jit

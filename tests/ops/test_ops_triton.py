@@ -19,7 +19,17 @@ from typing import Any
 
 import pytest
 import torch
-from backend_cases import EPS32, F64, FNS, INSIDE, REF, normwise, params, points
+from backend_cases import (
+    EPS32,
+    F64,
+    FNS,
+    INSIDE,
+    REF,
+    normwise,
+    params,
+    points,
+    run_every_train_op,
+)
 from torch import Tensor
 
 import hyperet.ops as ops
@@ -354,21 +364,7 @@ def test_interpreted_every_kernel_runs_and_takes_no_python_floats(
     seen: set[str] = set()
     for name in names:
         monkeypatch.setattr(kern, name, _LaunchSpy(name, getattr(kern, name), seen))
-    d = 8
-    x, y = points(d, 33, [0.2, 0.5, 0.9]), points(d, 34, [0.4, 0.1, 0.7])
-    calls: list[tuple[Callable[..., Tensor], list[Tensor]]] = [
-        (ops.expmap0, [x]),
-        (ops.logmap0, [x]),
-        (ops.mobius_add, [x, y]),
-        (ops.dist, [x, y]),
-        (ops.pairwise_dist, [x, y]),
-        *[(ALL_FNS[kind], [_param(kind, d, 35), x]) for kind in ALL_FNS],
-    ]
-    with use_backend("triton"):
-        for fn, args in calls:
-            leaves = [a.float().requires_grad_() for a in args]
-            out = fn(*leaves, c=0.7)
-            torch.autograd.grad(out.sum(), leaves)
+    run_every_train_op(8, torch.float32, "triton")
     assert seen == names
 
 
