@@ -99,7 +99,9 @@ def _width(kind: str, param: Tensor) -> int:
 
 
 def _launch_options(tile: int) -> dict[str, int]:
-    return {"num_warps": 4 if tile <= 2048 else (8 if tile <= 8192 else 16)}
+    """Warps of a program holding ``tile`` elements: about 4 to 8 per thread up to 8 warps
+    (fewer registers per thread, more programs resident), 16 for the widest rows."""
+    return {"num_warps": 16 if tile > 8192 else min(8, max(4, tile // 128))}
 
 
 def _programs(rows: int, device: torch.device) -> int:
