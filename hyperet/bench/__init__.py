@@ -16,7 +16,14 @@ optional dependency (geoopt) is needed only by the suite that uses it; a suite w
 dependency is missing raises :class:`SuiteUnavailable` and is reported as skipped.
 
 Timing (:func:`interleaved_medians`): the compared callables run interleaved within every
-repeat, after a warm-up, and the median of the repeats is reported. The clock is the calling
+repeat, after a warm-up, and the median of the repeats is reported. Each repeat runs them in
+a new order (a seeded shuffle, the same in every run), so that none always runs right after
+the same neighbour: a call right after a 20 ms dense GEMM finds its data, and the
+interpreter's, evicted from the caches and costs up to 2x more, and a fixed order charged
+that to the same callable in every repeat. As in
+:mod:`timeit`, Python's garbage collector is off inside the timed calls (collected before the
+repeats): a collection pause belongs to whichever call crosses the allocation threshold, not
+to the code that made the garbage. The clock is the calling
 thread's CPU time (:func:`time.thread_time`) and ``hyperet bench`` runs torch with one
 intra-op thread (``--threads``), so the figure is the CPU work of each implementation: on a
 shared machine wall time also counts the time a job waits for a core, which made wall-clock
@@ -26,7 +33,9 @@ with one intra-op thread the thread clock sees all the work.)
 
 from __future__ import annotations
 
+import gc
 import importlib
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -93,14 +102,25 @@ def interleaved_medians(
     clock: Callable[[], float] = time.thread_time,
 ) -> dict[str, float]:
     """Median time (s, ``clock``: thread CPU time by default) of each callable, the callables
-    interleaved within every repeat."""
+    interleaved within every repeat, in a new (seeded) order per repeat (module docstring),
+    with the garbage collector off while timing."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    names = list(fns)
+    shuffler = random.Random(0)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            shuffler.shuffle(names)
+            for name in names:
+                start = clock()
+                fns[name]()
+                times[name].append(clock() - start)
+    finally:
+        if was_enabled:
+            gc.enable()
     return {name: statistics.median(values) for name, values in times.items()}

@@ -36,6 +36,7 @@ Tested against autograd through the plain formula and gradcheck in float64
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -191,6 +192,13 @@ class _MatvecTrain(torch.autograd.Function):
         return None, grad_p, grad_x, None, None, None
 
 
+@functools.cache
+def train_limits(dtype: torch.dtype) -> tuple[float, float]:
+    """The train policy's input co-norm floor and output saturation point of ``dtype``:
+    ``(input_conorm_floor(dtype), artanh(output_ceiling(dtype)))`` (computed once per dtype)."""
+    return input_conorm_floor(dtype), math.atanh(output_ceiling(dtype))
+
+
 def applies(num: Numerics) -> bool:
     """Whether :func:`matvec` serves this call: train mode with a fixed (float) curvature
     (callers also require unbatched parameters)."""
@@ -204,8 +212,7 @@ def matvec(num: Numerics, kind: str, param: Tensor, x: Tensor) -> Tensor:
     :func:`hyperet.ops.backend.resolve` picks (eager: :class:`_MatvecTrain`; native C or
     Triton kernels with the same formulas)."""
     assert isinstance(num.c, float)
-    w_min = input_conorm_floor(num.out_dtype)
-    t_max = math.atanh(output_ceiling(num.out_dtype))
+    w_min, t_max = train_limits(num.out_dtype)
     flat = x.reshape(-1, x.shape[-1])
     chosen = backend.resolve(f"matvec:{kind}", flat, param)
     if chosen == "native":  # any leading shape: no view nodes around the one C call
