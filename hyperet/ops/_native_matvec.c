@@ -468,7 +468,9 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
     for (int r = 0; r < R; ++r) {
         int64_t row = row0 + r;
         xp[r] = padded(L, x + row * d, S->xbuf[r]);
-        gp[r] = padded(L, g + row * d, S->gbuf[r]);
+        /* g is read chunk by chunk (no neighbours): in place unless d is not a multiple of 16;
+         * gp[r][i] = g[row][i] */
+        gp[r] = dp == d ? g + row * d : padded(L, g + row * d, S->gbuf[r]) + h;
         /* pass 1: a = <g, Mx>, Mx recomputed from the row in L1, or y = k Mx read (mp[r] then
          * holds y, and the scalars below are divided by k) */
         v8d aa[2] = {{0}};
@@ -480,12 +482,12 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
                 mp[r] = S->mx[r];
             }
             for (int64_t i = 0; i < dp; i += CHUNK)
-                dot_acc(aa, load16(gp[r] + h + i), load16(mp[r] + i));
+                dot_acc(aa, load16(gp[r] + i), load16(mp[r] + i));
         } else {
             for (int64_t i = 0; i < dp; i += CHUNK) {
                 v16 mi = chunk_product(blk, w, L->ds, L->fw, xp[r] + i, i, load16(xp[r] + h + i),
                                        index);
-                dot_acc(aa, load16(gp[r] + h + i), mi);
+                dot_acc(aa, load16(gp[r] + i), mi);
                 store16(S->mx[r] + i, mi);
             }
             mp[r] = S->mx[r];
@@ -508,7 +510,7 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
         v16 xi[GROUP], gm[GROUP];
         for (int r = 0; r < R; ++r) {
             xi[r] = load16(xp[r] + h + i);
-            gm[r] = load16(gp[r] + h + i) * k32[r] + load16(mp[r] + i) * alpha_k32[r];
+            gm[r] = load16(gp[r] + i) * k32[r] + load16(mp[r] + i) * alpha_k32[r];
         }
         const float *xw[GROUP];
         for (int r = 0; r < R; ++r) xw[r] = xp[r] + i;
