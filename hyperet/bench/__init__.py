@@ -16,11 +16,12 @@ optional dependency (geoopt) is needed only by the suite that uses it; a suite w
 dependency is missing raises :class:`SuiteUnavailable` and is reported as skipped.
 
 Timing (:func:`interleaved_medians`): the compared callables run interleaved within every
-repeat, after a warm-up, and the median of the repeats is reported. Each repeat runs them in
-a new order (a seeded shuffle, the same in every run), so that none always runs right after
-the same neighbour: a call right after a 20 ms dense GEMM finds its data, and the
-interpreter's, evicted from the caches and costs up to 2x more, and a fixed order charged
-that to the same callable in every repeat. As in
+repeat, after a warm-up, and the median of the repeats is reported. The repeats run them in
+the orders of a carry-over balanced (Williams) Latin square (:func:`balanced_orders`): over
+``n`` repeats of ``n`` callables every callable runs right after every other one exactly once.
+A call right after a 20 ms dense GEMM finds its data, and the interpreter's, evicted from the
+caches and costs up to 2x more; a fixed order charged that to the same callable in every
+repeat, and a shuffle of 11 repeats to some callables four times and to others never. As in
 :mod:`timeit`, Python's garbage collector is off inside the timed calls (collected before the
 repeats): a collection pause belongs to whichever call crosses the allocation threshold, not
 to the code that made the garbage. The clock is the calling
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -94,6 +94,31 @@ def run_suite(name: str, *, quick: bool = False) -> list[Row]:
     return rows
 
 
+def balanced_orders(n: int, repeats: int) -> list[list[int]]:
+    """``repeats`` orders of ``range(n)``, the rows of a Williams design: the first row is
+    ``0, 1, n-1, 2, n-2, ...`` (its steps ``1, -2, 3, -4, ...`` are distinct modulo ``n``), row
+    ``r`` adds ``r`` modulo ``n``, so over ``n`` rows every ordered pair of neighbours occurs
+    exactly once; for odd ``n`` the next ``n`` rows are the reversed ones (balanced over
+    ``2n``). Beyond that the rows repeat.
+
+    >>> balanced_orders(4, 4)
+    [[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0], [3, 0, 2, 1]]
+    """
+    first = [0]
+    low, high = 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    orders = []
+    for r in range(repeats):
+        row = [(i + r) % n for i in first]
+        orders.append(row[::-1] if n % 2 and (r // n) % 2 else row)
+    return orders
+
+
 def interleaved_medians(
     fns: dict[str, Callable[[], object]],
     *,
@@ -102,21 +127,19 @@ def interleaved_medians(
     clock: Callable[[], float] = time.thread_time,
 ) -> dict[str, float]:
     """Median time (s, ``clock``: thread CPU time by default) of each callable, the callables
-    interleaved within every repeat, in a new (seeded) order per repeat (module docstring),
-    with the garbage collector off while timing."""
+    interleaved within every repeat in the orders of :func:`balanced_orders` (module
+    docstring), with the garbage collector off while timing."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     names = list(fns)
-    shuffler = random.Random(0)
     times: dict[str, list[float]] = {name: [] for name in fns}
     was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        for _ in range(repeats):
-            shuffler.shuffle(names)
-            for name in names:
+        for order in balanced_orders(len(names), repeats):
+            for name in (names[i] for i in order):
                 start = clock()
                 fns[name]()
                 times[name].append(clock() - start)
