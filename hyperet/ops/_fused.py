@@ -213,7 +213,7 @@ def matvec(num: Numerics, kind: str, param: Tensor, x: Tensor) -> Tensor:
     Triton kernels with the same formulas)."""
     assert isinstance(num.c, float)
     w_min, t_max = train_limits(num.out_dtype)
-    flat = x.reshape(-1, x.shape[-1])
+    flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # (N, d); no view node for 2-D x
     chosen = backend.resolve(f"matvec:{kind}", flat, param)
     if chosen == "native":  # any leading shape: no view nodes around the one C call
         native: Tensor = _native.NativeMatvec.apply(kind, param, x, num.c, w_min, t_max)
