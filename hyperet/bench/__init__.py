@@ -18,7 +18,15 @@ optional dependency (geoopt) is needed only by the suite that uses it; a suite w
 dependency is missing raises :class:`SuiteUnavailable` and is reported as skipped.
 
 Timing (:func:`interleaved_medians`): the compared callables run interleaved within every
-repeat, after a warm-up, and the median of the repeats is reported. The clock is the calling
+repeat, after a warm-up, and the median of the repeats is reported. The repeats run them in
+the orders of a carry-over balanced (Williams) Latin square (:func:`balanced_orders`): over
+``n`` repeats of ``n`` callables every callable runs right after every other one exactly once.
+A call right after a 20 ms dense GEMM finds its data, and the interpreter's, evicted from the
+caches and costs up to 2x more; a fixed order charged that to the same callable in every
+repeat, and a shuffle of 11 repeats to some callables four times and to others never. As in
+:mod:`timeit`, Python's garbage collector is off inside the timed calls (collected before the
+repeats): a collection pause belongs to whichever call crosses the allocation threshold, not
+to the code that made the garbage. The clock is the calling
 thread's CPU time (:func:`time.thread_time`) and ``hyperet bench`` runs torch with one
 intra-op thread (``--threads``), so the figure is the CPU work of each implementation: on a
 shared machine wall time also counts the time a job waits for a core, which made wall-clock
@@ -28,6 +36,7 @@ with one intra-op thread the thread clock sees all the work.)
 
 from __future__ import annotations
 
+import gc
 import importlib
 import statistics
 import time
@@ -118,6 +127,31 @@ def device_problem(device: str) -> str | None:
     return None
 
 
+def balanced_orders(n: int, repeats: int) -> list[list[int]]:
+    """``repeats`` orders of ``range(n)``, the rows of a Williams design: the first row is
+    ``0, 1, n-1, 2, n-2, ...`` (its steps ``1, -2, 3, -4, ...`` are distinct modulo ``n``), row
+    ``r`` adds ``r`` modulo ``n``, so over ``n`` rows every ordered pair of neighbours occurs
+    exactly once; for odd ``n`` the next ``n`` rows are the reversed ones (balanced over
+    ``2n``). Beyond that the rows repeat.
+
+    >>> balanced_orders(4, 4)
+    [[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0], [3, 0, 2, 1]]
+    """
+    first = [0]
+    low, high = 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    orders = []
+    for r in range(repeats):
+        row = [(i + r) % n for i in first]
+        orders.append(row[::-1] if n % 2 and (r // n) % 2 else row)
+    return orders
+
+
 def interleaved_medians(
     fns: dict[str, Callable[[], object]],
     *,
@@ -126,14 +160,23 @@ def interleaved_medians(
     clock: Callable[[], float] = time.thread_time,
 ) -> dict[str, float]:
     """Median time (s, ``clock``: thread CPU time by default) of each callable, the callables
-    interleaved within every repeat."""
+    interleaved within every repeat in the orders of :func:`balanced_orders` (module
+    docstring), with the garbage collector off while timing."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for order in balanced_orders(len(names), repeats):
+            for name in (names[i] for i in order):
+                start = clock()
+                fns[name]()
+                times[name].append(clock() - start)
+    finally:
+        if was_enabled:
+            gc.enable()
     return {name: statistics.median(values) for name, values in times.items()}
