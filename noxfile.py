@@ -51,7 +51,8 @@ def cuda(session: nox.Session) -> None:
 
 @nox.session
 def triton(session: nox.Session) -> None:
-    """The Triton kernels under Triton's CPU interpreter (no GPU needed), with the backend tests."""
+    """The Triton kernels under Triton's CPU interpreter and compiled for sm_90 (no GPU needed),
+    with the backend tests."""
     _install(session, "dev", "gpu")
     session.run(
         "pytest",
@@ -59,9 +60,12 @@ def triton(session: nox.Session) -> None:
         "no:xdist",
         "tests/ops/test_ops_triton.py",
         "tests/ops/test_ops_backends.py",
+        "tests/test_bench_kernels.py",
         *session.posargs,
         env={"TRITON_INTERPRET": "1"},
     )
+    # and every kernel launch compiled for sm_90 by Triton's own compiler (no GPU needed)
+    session.run("pytest", "-p", "no:xdist", "-m", "slow", "tests/ops/test_ops_triton_compile.py")
 
 
 @nox.session

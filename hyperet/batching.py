@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hyperet.data import QA, MCItem, Tokenizer, answer_text, format_prompt
+from hyperet.data import QA, MCItem, Tokenizer, answer_text, drill_text, format_prompt
 
 #: Label value excluded from the loss.
 IGNORE = -100
@@ -107,6 +107,14 @@ def encode_mc(
     ``restate``: loss on ``option . the answer is x . <eos>`` (``train.mc_restate``).
     """
     return _encoded(mc_prompt(tokenizer, item), mc_answer(tokenizer, item, index, restate=restate))
+
+
+def encode_mc_drill(tokenizer: Tokenizer, item: MCItem, order: Sequence[int]) -> Encoded:
+    """LM pretraining on a pointing drill: the MC prompt, then every option restated and pointed
+    at in ``order`` (:func:`hyperet.data.drill_text`); every token after ``<bos>`` supervised."""
+    prompt = mc_prompt(tokenizer, item)
+    ids = np.asarray(prompt + tokenizer.encode(drill_text(item, list(order)), eos=True))
+    return Encoded(ids, np.concatenate([[IGNORE], ids[1:]]).astype(np.int64))
 
 
 def collate(examples: Sequence[Encoded]) -> TextBatch:

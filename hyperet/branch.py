@@ -13,7 +13,8 @@ never change weights): the budgets and optimiser settings of the later stages,
 ============  ==========================================================================
 after         may differ
 ============  ==========================================================================
-``vision``    ``train.stages.{lm,align,instruct}.*``, ``train.mc_*``, ``projector.feature_layer``
+``vision``    ``train.stages.{lm,align,instruct}.*``, ``train.lm_*``, ``train.mc_*``,
+              ``projector.feature_layer``
 ``itc``       as after ``vision``
 ``lm``        ``train.stages.{align,instruct}.*``, ``train.mc_*``, ``projector.feature_layer``
 ``align``     ``train.stages.instruct.*``, ``train.mc_*``
@@ -55,7 +56,7 @@ from hyperet.train import (
 
 #: Fields read only by a stage and those after it (dotted prefixes of ``config.json`` paths).
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "lm": ("train.stages.lm.",),
+    "lm": ("train.stages.lm.", "train.lm_mc_drill", "train.lm_bucket_batches"),
     "align": ("train.stages.align.", "projector.feature_layer"),
     "instruct": ("train.stages.instruct.", "train.mc_fraction", "train.mc_restate"),
 }

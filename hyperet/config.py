@@ -126,6 +126,8 @@ class LanguageConfig:
     heads: int = 4
     mlp_ratio: int = 4
     max_text_len: int = 96
+    #: rotary (RoPE) positions in self-attention instead of learned absolute position vectors
+    rotary: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,10 @@ class TrainConfig:
     #: multiple-choice responses restate the chosen option first ("red. The answer is B.");
     #: the LM stage's text keeps the plain "The answer is B."
     mc_restate: bool = True
+    #: LM pretraining reads each multiple-choice prompt with a pointing drill (every option
+    #: restated and pointed at, "red. The answer is B. blue. The answer is A.") instead of
+    #: its plain answer: the letter lookup is text-only and cheap to learn there
+    lm_mc_drill: bool = False
     #: LM pretraining on length-bucketed batches: sort pools of N batches by length (0: off)
     lm_bucket_batches: int = 16
     #: validation points (learning curves) every N steps of align and instruct (0: none)

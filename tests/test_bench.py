@@ -4,6 +4,7 @@ No timing assertions: speed is reported by the benchmark, never tested."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -29,3 +30,37 @@ def test_bench_quick_emits_valid_json(suite: str) -> None:
 def test_bench_unknown_suite_exits_2() -> None:
     result = CliRunner().invoke(main, ["bench", "nope"])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_balanced_orders_put_every_callable_after_every_other_equally_often(n: int) -> None:
+    from collections import Counter
+
+    from hyperet.bench import balanced_orders
+
+    period = n if n % 2 == 0 else 2 * n  # a Williams design balances over n (even) or 2n rows
+    orders = balanced_orders(n, period)
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    follows = Counter((a, b) for order in orders for a, b in itertools.pairwise(order))
+    # brute force: every ordered pair of distinct callables, the same number of times
+    want = {(a, b) for a in range(n) for b in range(n) if a != b}
+    assert set(follows) == want
+    assert len(set(follows.values())) <= 1
+    assert balanced_orders(n, 2 * period)[period:] == orders  # then the rows repeat
+
+
+def test_interleaved_medians_times_every_callable_with_the_collector_off() -> None:
+    import doctest
+    import gc
+
+    import hyperet.bench as bench
+
+    assert doctest.testmod(bench).failed == 0  # the balanced_orders example
+    seen: dict[str, list[bool]] = {"a": [], "b": [], "c": []}
+    fns = {name: (lambda name=name: seen[name].append(gc.isenabled())) for name in seen}
+    ticks = iter(range(10_000))
+    medians = bench.interleaved_medians(fns, repeats=6, warmup=1, clock=lambda: next(ticks))
+    assert set(medians) == set(seen)
+    for calls in seen.values():  # one warm-up with the collector on, six timed calls off
+        assert calls == [True] + [False] * 6
+    assert gc.isenabled()

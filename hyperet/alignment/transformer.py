@@ -18,6 +18,14 @@ A block is pre-LayerNorm with residual connections:
     x \\leftarrow x + \\operatorname{cross}(\\mathrm{LN}_x(x), C) \\text{ (optional)}, \\qquad
     x \\leftarrow x + \\operatorname{MLP}(\\mathrm{LN}_2(x)).
 
+Positions are either learned vectors added to the text tokens' embeddings (GPT-2, CLIP) or, with
+``rotary=True``, rotary embeddings (RoPE, Su et al. 2021, as in LLaMA and so in LLaVA's LM) applied
+to the queries and keys of self-attention: with :math:`\\theta_i = 10000^{-2i/d_h}` the pair
+:math:`(x_i, x_{i + d_h/2})` of a head vector at position :math:`m` is rotated by the angle
+:math:`m \\theta_i`, so that :math:`\\langle R_m q, R_n k \\rangle` depends on :math:`m - n` only.
+Relative offsets are what copying from a neighbouring token needs (an option's letter two tokens
+before the option's word); learned absolute vectors have to learn each offset position by position.
+
 (The vision encoder keeps ``nn.MultiheadAttention`` blocks: HRA adapts their packed
 ``in_proj_weight``, see :mod:`hyperet.model.vision`.)
 """
@@ -28,6 +36,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+#: Base of the rotary frequencies :math:`\\theta_i = \\text{base}^{-2i/d_h}` (RoPE's and LLaMA's).
+ROTARY_BASE = 10000.0
+
+
+def rotary_tables(positions: int, head_width: int, *, device: torch.device | None = None) -> Tensor:
+    """``(2, positions, head_width / 2)``: cosines and sines of the angles :math:`m \\theta_i`.
+
+    Computed in float64 (the angles reach ``positions`` radians) and cast by :func:`apply_rotary`.
+    """
+    if head_width % 2:
+        raise ValueError(f"head_width: rotary embeddings need an even head width, got {head_width}")
+    f64 = torch.float64
+    theta = ROTARY_BASE ** (-torch.arange(0, head_width, 2, dtype=f64, device=device) / head_width)
+    angle = torch.arange(positions, dtype=f64, device=device)[:, None] * theta  # (P, D_h/2)
+    return torch.stack([angle.cos(), angle.sin()])
+
+
+def apply_rotary(x: Tensor, tables: Tensor) -> Tensor:
+    """Rotate each pair :math:`(x_i, x_{i + d_h/2})` of ``x`` ``(B, T, H, D_h)`` by position."""
+    cos, sin = tables[0][:, None, :].to(x.dtype), tables[1][:, None, :].to(x.dtype)  # (T, 1, D_h/2)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
 
 class Attention(nn.Module):
     """Multi-head attention (``scaled_dot_product_attention``) with one packed q/k/v projection.
@@ -35,7 +66,8 @@ class Attention(nn.Module):
     Self-attention reads q, k, v from ``x``; cross-attention (``context`` given) reads q from
     ``x`` through the q rows of the packed weight and k, v from ``context`` through its k and v
     rows. ``mask`` (bool, True = may attend) broadcasts to ``(B, H, T, S)``; with ``causal``
-    position ``t`` also attends only to positions ``<= t``.
+    position ``t`` also attends only to positions ``<= t``. ``rotary`` (the tables of
+    :func:`rotary_tables` for the ``T`` positions) rotates self-attention's queries and keys.
     """
 
     def __init__(self, width: int, heads: int, *, causal: bool) -> None:
@@ -47,12 +79,21 @@ class Attention(nn.Module):
         self.out = nn.Linear(width, width)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, *, mask: Tensor | None = None
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        rotary: Tensor | None = None,
     ) -> Tensor:  # (B, T, D), context (B, S, D) -> (B, T, D)
         b, t, d = x.shape
         if context is None:
             q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).unbind(dim=2)
+            if rotary is not None:
+                q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         else:
+            if rotary is not None:
+                raise ValueError("rotary: cross-attention has no shared positions to rotate")
             w, bias = self.qkv.weight, self.qkv.bias
             s = context.shape[1]
             q = F.linear(x, w[:d], bias[:d]).view(b, t, self.heads, d // self.heads)
@@ -87,11 +128,16 @@ class TransformerBlock(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, *, mask: Tensor | None = None
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        rotary: Tensor | None = None,
     ) -> Tensor:  # (B, T, D) -> (B, T, D)
         if (self.cross is None) != (context is None):
             raise ValueError("context: needed by a cross-attention block, and only by one")
-        x = x + self.attn(self.ln_1(x), mask=mask)
+        x = x + self.attn(self.ln_1(x), mask=mask, rotary=rotary)
         if self.cross is not None and self.ln_x is not None:
             x = x + self.cross(self.ln_x(x), context)
         return x + self.mlp(self.ln_2(x))
@@ -100,8 +146,10 @@ class TransformerBlock(nn.Module):
 class TextTransformer(nn.Module):
     """Token + position embeddings, transformer blocks, final LayerNorm; optional prefix.
 
-    Only text tokens carry learned position embeddings (from 0 at the first text token); the
-    prefix ``(B, P, D)`` (visual tokens, a ``[CLS]`` vector) is prepended as given.
+    Learned positions: only text tokens carry position embeddings (from 0 at the first text
+    token); the prefix ``(B, P, D)`` (visual tokens, a ``[CLS]`` vector) is prepended as given.
+    Rotary positions (``rotary=True``): no position vectors; every self-attention rotates queries
+    and keys by the position in the whole sequence (prefix ``0 .. P-1``, text ``P .. P+T-1``).
 
     Parameters
     ----------
@@ -113,6 +161,8 @@ class TextTransformer(nn.Module):
         Causal (decoder) or bidirectional (encoder) self-attention.
     embedding_std : float
         Standard deviation of the token embeddings' normal initialisation.
+    rotary : bool
+        Rotary (RoPE) instead of learned absolute positions.
     """
 
     def __init__(
@@ -126,13 +176,20 @@ class TextTransformer(nn.Module):
         *,
         causal: bool = True,
         embedding_std: float = 0.02,
+        rotary: bool = False,
     ) -> None:
         super().__init__()
         if vocab_size < 1:
             raise ValueError(f"vocab_size: must be >= 1, got {vocab_size}")
-        self.max_len, self.causal = max_len, causal
+        if rotary and (width // heads) % 2:
+            raise ValueError(
+                f"heads: rotary positions need an even head width, got {width // heads}"
+            )
+        self.max_len, self.causal, self.head_width = max_len, causal, width // heads
         self.token_embedding = nn.Embedding(vocab_size, width)
-        self.position_embedding = nn.Parameter(torch.randn(max_len, width) * 0.01)
+        self.position_embedding = (
+            None if rotary else nn.Parameter(torch.randn(max_len, width) * 0.01)
+        )
         self.blocks = nn.ModuleList(
             TransformerBlock(width, heads, mlp_ratio, causal=causal) for _ in range(layers)
         )
@@ -155,7 +212,9 @@ class TextTransformer(nn.Module):
         t = input_ids.shape[1]
         if t > self.max_len:
             raise ValueError(f"input_ids: {t} text tokens exceed max_text_len {self.max_len}")
-        x = self.token_embedding(input_ids) + self.position_embedding[:t]  # (B, T, D)
+        x = self.token_embedding(input_ids)  # (B, T, D)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding[:t]
         p = 0
         if prefix is not None:
             p = prefix.shape[1]
@@ -164,6 +223,11 @@ class TextTransformer(nn.Module):
         if padding is not None:
             masked = torch.cat([padding.new_zeros(padding.shape[0], p), padding], dim=1)
             mask = ~masked[:, None, None, :]  # (B, 1, 1, P + T): True = may attend
+        rotary = None
+        if self.position_embedding is None:
+            rotary = rotary_tables(
+                x.shape[1], self.head_width, device=x.device
+            )  # (2, P + T, D_h/2)
         for block in self.blocks:
-            x = block(x, mask=mask)
+            x = block(x, mask=mask, rotary=rotary)
         return self.ln_f(x if keep_prefix else x[:, p:])  # (B, T, D) or (B, P + T, D)

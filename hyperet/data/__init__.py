@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from .captions import LEVELS, caption
 from .dataset import Split, build_split
-from .multiple_choice import MC_CATEGORIES, MCItem, answer_text, format_prompt, parse_answer
+from .multiple_choice import (
+    MC_CATEGORIES,
+    MCItem,
+    answer_text,
+    drill_text,
+    format_prompt,
+    parse_answer,
+)
 from .questions import QA, QUESTION_TYPES, questions_for
 from .scenes import COLORS, SHAPES, SIZES, Scene, SceneObject, render, sample_scene
 from .tokenizer import Tokenizer
@@ -28,6 +35,7 @@ __all__ = [
     "answer_text",
     "build_split",
     "caption",
+    "drill_text",
     "format_prompt",
     "parse_answer",
     "questions_for",

@@ -97,6 +97,27 @@ def answer_text(item: MCItem, *, restate: bool = False) -> str:
     return f"The answer is {letter}."
 
 
+def drill_text(item: MCItem, order: tuple[int, ...] | list[int]) -> str:
+    """A text-only pointing drill: every option restated and pointed at, in ``order``.
+
+    The letter of an option is a lookup in the prompt (the option's word is two tokens after
+    its letter); one restated answer per item is a weak signal for learning that lookup, a drill
+    over all options gives one per option (``train.lm_mc_drill``, LM pretraining only: without
+    the image nothing tells which option is right, so every option is a valid response).
+
+    >>> drill_text(MCItem("what color is it?", "", ("blue", "red"), 1, "color"), [1, 0])
+    'red. The answer is B. blue. The answer is A.'
+    """
+    if sorted(order) != list(range(len(item.options))):
+        raise ValueError(f"order: must be a permutation of range({len(item.options)}), got {order}")
+    return " ".join(
+        answer_text(
+            MCItem(item.question, item.context, item.options, i, item.category), restate=True
+        )
+        for i in order
+    )
+
+
 def parse_answer(text: str, *, n_options: int | None = None) -> int | None:
     """The option index stated by ``text``, or ``None`` when it states none.
 

@@ -31,6 +31,7 @@ class LanguageModel(nn.Module):
             config.heads,
             config.mlp_ratio,
             config.max_text_len,
+            rotary=config.rotary,
         )
 
     def forward(self, input_ids: Tensor, prefix: Tensor | None = None) -> Tensor:

@@ -36,6 +36,7 @@ Tested against autograd through the plain formula and gradcheck in float64
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -191,6 +192,13 @@ class _MatvecTrain(torch.autograd.Function):
         return None, grad_p, grad_x, None, None, None
 
 
+@functools.cache
+def train_limits(dtype: torch.dtype) -> tuple[float, float]:
+    """The train policy's input co-norm floor and output saturation point of ``dtype``:
+    ``(input_conorm_floor(dtype), artanh(output_ceiling(dtype)))`` (computed once per dtype)."""
+    return input_conorm_floor(dtype), math.atanh(output_ceiling(dtype))
+
+
 def applies(num: Numerics) -> bool:
     """Whether :func:`matvec` serves this call: train mode with a fixed (float) curvature
     (callers also require unbatched parameters)."""
@@ -198,15 +206,21 @@ def applies(num: Numerics) -> bool:
 
 
 def matvec(num: Numerics, kind: str, param: Tensor, x: Tensor) -> Tensor:
-    """Train-mode :math:`M \\otimes x` for ``x`` ``(..., d)`` in the compute dtype and an
-    unbatched ``param``, returned in the result dtype (module docstring). Same values as
+    """Train-mode :math:`M \\otimes x` for ``x`` ``(..., d)`` (in the compute dtype, or a half
+    type that Triton reads as it is; others are cast here) and an unbatched ``param``, returned
+    in the result dtype (module docstring). Same values as
     :func:`hyperet.ops.ball.matvec_core` up to rounding. Runs on the backend
     :func:`hyperet.ops.backend.resolve` picks (eager: :class:`_MatvecTrain`; native C or
     Triton kernels with the same formulas)."""
     assert isinstance(num.c, float)
-    w_min = input_conorm_floor(num.out_dtype)
-    t_max = math.atanh(output_ceiling(num.out_dtype))
-    flat = x.reshape(-1, x.shape[-1])
+    w_min, t_max = train_limits(num.out_dtype)
+    flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # (N, d); no view node for 2-D x
+    if x.dtype != num.dtype or param.dtype != num.dtype:  # half types, not yet cast
+        if backend.resolve(f"matvec:{kind}", flat, param) == "triton":  # read as they are
+            half: Tensor = _triton.TritonMatvec.apply(kind, param, flat, num.c, w_min, t_max)
+            return half.reshape(*x.shape[:-1], half.shape[-1])
+        param, x = num.cast(param), num.cast(x)
+        flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     chosen = backend.resolve(f"matvec:{kind}", flat, param)
     if chosen == "native":  # any leading shape: no view nodes around the one C call
         native: Tensor = _native.NativeMatvec.apply(kind, param, x, num.c, w_min, t_max)

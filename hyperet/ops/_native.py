@@ -86,7 +86,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         ]  # fmt: skip
         lib.hyperet_matvec_backward.restype = ctypes.c_int
         lib.hyperet_matvec_backward.argtypes = [
-            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f64p, _f64p,
+            ctypes.c_int, _i64, _i64, _f32p, _i64, _f32p, _f32p, _f32p, _f64p, _f64p,
             _f32p, _f32p, _dbl, _dbl, _dbl, ctypes.c_int,
         ]  # fmt: skip
         lib.hyperet_linear_forward.restype = ctypes.c_int
@@ -131,10 +131,6 @@ def _width(kind: str, param: Tensor) -> int:
     return int(param.shape[1] if kind == "block" else (param.shape[0] if kind == "banded" else 1))
 
 
-def _rows(x: Tensor) -> int:
-    return x.numel() // x.shape[-1] if x.shape[-1] else 0
-
-
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -144,11 +140,21 @@ def _ok(code: int) -> None:
         raise MemoryError("native backend: the C kernel could not allocate its scratch memory")
 
 
+# The two Functions below keep their Python side to the minimum (docs/performance.md, "Third
+# revision"): at d = 1024 the kernels take a few hundred microseconds, and each further torch
+# call, view or Python helper on the path costs microseconds - tens of them when the caches are
+# cold, as they are in a training step. So: no .detach() (grad mode is off inside forward), one
+# allocation for both float64 norm vectors (addressed by pointer offset, not by views), the call's
+# constants saved as one tuple.
+
+
 class NativeMatvec(torch.autograd.Function):
     """:math:`M \\otimes x` (train policy) along the last axis of ``x`` ``(..., d)``, float32 on
     the CPU: one C call forward (``y``, and the float64 norms ``|x|``, ``|Mx|`` saved for the
     backward), one C call backward (``grad_x`` and the parameter gradient, each only when
-    needed). No reshapes (no view nodes in the graph), no temporaries besides the outputs."""
+    needed; it reads ``y`` back instead of forming :math:`Mx` again for bands and blocks, as the
+    eager path does). No reshapes (no view nodes in the graph), no temporaries besides the
+    outputs."""
 
     @staticmethod
     def forward(
@@ -156,32 +162,36 @@ class NativeMatvec(torch.autograd.Function):
     ) -> Tensor:
         lib = _library()[0]
         assert lib is not None
-        param, x = param.detach().contiguous(), x.detach().contiguous()
-        rows, d = _rows(x), x.shape[-1]
+        param, x = param.contiguous(), x.contiguous()
+        d = x.shape[-1]
+        rows = x.numel() // d if d else 0
         y = torch.empty_like(x)
-        norms = torch.empty(2, rows, dtype=torch.float64)  # |x|, |Mx| per row
+        norms = torch.empty(2 * rows, dtype=torch.float64)  # |x| (rows), then |Mx| (rows)
+        n_ptr = norms.data_ptr()
+        code, width, threads = KIND_CODES[kind], _width(kind, param), torch.get_num_threads()
         _ok(lib.hyperet_matvec_forward(
-            KIND_CODES[kind], rows, d, param.data_ptr(), _width(kind, param), x.data_ptr(),
-            y.data_ptr(), norms[0].data_ptr(), norms[1].data_ptr(), c, w_min, t_max,
-            torch.get_num_threads(),
+            code, rows, d, param.data_ptr(), width, x.data_ptr(), y.data_ptr(), n_ptr,
+            n_ptr + 8 * rows, c, w_min, t_max, threads,
         ))  # fmt: skip
-        ctx.kind, ctx.c, ctx.w_min, ctx.t_max = kind, c, w_min, t_max
-        ctx.save_for_backward(param, x, norms)
+        ctx.call = (code, rows, d, width, c, w_min, t_max)
+        ctx.save_for_backward(param, x, norms, y)
         return y
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
         lib = _library()[0]
         assert lib is not None
-        param, x, norms = ctx.saved_tensors
+        param, x, norms, y = ctx.saved_tensors
+        code, rows, d, width, c, w_min, t_max = ctx.call
         g = g.contiguous()
-        rows, d = _rows(x), x.shape[-1]
-        grad_p = torch.empty_like(param) if ctx.needs_input_grad[1] else None
-        grad_x = torch.empty_like(x) if ctx.needs_input_grad[2] else None
+        want_p, want_x = ctx.needs_input_grad[1:3]
+        grad_p = torch.empty_like(param) if want_p else None
+        grad_x = torch.empty_like(x) if want_x else None
+        n_ptr = norms.data_ptr()
         _ok(lib.hyperet_matvec_backward(
-            KIND_CODES[ctx.kind], rows, d, param.data_ptr(), _width(ctx.kind, param),
-            g.data_ptr(), x.data_ptr(), norms[0].data_ptr(), norms[1].data_ptr(),
-            _ptr(grad_x), _ptr(grad_p), ctx.c, ctx.w_min, ctx.t_max, torch.get_num_threads(),
+            code, rows, d, param.data_ptr(), width, g.data_ptr(), x.data_ptr(), y.data_ptr(),
+            n_ptr, n_ptr + 8 * rows, _ptr(grad_x), _ptr(grad_p), c, w_min, t_max,
+            torch.get_num_threads(),
         ))  # fmt: skip
         return None, grad_p, grad_x, None, None, None
 
@@ -195,13 +205,16 @@ class NativeLinear(torch.autograd.Function):
     def forward(ctx: Any, kind: str, param: Tensor, x: Tensor, transposed: bool = False) -> Tensor:
         lib = _library()[0]
         assert lib is not None
-        param, x = param.detach().contiguous(), x.detach().contiguous()
+        param, x = param.contiguous(), x.contiguous()
+        d = x.shape[-1]
+        rows = x.numel() // d if d else 0
         y = torch.empty_like(x)
+        code, width, flag = KIND_CODES[kind], _width(kind, param), int(transposed)
         _ok(lib.hyperet_linear_forward(
-            KIND_CODES[kind], _rows(x), x.shape[-1], param.data_ptr(), _width(kind, param),
-            x.data_ptr(), y.data_ptr(), int(transposed), torch.get_num_threads(),
+            code, rows, d, param.data_ptr(), width, x.data_ptr(), y.data_ptr(), flag,
+            torch.get_num_threads(),
         ))  # fmt: skip
-        ctx.kind, ctx.transposed = kind, transposed
+        ctx.call = (code, rows, d, width, flag)
         ctx.save_for_backward(param, x)
         return y
 
@@ -210,12 +223,13 @@ class NativeLinear(torch.autograd.Function):
         lib = _library()[0]
         assert lib is not None
         param, x = ctx.saved_tensors
+        code, rows, d, width, flag = ctx.call
         g = g.contiguous()
-        grad_p = torch.empty_like(param) if ctx.needs_input_grad[1] else None
-        grad_x = torch.empty_like(x) if ctx.needs_input_grad[2] else None
+        want_p, want_x = ctx.needs_input_grad[1:3]
+        grad_p = torch.empty_like(param) if want_p else None
+        grad_x = torch.empty_like(x) if want_x else None
         _ok(lib.hyperet_linear_backward(
-            KIND_CODES[ctx.kind], _rows(x), x.shape[-1], param.data_ptr(),
-            _width(ctx.kind, param), g.data_ptr(), x.data_ptr(), _ptr(grad_x), _ptr(grad_p),
-            int(ctx.transposed), torch.get_num_threads(),
+            code, rows, d, param.data_ptr(), width, g.data_ptr(), x.data_ptr(), _ptr(grad_x),
+            _ptr(grad_p), flag, torch.get_num_threads(),
         ))  # fmt: skip
         return None, grad_p, grad_x, None

@@ -454,34 +454,53 @@ mobius_forward_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo,
     }
 }
 
-/* Möbius backward of R rows from row0: grad_x (may be NULL) and G (fw layout) += ... */
+/* Möbius backward of R rows from row0: grad_x (may be NULL) and G (fw layout) += ...
+ * With y (the forward's output k Mx; NULL: recompute Mx), pass 1 reads y instead of forming
+ * Mx again: one more row read, but no product (what a band or block costs). */
 static inline __attribute__((always_inline)) void
 mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, int64_t row0,
-                      const v16i *index, const float *g, const float *x, const double *n_in,
-                      const double *m_in, float *grad_x, double c, double w_min, double t_max) {
+                      const v16i *index, const float *g, const float *x, const float *y,
+                      const double *n_in, const double *m_in, float *grad_x, double c,
+                      double w_min, double t_max) {
     int64_t d = L->d, dp = L->dp, h = L->half;
-    const float *xp[GROUP], *gp[GROUP];
+    const float *xp[GROUP], *gp[GROUP], *mp[GROUP];
     float k32[GROUP], alpha_k32[GROUP], beta32[GROUP], *out[GROUP];
     for (int r = 0; r < R; ++r) {
         int64_t row = row0 + r;
         xp[r] = padded(L, x + row * d, S->xbuf[r]);
-        gp[r] = padded(L, g + row * d, S->gbuf[r]);
-        /* pass 1: Mx recomputed from the row in L1 (y is not read), a = <g, Mx> */
+        /* g is read chunk by chunk (no neighbours): in place unless d is not a multiple of 16;
+         * gp[r][i] = g[row][i] */
+        gp[r] = dp == d ? g + row * d : padded(L, g + row * d, S->gbuf[r]) + h;
+        /* pass 1: a = <g, Mx>, Mx recomputed from the row in L1, or y = k Mx read (mp[r] then
+         * holds y, and the scalars below are divided by k) */
         v8d aa[2] = {{0}};
-        for (int64_t i = 0; i < dp; i += CHUNK) {
-            v16 mi = chunk_product(blk, w, L->ds, L->fw, xp[r] + i, i, load16(xp[r] + h + i),
-                                   index);
-            dot_acc(aa, load16(gp[r] + h + i), mi);
-            store16(S->mx[r] + i, mi);
+        if (y) {
+            mp[r] = y + row * d;
+            if (dp != d) { /* a copy with zeros up to dp */
+                memcpy(S->mx[r], mp[r], d * sizeof(float));
+                memset(S->mx[r] + d, 0, (dp - d) * sizeof(float));
+                mp[r] = S->mx[r];
+            }
+            for (int64_t i = 0; i < dp; i += CHUNK)
+                dot_acc(aa, load16(gp[r] + i), load16(mp[r] + i));
+        } else {
+            for (int64_t i = 0; i < dp; i += CHUNK) {
+                v16 mi = chunk_product(blk, w, L->ds, L->fw, xp[r] + i, i, load16(xp[r] + h + i),
+                                       index);
+                dot_acc(aa, load16(gp[r] + i), mi);
+                store16(S->mx[r] + i, mi);
+            }
+            mp[r] = S->mx[r];
         }
-        double a = dot_total(aa), n = n_in[row], m = m_in[row];
+        double n = n_in[row], m = m_in[row];
         Scalars s = scalars(n, m, c, w_min, t_max);
+        double a = y ? dot_total(aa) / s.k : dot_total(aa);
         double ch = chi(s.t);
         double rho = s.sat ? 0.0 : 1.0 + ch * s.t * s.t;
         double alpha = a * (s.sat ? -1.0 / (m * m) : ch * c * s.r * s.r);
         double beta = s.k * a * (s.below ? -rho / (n * n) : rho * c * psi(s.z, s.w, s.r));
         k32[r] = (float)s.k;
-        alpha_k32[r] = (float)(alpha * s.k); /* alpha acts on y = k Mx */
+        alpha_k32[r] = (float)(y ? alpha : alpha * s.k); /* on Mx: alpha k; on y = k Mx: alpha */
         beta32[r] = (float)beta;
         out[r] = grad_x ? (dp == d ? grad_x + row * d : S->out[r]) : NULL;
     }
@@ -491,7 +510,7 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
         v16 xi[GROUP], gm[GROUP];
         for (int r = 0; r < R; ++r) {
             xi[r] = load16(xp[r] + h + i);
-            gm[r] = load16(gp[r] + h + i) * k32[r] + load16(S->mx[r] + i) * alpha_k32[r];
+            gm[r] = load16(gp[r] + i) * k32[r] + load16(mp[r] + i) * alpha_k32[r];
         }
         const float *xw[GROUP];
         for (int r = 0; r < R; ++r) xw[r] = xp[r] + i;
@@ -519,16 +538,16 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
 
 static inline __attribute__((always_inline)) void
 mobius_backward_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo, int64_t hi,
-                     const float *g, const float *x, const double *n_in, const double *m_in,
-                     float *grad_x, double c, double w_min, double t_max) {
+                     const float *g, const float *x, const float *y, const double *n_in,
+                     const double *m_in, float *grad_x, double c, double w_min, double t_max) {
     v16i index[CHUNK];
     if (blk) spread_indices(w, index);
     int64_t row = lo;
     for (; w > 1 && row + GROUP <= hi; row += GROUP) /* one band: G costs little, keep L1 */
-        mobius_backward_group(blk, w, GROUP, L, S, row, index, g, x, n_in, m_in, grad_x, c,
+        mobius_backward_group(blk, w, GROUP, L, S, row, index, g, x, y, n_in, m_in, grad_x, c,
                               w_min, t_max);
     for (; row < hi; ++row)
-        mobius_backward_group(blk, w, 1, L, S, row, index, g, x, n_in, m_in, grad_x, c, w_min,
+        mobius_backward_group(blk, w, 1, L, S, row, index, g, x, y, n_in, m_in, grad_x, c, w_min,
                               t_max);
 }
 
@@ -549,7 +568,33 @@ linear_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo, int64_t
     int shifts = !blk && w > 1;
     v16i index[CHUNK];
     if (blk) spread_indices(w, index);
-    for (int64_t row = lo; row < hi; ++row) {
+    int64_t row = lo;
+    if (shifts && w <= CHUNK + 1 && REGISTER_SHIFTS) {
+        /* bands: GROUP rows per chunk, each parameter vector loaded once for all of them */
+        int64_t len = 2 * h > CHUNK ? CHUNK + 2 * h : 2 * CHUNK;
+        for (; row + GROUP <= hi; row += GROUP) {
+            for (int64_t i = 0; i < dp; i += CHUNK) {
+                if (i >= h && i - h + len <= d) {
+                    v16 f[CHUNK + 1];
+                    for (int64_t j = 0; j < w; ++j) f[j] = load16(A + j * L->ds + i);
+                    for (int r = 0; r < GROUP; ++r) {
+                        const float *win = v + (row + r) * d + i - h;
+                        v16 lo_ = load16(win), hi_ = load16(win + CHUNK), acc = {0};
+                        for (int64_t j = 0; j < w; ++j) acc += f[j] * shifted(lo_, hi_, j);
+                        store16(y + (row + r) * d + i, acc);
+                    }
+                } else {
+                    for (int r = 0; r < GROUP; ++r) {
+                        const float *vr = v + (row + r) * d;
+                        store_chunk(y + (row + r) * d, d, i,
+                                    chunk_product(blk, w, L->ds, A, window(vr, d, h, i, S->xbuf[0]),
+                                                  i, chunk_of(vr, d, i), index));
+                    }
+                }
+            }
+        }
+    }
+    for (; row < hi; ++row) {
         const float *vr = v + row * d;
         for (int64_t i = 0; i < dp; i += CHUNK) {
             const float *win = shifts ? window(vr, d, h, i, S->xbuf[0]) : NULL;
@@ -567,18 +612,22 @@ linear_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
                       const v16i *index, const float *A, const float *g, const float *v,
                       int transposed, float *grad_v) {
     int64_t d = L->d, dp = L->dp, h = L->half;
-    const float *gp[GROUP], *vp[GROUP];
+    /* g is only read chunk by chunk (no neighbours) for y = M v without grad_v (the HRA weight
+     * side): then in place, without the padded copy */
+    int g_in_place = !transposed && !grad_v && dp == d;
+    const float *gp[GROUP], *vp[GROUP], *ac[GROUP];
     float *out[GROUP];
     for (int r = 0; r < R; ++r) {
-        gp[r] = padded(L, g + (row0 + r) * d, S->gbuf[r]);
+        gp[r] = g_in_place ? NULL : padded(L, g + (row0 + r) * d, S->gbuf[r]);
         vp[r] = padded(L, v + (row0 + r) * d, S->xbuf[r]);
         out[r] = grad_v ? (dp == d ? grad_v + (row0 + r) * d : S->out[r]) : NULL;
+        ac[r] = g_in_place ? g + (row0 + r) * d : (transposed ? vp[r] : gp[r]) + h;
     }
-    const float *const *ap = transposed ? vp : gp, *const *bp = transposed ? gp : vp;
+    const float *const *bp = transposed ? gp : vp;
     for (int64_t i = 0; i < dp; i += CHUNK) {
         v16 ai[GROUP], bi[GROUP];
         for (int r = 0; r < R; ++r) {
-            ai[r] = load16(ap[r] + h + i);
+            ai[r] = load16(ac[r] + i);
             bi[r] = load16(bp[r] + h + i);
         }
         const float *bw[GROUP];
@@ -676,7 +725,7 @@ static void forward_work(const Call *a, Scratch *S, int64_t lo, int64_t hi) {
 
 static void backward_work(const Call *a, Scratch *S, int64_t lo, int64_t hi) {
 #define RUN(B, W)                                                                              \
-    mobius_backward_rows(B, W, a->L, S, lo, hi, a->g, a->x, a->n_in, a->m_in, a->grad_x, a->c, \
+    mobius_backward_rows(B, W, a->L, S, lo, hi, a->g, a->x, a->y, a->n_in, a->m_in, a->grad_x, a->c, \
                          a->w_min, a->t_max)
     DISPATCH(a->L, RUN);
 #undef RUN
@@ -730,13 +779,15 @@ int hyperet_matvec_forward(int kind, int64_t rows, int64_t d, const float *p, in
 }
 
 /* Möbius backward: grad_x (rows, d) and grad_p (overwritten) from g and x (either NULL: not
- * needed) */
+ * needed); y, the forward's output, is read instead of recomputing Mx where that is faster
+ * (bands of width > 1: 10 % of the backward at k = 2; blocks and one band recompute) */
 int hyperet_matvec_backward(int kind, int64_t rows, int64_t d, const float *p, int64_t width,
-                            const float *g, const float *x, const double *n_in,
+                            const float *g, const float *x, const float *y, const double *n_in,
                             const double *m_in, float *grad_x, float *grad_p, double c,
                             double w_min, double t_max, int threads) {
-    Call a = {.g = g, .x = x, .n_in = n_in, .m_in = m_in, .grad_x = grad_x, .c = c,
-              .w_min = w_min, .t_max = t_max};
+    int recompute = !(kind == 3 && width > 1); /* measured: blocks recompute faster */
+    Call a = {.g = g, .x = x, .y = recompute ? NULL : (float *)y, .n_in = n_in, .m_in = m_in,
+              .grad_x = grad_x, .c = c, .w_min = w_min, .t_max = t_max};
     return launch(&a, kind, p, width, rows, d, threads, grad_p, backward_work);
 }
 

@@ -298,7 +298,7 @@ class Numerics:
         return self.policy == "exact"
 
     def cast(self, t: Tensor) -> Tensor:
-        return t.to(self.dtype)
+        return t if t.dtype == self.dtype else t.to(self.dtype)  # .to would return t too
 
     def in_float64(self) -> Numerics:
         """The same context computing in float64 (for ops that need it in train mode too)."""

@@ -11,6 +11,10 @@ The structured products are index maps on 2-D tiles ``(WP2, BLOCK_D)``:
 - dense (``KIND = 0``): ``Mx`` comes from a matrix product (cuBLAS) and the kernel fuses the
   rest.
 
+Floating scalars (curvature, floors, ceilings) reach the kernels in a small float64 tensor
+(``sc_ptr``), never as Python floats: Triton passes those as float32, and ``1 - c|x|^2`` near
+the boundary needs every bit of ``c``.
+
 The parameter gradient of a structured product is accumulated per program over its rows and
 summed over programs afterwards (deterministic, no atomics). Scalar maths uses only ``exp``,
 ``log`` and ``sqrt`` (float64), with the Taylor series of the eager path below ``2**-9``.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-SERIES_BELOW = 1.0 / 512.0
+SERIES_BELOW = tl.constexpr(1.0 / 512.0)  # a global a kernel reads must be a constexpr
 
 
 @triton.jit
@@ -133,22 +137,24 @@ def _t_index(l, j, d, KIND: tl.constexpr, WIDTH: tl.constexpr):
 
 @triton.jit
 def matvec_forward_kernel(
-    x_ptr, p_ptr, y_ptr, n_ptr, m_ptr, d, c, w_min, t_max,
+    x_ptr, p_ptr, y_ptr, n_ptr, m_ptr, d, sc_ptr,
     KIND: tl.constexpr, WIDTH: tl.constexpr, WP2: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """y = k Mx for one row; stores n = |x| and m = |Mx| (float64). Dense: y holds Mx."""
+    c, w_min, t_max = tl.load(sc_ptr), tl.load(sc_ptr + 1), tl.load(sc_ptr + 2)  # float64 scalars
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, BLOCK_D)
     inside = i < d
-    x = tl.load(x_ptr + row * d + i, mask=inside, other=0.0)
+    x = tl.load(x_ptr + row * d + i, mask=inside, other=0.0).to(tl.float32)
     n = tl.sqrt(tl.sum(x.to(tl.float64) * x.to(tl.float64), axis=0))
     if KIND == 0:
-        mx = tl.load(y_ptr + row * d + i, mask=inside, other=0.0)
+        mx = tl.load(y_ptr + row * d + i, mask=inside, other=0.0).to(tl.float32)
     else:
         j = tl.arange(0, WP2)[:, None]
         xi, ok = _x_index(i[None, :], j, d, KIND, WIDTH)
-        xs = tl.load(x_ptr + row * d + xi, mask=ok, other=0.0)
+        xs = tl.load(x_ptr + row * d + xi, mask=ok, other=0.0).to(tl.float32)
         ps = tl.load(p_ptr + _p_index(i[None, :], j, d, KIND, WIDTH), mask=ok, other=0.0)
+        ps = ps.to(tl.float32)
         mx = tl.sum(ps * xs, axis=0)
     m = tl.sqrt(tl.sum(mx.to(tl.float64) * mx.to(tl.float64), axis=0))
     k = _matvec_scalars(n, m, c, w_min, t_max)[0]
@@ -160,12 +166,15 @@ def matvec_forward_kernel(
 @triton.jit
 def matvec_backward_kernel(
     g_ptr, y_ptr, x_ptr, p_ptr, n_ptr, m_ptr, gx_ptr, gm_ptr, beta_ptr, gp_ptr,
-    rows, d, c, w_min, t_max,
+    rows, d, sc_ptr,
     KIND: tl.constexpr, WIDTH: tl.constexpr, WP2: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """Rows pid, pid + P, ...: grad_x = M^T gm + beta x with gm = k g + alpha y, and the
-    program's share of the parameter gradient (structured) into gp[pid]. Dense: stores gm and
-    beta; the matrix products are done outside."""
+    program's share of the parameter gradient (structured, float32) into gp[pid]. Dense: stores
+    gm and beta; the matrix products are done outside. Structured half types: x, the
+    parameters, y, g and grad_x in that dtype, arithmetic in float32 (y = k Mx as stored, so the
+    gradient sees Mx rounded to the half type: within a few of its ulp)."""
+    c, w_min, t_max = tl.load(sc_ptr), tl.load(sc_ptr + 1), tl.load(sc_ptr + 2)  # float64 scalars
     pid = tl.program_id(0).to(tl.int64)  # the row loop then runs in int64 (no overflow)
     programs = tl.num_programs(0)
     i = tl.arange(0, BLOCK_D)
@@ -174,12 +183,12 @@ def matvec_backward_kernel(
     xi, ok = _x_index(i[None, :], j, d, KIND, WIDTH)
     ti, tp, tok = _t_index(i[None, :], j, d, KIND, WIDTH)
     if KIND != 0:
-        pt = tl.load(p_ptr + tp, mask=tok, other=0.0)  # M^T's terms, reused for every row
+        pt = tl.load(p_ptr + tp, mask=tok, other=0.0).to(tl.float32)  # M^T's terms, every row
     acc = tl.zeros((WP2, BLOCK_D), dtype=tl.float32)
     for row in range(pid, rows, programs):
         base = row * d
-        g = tl.load(g_ptr + base + i, mask=inside, other=0.0)
-        y = tl.load(y_ptr + base + i, mask=inside, other=0.0)
+        g = tl.load(g_ptr + base + i, mask=inside, other=0.0).to(tl.float32)
+        y = tl.load(y_ptr + base + i, mask=inside, other=0.0).to(tl.float32)
         n = tl.load(n_ptr + row)
         m = tl.load(m_ptr + row)
         k, t, sat, below, n_safe, z, w, r, m_safe = _matvec_scalars(n, m, c, w_min, t_max)
@@ -194,13 +203,13 @@ def matvec_backward_kernel(
             tl.store(gm_ptr + base + i, gm, mask=inside)
             tl.store(beta_ptr + row, beta32)
         else:
-            x = tl.load(x_ptr + base + i, mask=inside, other=0.0)
+            x = tl.load(x_ptr + base + i, mask=inside, other=0.0).to(tl.float32)
             # gm at the rows of M^T's terms, from g and y at those positions
-            gs = tl.load(g_ptr + base + ti, mask=tok, other=0.0)
-            ys = tl.load(y_ptr + base + ti, mask=tok, other=0.0)
+            gs = tl.load(g_ptr + base + ti, mask=tok, other=0.0).to(tl.float32)
+            ys = tl.load(y_ptr + base + ti, mask=tok, other=0.0).to(tl.float32)
             gx = tl.sum(pt * (gs * k32 + ys * alpha32), axis=0) + beta32 * x
             tl.store(gx_ptr + base + i, gx, mask=inside)
-            xs = tl.load(x_ptr + base + xi, mask=ok, other=0.0)
+            xs = tl.load(x_ptr + base + xi, mask=ok, other=0.0).to(tl.float32)
             acc += gm[None, :] * xs
     if KIND != 0:
         p_count = d * WIDTH if KIND != 1 else d
@@ -210,24 +219,28 @@ def matvec_backward_kernel(
 
 @triton.jit
 def _load_row(ptr, d, BLOCK_D: tl.constexpr):
-    """Row ``program_id`` of an ``(N, d)`` float32 array (zeros past ``d``), and its offsets."""
+    """Row ``program_id`` of an ``(N, d)`` array of any float dtype, as float32 (zeros past
+    ``d``), and its offsets (a store to them rounds to the output's dtype)."""
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, BLOCK_D)
-    return tl.load(ptr + row * d + i, mask=i < d, other=0.0), row * d + i, i < d
+    x = tl.load(ptr + row * d + i, mask=i < d, other=0.0).to(tl.float32)
+    return x, row * d + i, i < d
 
 
 @triton.jit
-def expmap0_forward_kernel(u_ptr, y_ptr, d, sqrt_c, s_max, BLOCK_D: tl.constexpr):
+def expmap0_forward_kernel(u_ptr, y_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """y = k u, k = T(min(s, s_max)) s_max / max(s, s_max), s = sqrt(c)|u| (train policy)."""
+    c, s_max = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     u, at, inside = _load_row(u_ptr, d, BLOCK_D)
-    s = sqrt_c * tl.sqrt(tl.sum(u.to(tl.float64) * u.to(tl.float64), axis=0))
+    s = tl.sqrt(c) * tl.sqrt(tl.sum(u.to(tl.float64) * u.to(tl.float64), axis=0))
     k = _tanh_ratio(tl.minimum(s, s_max)) * (s_max / tl.maximum(s, s_max))
     tl.store(y_ptr + at, u * k.to(tl.float32), mask=inside)
 
 
 @triton.jit
-def expmap0_backward_kernel(g_ptr, u_ptr, gu_ptr, d, c, s_max, BLOCK_D: tl.constexpr):
+def expmap0_backward_kernel(g_ptr, u_ptr, gu_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """grad_u = k g + (dk/ds) sqrt(c) <u, g> / |u| u; k = s_max-saturated T(s) as forward."""
+    c, s_max = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     g, at, inside = _load_row(g_ptr, d, BLOCK_D)
     u = _load_row(u_ptr, d, BLOCK_D)[0]
     u64 = u.to(tl.float64)
@@ -262,8 +275,9 @@ def _logmap0_scalars(n2, c, w_min):
 
 
 @triton.jit
-def logmap0_forward_kernel(x_ptr, v_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+def logmap0_forward_kernel(x_ptr, v_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """v = R(z) x, z = sqrt(c)|x| (points below the co-norm floor projected onto it)."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     x, at, inside = _load_row(x_ptr, d, BLOCK_D)
     n2 = tl.sum(x.to(tl.float64) * x.to(tl.float64), axis=0)
     coef = _logmap0_scalars(n2, c, w_min)[0]
@@ -271,8 +285,9 @@ def logmap0_forward_kernel(x_ptr, v_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def logmap0_backward_kernel(g_ptr, x_ptr, gx_ptr, d, c, w_min, BLOCK_D: tl.constexpr):
+def logmap0_backward_kernel(g_ptr, x_ptr, gx_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
     """grad_x = R g + c R psi(z) <x, g> x; projected rows: R_eff scale (g - <x,g> x/|x|^2)."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
     g, at, inside = _load_row(g_ptr, d, BLOCK_D)
     x = _load_row(x_ptr, d, BLOCK_D)[0]
     x64 = x.to(tl.float64)
@@ -283,6 +298,252 @@ def logmap0_backward_kernel(g_ptr, x_ptr, gx_ptr, d, c, w_min, BLOCK_D: tl.const
     second = tl.where(below, -coef / n2_safe, c * r * _psi(z, w, r)) * xg
     gx = g * coef.to(tl.float32) + x * second.to(tl.float32)
     tl.store(gx_ptr + at, gx, mask=inside)
+
+
+@triton.jit
+def _log1p(u):
+    """log(1 + u) for u >= 0 to a few ulp (Goldberg: log(v) u / (v - 1), v = fl(1 + u))."""
+    v = 1.0 + u
+    tiny = v == 1.0
+    return tl.where(tiny, u, tl.log(v) * (u / tl.where(tiny, 1.0, v - 1.0)))
+
+
+@triton.jit
+def _sum64(a, b):
+    """<a, b> of two float32 rows, accumulated in float64."""
+    return tl.sum(a.to(tl.float64) * b.to(tl.float64), axis=0)
+
+
+@triton.jit
+def _point(x, c, w_min):
+    """Train-policy point of a float32 row: (x_eff, scale, w, |x|^2). A row whose co-norm
+    w = 1 - c|x|^2 is below w_min is projected radially onto it (x_eff = scale x, w = w_min)."""
+    n2 = _sum64(x, x)
+    w = 1.0 - c * n2
+    below = w < w_min
+    scale = tl.where(below, tl.sqrt((1.0 - w_min) / tl.where(below, 1.0 - w, 1.0)), 1.0)
+    return x * scale.to(tl.float32), scale, tl.maximum(w, w_min), n2
+
+
+@triton.jit
+def _unproject(g_eff, x, scale, n2):
+    """Gradient with respect to x from the gradient with respect to x_eff = scale x: a projected
+    row (scale < 1, |x_eff| fixed) keeps scale times the part of g_eff orthogonal to x. Its
+    floored co-norm is a constant, so callers leave out the (radial, up to 1/w large) terms that
+    come from differentiating w: subtracting them here would cancel catastrophically."""
+    along = tl.where(scale < 1.0, _sum64(g_eff, x) / tl.where(scale < 1.0, n2, 1.0), 0.0)
+    return tl.where(scale < 1.0, (g_eff - x * along.to(tl.float32)) * scale.to(tl.float32), g_eff)
+
+
+@triton.jit
+def _is_zero(x):
+    """Whether every entry of a row is +0 or -0."""
+    return tl.max(tl.abs(x), axis=0) == 0.0
+
+
+@triton.jit
+def _mobius_add_parts(x, y, c, w_min, z_out):
+    """Train-policy x (+) y = h (w_x s + c|s|^2 x) / D with s = x + y, D = w_x w_y + c|s|^2 and
+    h = z_out / max(sqrt(c|s|^2 / D), z_out) (the output ceiling), on the projected points."""
+    xe, sx, wx, nx2 = _point(x, c, w_min)
+    ye, sy, wy, ny2 = _point(y, c, w_min)
+    s = xe + ye
+    cs2 = c * _sum64(s, s)
+    den = wx * wy + cs2
+    ratio = cs2 / den
+    sat = ratio > z_out * z_out
+    h = z_out / tl.sqrt(tl.maximum(ratio, z_out * z_out))
+    return xe, sx, wx, nx2, ye, sy, wy, ny2, s, cs2, den, h, sat
+
+
+@triton.jit
+def mobius_add_forward_kernel(
+    x_ptr, y_ptr, out_ptr, d, sc_ptr, BLOCK_D: tl.constexpr
+):  # fmt: skip
+    """out = a s + b x_eff with a = h w_x / D, b = h c|s|^2 / D; y where x = 0 and x where
+    y = 0, bitwise (the operands as given)."""
+    c, w_min, z_out = tl.load(sc_ptr), tl.load(sc_ptr + 1), tl.load(sc_ptr + 2)  # float64 scalars
+    x, at, inside = _load_row(x_ptr, d, BLOCK_D)
+    y = _load_row(y_ptr, d, BLOCK_D)[0]
+    parts = _mobius_add_parts(x, y, c, w_min, z_out)
+    xe, wx, s, cs2, den, h = parts[0], parts[2], parts[8], parts[9], parts[10], parts[11]
+    a = (wx * h / den).to(tl.float32)
+    b = (cs2 * h / den).to(tl.float32)
+    out = a * s + b * xe
+    out = tl.where(_is_zero(x), y, tl.where(_is_zero(y), x, out))
+    tl.store(out_ptr + at, out, mask=inside)
+
+
+@triton.jit
+def mobius_add_backward_kernel(
+    g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, d, sc_ptr, BLOCK_D: tl.constexpr
+):  # fmt: skip
+    """Gradients of L = <g, x (+) y> (the formula's, also at the bitwise zero limits).
+
+    With G1 = h<g, s>, G2 = h<g, x_eff> and L = (w_x G1 + c|s|^2 G2) / D:
+    grad_xe = h (w_x + c|s|^2)/D g - 2c (G1 - L w_y)/D x_eff + 2c (G2 - L)/D s and
+    grad_ye = h w_x/D g + 2c L w_x/D y_eff + 2c (G2 - L)/D s; a saturated row (h < 1, where
+    ln h = const + (ln D - ln c|s|^2)/2) adds L/2 times the gradient of that log:
+    -c L w_y/D x_eff + c L (1/D - 1/(c|s|^2)) s and -c L w_x/D y_eff + (the same) s."""
+    c, w_min, z_out = tl.load(sc_ptr), tl.load(sc_ptr + 1), tl.load(sc_ptr + 2)  # float64 scalars
+    g, at, inside = _load_row(g_ptr, d, BLOCK_D)
+    x = _load_row(x_ptr, d, BLOCK_D)[0]
+    y = _load_row(y_ptr, d, BLOCK_D)[0]
+    xe, sx, wx, nx2, ye, sy, wy, ny2, s, cs2, den, h, sat = _mobius_add_parts(x, y, c, w_min, z_out)
+    g1 = h * _sum64(g, s)
+    g2 = h * _sum64(g, xe)
+    lv = (wx * g1 + cs2 * g2) / den
+    cs2_safe = tl.where(sat, cs2, 1.0)  # > 0 where saturated
+    extra = tl.where(sat, c * lv, 0.0)
+    coef_s = 2.0 * c * (g2 - lv) / den + extra * (1.0 / den - 1.0 / cs2_safe)
+    # the terms from differentiating w_x, w_y (none for a projected row: w is floored)
+    coef_x = tl.where(sx < 1.0, 0.0, -2.0 * c * (g1 - lv * wy) / den - extra * wy / den)
+    coef_y = tl.where(sy < 1.0, 0.0, 2.0 * c * lv * wx / den - extra * wx / den)
+    s_part = s * coef_s.to(tl.float32)
+    gxe = g * (h * (wx + cs2) / den).to(tl.float32) + xe * coef_x.to(tl.float32) + s_part
+    gye = g * (h * wx / den).to(tl.float32) + ye * coef_y.to(tl.float32) + s_part
+    tl.store(gx_ptr + at, _unproject(gxe, x, sx, nx2), mask=inside)
+    tl.store(gy_ptr + at, _unproject(gye, y, sy, ny2), mask=inside)
+
+
+@triton.jit
+def _dist_parts(x, y, c, w_min):
+    """Train-policy d(x, y) = log1p(q^2 + q sqrt(q^2 + 2)) / sqrt(c) with
+    q = sqrt(c) |x_eff - y_eff| sqrt(2 / (w_x w_y)) (float64 scalars)."""
+    xe, sx, wx, nx2 = _point(x, c, w_min)
+    ye, sy, wy, ny2 = _point(y, c, w_min)
+    diff = xe - ye
+    n = tl.sqrt(_sum64(diff, diff))
+    q = tl.sqrt(c) * n * tl.sqrt(2.0 / wx) / tl.sqrt(wy)
+    return xe, sx, wx, nx2, ye, sy, wy, ny2, diff, n, q
+
+
+@triton.jit
+def dist_forward_kernel(x_ptr, y_ptr, out_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
+    """One distance per row pair."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
+    x = _load_row(x_ptr, d, BLOCK_D)[0]
+    y = _load_row(y_ptr, d, BLOCK_D)[0]
+    q = _dist_parts(x, y, c, w_min)[10]
+    dist = _log1p(q * q + q * tl.sqrt(q * q + 2.0)) / tl.sqrt(c)
+    # rounded to float32 first, then to the output's dtype (as eager, which computes in float32)
+    tl.store(out_ptr + tl.program_id(0).to(tl.int64), dist.to(tl.float32))
+
+
+@triton.jit
+def dist_backward_kernel(
+    g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, d, sc_ptr, BLOCK_D: tl.constexpr
+):  # fmt: skip
+    """grad_xe = K (u + c n x_eff / w_x), grad_ye = K (-u + c n y_eff / w_y) with
+    u = (x_eff - y_eff)/n (0 at n = 0), n = |x_eff - y_eff|, K = g 2 sqrt(2) / (sqrt(w_x w_y)
+    sqrt(q^2 + 2)) - the gradient of arcosh(1 + q^2)/sqrt(c), finite at x = y."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
+    x, at, inside = _load_row(x_ptr, d, BLOCK_D)
+    y = _load_row(y_ptr, d, BLOCK_D)[0]
+    g = tl.load(g_ptr + tl.program_id(0).to(tl.int64)).to(tl.float64)
+    xe, sx, wx, nx2, ye, sy, wy, ny2, diff, n, q = _dist_parts(x, y, c, w_min)
+    k = g * 2.0 * tl.sqrt(2.0) / (tl.sqrt(wx * wy) * tl.sqrt(q * q + 2.0))
+    k_u = tl.where(n > 0.0, k / tl.where(n > 0.0, n, 1.0), 0.0).to(tl.float32)
+    # the terms from differentiating w_x, w_y (none for a projected row: w is floored)
+    gxe = diff * k_u + xe * tl.where(sx < 1.0, 0.0, k * c * n / wx).to(tl.float32)
+    gye = ye * tl.where(sy < 1.0, 0.0, k * c * n / wy).to(tl.float32) - diff * k_u
+    tl.store(gx_ptr + at, _unproject(gxe, x, sx, nx2), mask=inside)
+    tl.store(gy_ptr + at, _unproject(gye, y, sy, ny2), mask=inside)
+
+
+@triton.jit
+def point_rows_kernel(x_ptr, scale_ptr, w_ptr, n2_ptr, d, sc_ptr, BLOCK_D: tl.constexpr):
+    """Per row of x: the projection factor, the floored co-norm and |x|^2 (raw), float64."""
+    c, w_min = tl.load(sc_ptr), tl.load(sc_ptr + 1)  # float64 scalars
+    x = _load_row(x_ptr, d, BLOCK_D)[0]
+    row = tl.program_id(0).to(tl.int64)
+    point = _point(x, c, w_min)
+    scale, w, n2 = point[1], point[2], point[3]
+    tl.store(scale_ptr + row, scale)
+    tl.store(w_ptr + row, w)
+    tl.store(n2_ptr + row, n2)
+
+
+@triton.jit
+def _pairwise_tile(gram_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
+                   BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
+    """One (BLOCK_N, BLOCK_M) tile of the pairwise distances from the Gram matrix G = x y^T:
+    |x_n - y_m|^2 = s_n^2 |x_n|^2 + s_m^2 |y_m|^2 - 2 s_n s_m G_nm (projected points, float64,
+    clamped at 0), q = sqrt(c) |x_n - y_m| sqrt(2 / (w_n w_m))."""
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n_ok, m_ok = n < n_rows, m < m_rows
+    sx = tl.load(sx_ptr + n, mask=n_ok, other=1.0)[:, None]
+    wx = tl.load(wx_ptr + n, mask=n_ok, other=1.0)[:, None]
+    nx = tl.load(nx_ptr + n, mask=n_ok, other=0.0)[:, None]
+    sy = tl.load(sy_ptr + m, mask=m_ok, other=1.0)[None, :]
+    wy = tl.load(wy_ptr + m, mask=m_ok, other=1.0)[None, :]
+    ny = tl.load(ny_ptr + m, mask=m_ok, other=0.0)[None, :]
+    at = n.to(tl.int64)[:, None] * m_rows + m[None, :]
+    ok = n_ok[:, None] & m_ok[None, :]
+    gram = tl.load(gram_ptr + at, mask=ok, other=0.0).to(tl.float64)
+    sq = tl.maximum(sx * sx * nx + sy * sy * ny - 2.0 * sx * sy * gram, 0.0)
+    nd = tl.sqrt(sq)
+    q = tl.sqrt(c) * nd * tl.sqrt(2.0 / wx) / tl.sqrt(wy)
+    return at, ok, sx, wx, sy, wy, nd, q
+
+
+@triton.jit
+def pairwise_forward_kernel(
+    gram_ptr, out_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, sc_ptr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """d_nm = log1p(q^2 + q sqrt(q^2 + 2)) / sqrt(c), one tile per program."""
+    c = tl.load(sc_ptr)  # float64 scalars
+    parts = _pairwise_tile(
+        gram_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
+        BLOCK_N, BLOCK_M,
+    )  # fmt: skip
+    at, ok, q = parts[0], parts[1], parts[7]
+    dist = _log1p(q * q + q * tl.sqrt(q * q + 2.0)) / tl.sqrt(c)
+    tl.store(out_ptr + at, dist.to(tl.float32), mask=ok)
+
+
+@triton.jit
+def pairwise_backward_kernel(
+    gout_ptr, gram_ptr, p_ptr, row_ptr, col_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr,
+    n_rows, m_rows, sc_ptr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """With K = g 2 sqrt(2) / (sqrt(w_n w_m) sqrt(q^2 + 2)) and P = K / |x_n - y_m| (0 at 0):
+    grad_xe_n = xe_n sum_m (P + c/w_n K |x_n - y_m|) - sum_m P ye_m (and symmetrically for y).
+    Stores P' = s_n s_m P (the Gram products then use the raw points) and this tile's share of
+    the row sums (row_ptr[tile column, n]) and column sums (col_ptr[tile row, m]); a projected
+    point's co-norm is floored, so its sums leave out the c/w term."""
+    c = tl.load(sc_ptr)  # float64 scalars
+    at, ok, sx, wx, sy, wy, nd, q = _pairwise_tile(
+        gram_ptr, sx_ptr, wx_ptr, nx_ptr, sy_ptr, wy_ptr, ny_ptr, n_rows, m_rows, c,
+        BLOCK_N, BLOCK_M,
+    )  # fmt: skip
+    g = tl.load(gout_ptr + at, mask=ok, other=0.0).to(tl.float64)
+    k = g * 2.0 * tl.sqrt(2.0) / (tl.sqrt(wx * wy) * tl.sqrt(q * q + 2.0))
+    p = tl.where(nd > 0.0, k / tl.where(nd > 0.0, nd, 1.0), 0.0)
+    kn = k * nd
+    row_sum = tl.sum(p + tl.where(sx < 1.0, 0.0, c / wx) * kn, axis=1)
+    col_sum = tl.sum(p + tl.where(sy < 1.0, 0.0, c / wy) * kn, axis=0)
+    tl.store(p_ptr + at, (p * sx * sy).to(tl.float32), mask=ok)
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    tl.store(row_ptr + tl.program_id(1).to(tl.int64) * n_rows + n, row_sum, mask=n < n_rows)
+    tl.store(col_ptr + tl.program_id(0).to(tl.int64) * m_rows + m, col_sum, mask=m < m_rows)
+
+
+@triton.jit
+def pairwise_grad_rows_kernel(
+    x_ptr, py_ptr, sum_ptr, s_ptr, n2_ptr, gx_ptr, d, BLOCK_D: tl.constexpr
+):  # fmt: skip
+    """grad_x of one row from grad_xe = s sum x - (P' y) / s, then through the projection."""
+    x, at, inside = _load_row(x_ptr, d, BLOCK_D)
+    py = _load_row(py_ptr, d, BLOCK_D)[0]
+    row = tl.program_id(0).to(tl.int64)
+    scale = tl.load(s_ptr + row)
+    coef = (scale * tl.load(sum_ptr + row)).to(tl.float32)
+    gxe = x * coef - py * (1.0 / scale).to(tl.float32)
+    tl.store(gx_ptr + at, _unproject(gxe, x, scale, tl.load(n2_ptr + row)), mask=inside)
 
 
 def block_d(d: int) -> int:

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 
 from torch import Tensor
 
+from hyperet.ops import _native, _triton
+
 BACKENDS: tuple[str, ...] = ("auto", "eager", "native", "triton")
 ENV = "HYPERET_BACKEND"
 
@@ -71,8 +73,6 @@ def triton_interpreting() -> bool:
 
 
 def _native_serves(op: str, tensors: tuple[Tensor, ...]) -> bool:
-    from hyperet.ops import _native
-
     family, _, kind = op.partition(":")
     return family in ("matvec", "linear") and _native.serves(kind, *tensors)
 
@@ -84,8 +84,6 @@ def resolve(op: str, *tensors: Tensor) -> str:
     chosen = get_backend()
     if chosen == "eager":
         return "eager"
-    from hyperet.ops import _native, _triton
-
     on_cuda = tensors[0].device.type == "cuda"
     if chosen == "auto":
         if on_cuda:

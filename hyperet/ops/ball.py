@@ -133,6 +133,15 @@ def _squeeze(t: Tensor) -> Tensor:
     return t.squeeze(-1)
 
 
+def triton_curvature(num: Numerics, op: str, *tensors: Tensor) -> float | None:
+    """The curvature when ``op`` runs on the Triton kernels for these operands as given (train
+    policy, a float curvature, :func:`hyperet.ops.backend.resolve`), else ``None``. The kernels
+    read half types as they are and compute in float32, so this is asked before any cast."""
+    if num.exact or not isinstance(num.c, float):
+        return None
+    return num.c if backend.resolve(op, *tensors) == "triton" else None
+
+
 # ----------------------------------------------------------------------------- public ops
 
 
@@ -154,6 +163,8 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None)
     """
     check_args(c, x=x, y=y)
     num = setup(c, policy, x, y)
+    if (c_float := triton_curvature(num, "mobius_add", x, y)) is not None:
+        return _triton.row_op("mobius_add", c_float, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
     x_in, y_in = x, y  # the exact limits return an operand as given (before any train floor)
@@ -171,9 +182,28 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None)
 
 
 def _zero_limits(x: Tensor, y: Tensor, out: Tensor) -> Tensor:
-    """``y`` where ``x = 0`` and ``x`` where ``y = 0``, bitwise (signed zeros included)."""
-    out = torch.where((y == 0).all(dim=-1, keepdim=True), x, out)
-    return torch.where((x == 0).all(dim=-1, keepdim=True), y, out)
+    """``y`` where ``x = 0`` and ``x`` where ``y = 0``, bitwise (signed zeros included), with
+    the gradient of the formula ``out`` everywhere: the limit's value is exact, but
+    :math:`\\partial (x \\oplus y) / \\partial x = (1 + c|y|^2) I - 2c\\,y y^T` at
+    :math:`x = 0`, not 0 (a bias initialised at 0 must still learn)."""
+    value = torch.where((y == 0).all(dim=-1, keepdim=True), x, out)
+    value = torch.where((x == 0).all(dim=-1, keepdim=True), y, value)
+    if not out.requires_grad:
+        return value
+    selected: Tensor = _ValueWithGradOf.apply(value.detach(), out)
+    return selected
+
+
+class _ValueWithGradOf(torch.autograd.Function):
+    """``value`` bitwise (no ``+ 0`` that would turn -0 into +0), gradient to ``shadow``."""
+
+    @staticmethod
+    def forward(ctx: object, value: Tensor, shadow: Tensor) -> Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[None, Tensor]:
+        return None, grad
 
 
 def _mobius_add_train(num: Numerics, x: Tensor, wx: Tensor, y: Tensor, wy: Tensor) -> Tensor:
@@ -256,6 +286,8 @@ def expmap0(u: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     """
     check_args(c, u=u)
     num = setup(c, policy, u)
+    if (c_float := triton_curvature(num, "expmap0", u)) is not None:
+        return _triton.row_op("expmap0", c_float, u)
     u = num.cast(u)
     num.check_finite(u=u)
     if not num.exact:
@@ -277,8 +309,6 @@ def _expmap0_train(num: Numerics, u: Tensor) -> Tensor:
     so the result's norm is :math:`\\min(\\tanh s, z_{out})/\\sqrt c` without a second pass, and
     a saturated point is stored with relative error at most ``eps`` (the rounding of ``k`` and
     of the product)."""
-    if isinstance(num.c, float) and backend.resolve("expmap0", u) == "triton":
-        return _triton.TritonExpmap0.apply(u, num.c).to(num.out_dtype)
     n = norm_fast(u, accumulate_f64=True, keep_f64=True)  # (..., 1) float64
     sqrt_c = num.sqrt_c.double() if isinstance(num.sqrt_c, Tensor) else num.sqrt_c
     s = sqrt_c * n
@@ -292,10 +322,10 @@ def logmap0(x: Tensor, *, c: Curvature, policy: str | None = None) -> Tensor:
     :math:`\\log_0(x) = \\operatorname{artanh}(z)\\,x/(\\sqrt c|x|) = R(z)x`."""
     check_args(c, x=x)
     num = setup(c, policy, x)
+    if (c_float := triton_curvature(num, "logmap0", x)) is not None:
+        return _triton.row_op("logmap0", c_float, x)
     x = num.cast(x)
     num.check_points(x=x)
-    if not num.exact and isinstance(num.c, float) and backend.resolve("logmap0", x) == "triton":
-        return num.finish_vector(_triton.TritonLogmap0.apply(x, num.c))
     z, w, _, scale = num.point_factors(x)
     r = artanh_ratio(z, w)
     out = (r if scale is None else r * scale) * x
@@ -469,6 +499,8 @@ def dist(x: Tensor, y: Tensor, *, c: Curvature, policy: str | None = None) -> Te
     """
     check_args(c, x=x, y=y)
     num = setup(c, policy, x, y)
+    if (c_float := triton_curvature(num, "dist", x, y)) is not None:
+        return _triton.row_op("dist", c_float, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
     x, _, wx, _ = num.point(x)

@@ -31,9 +31,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hyperet.ops import _triton
 from hyperet.ops._numerics import Curvature, setup
 from hyperet.ops._validate import check_args, check_tensors
-from hyperet.ops.ball import dist_core
+from hyperet.ops.ball import dist_core, triton_curvature
 
 #: Elements of one ``(chunk, M, D)`` difference block in the accurate path.
 _CHUNK_ELEMENTS = 1 << 22
@@ -62,6 +63,8 @@ def pairwise_dist(
     num = setup(c, policy, x, y)
     x, y = num.cast(x), num.cast(y)
     num.check_points(x=x, y=y)
+    if not accurate and (c_float := triton_curvature(num, "pairwise_dist", x, y)) is not None:
+        return _triton.pairwise_dist(x, y, c_float, num.out_dtype)
     x, _, wx, _ = num.point(x)  # (..., N, 1)
     y, _, wy, _ = num.point(y)  # (..., M, 1)
     wy_t = wy.transpose(-1, -2)  # (..., 1, M)

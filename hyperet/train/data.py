@@ -12,10 +12,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hyperet.batching import Encoded, encode_caption, encode_mc, encode_text, encode_vqa
+from hyperet.batching import (
+    Encoded,
+    encode_caption,
+    encode_mc,
+    encode_mc_drill,
+    encode_text,
+    encode_vqa,
+)
 from hyperet.config import RunConfig
 from hyperet.data import Split, Tokenizer, build_split
 from hyperet.data.mixture import CaptionMixture
+
+#: Seed stream of the pointing drills' option orders (``train.lm_mc_drill``).
+DRILL_STREAM = 7
 
 #: Caption level used by projector alignment (states colour, shape, size and position).
 ALIGN_LEVEL = "detailed"
@@ -54,7 +64,14 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
     unique = {text: i for i, text in enumerate(sorted(set(vision_texts)))}
     lm_texts = [encode_text(tokenizer, c) for texts in split.captions.values() for c in texts]
     lm_texts += [encode_text(tokenizer, f"{qa.question} {qa.answer}") for _, qa in split.qa]
-    lm_texts += [encode_mc(tokenizer, item) for _, item in split.mc]
+    if config.train.lm_mc_drill:
+        orders = np.random.default_rng([config.seed, DRILL_STREAM])
+        lm_texts += [
+            encode_mc_drill(tokenizer, item, orders.permutation(len(item.options)).tolist())
+            for _, item in split.mc
+        ]
+    else:
+        lm_texts += [encode_mc(tokenizer, item) for _, item in split.mc]
     # LM pretraining supervises the MC prompt too
     lm_texts = [
         Encoded(e.ids, np.where(np.arange(len(e.ids)) == 0, e.labels, e.ids)) for e in lm_texts

@@ -55,3 +55,25 @@ INSIDE = [0.0, 1e-6, 0.01, 0.3, 0.7, 0.9, 0.99, 0.999, 1 - 1e-5]
 def normwise(got: Tensor, want: Tensor) -> Tensor:
     scale = want.norm(dim=-1).clamp_min(1e-300)
     return (got - want).norm(dim=-1) / scale
+
+
+def run_every_train_op(d: int, dtype: torch.dtype, backend_name: str) -> None:
+    """Forward and backward of every op the Triton backend covers (row ops, pairwise_dist,
+    the dense and structured Möbius matvecs) on small ``(3, d)`` inputs, ``c = 0.7``."""
+    from hyperet.ops.backend import use_backend
+
+    x, y = points(d, 33, [0.2, 0.5, 0.9]), points(d, 34, [0.4, 0.1, 0.7])
+    calls: list[tuple[Callable[..., Tensor], list[Tensor]]] = [
+        (ops.expmap0, [x]),
+        (ops.logmap0, [x]),
+        (ops.mobius_add, [x, y]),
+        (ops.dist, [x, y]),
+        (ops.pairwise_dist, [x, y]),
+        (ops.mobius_matvec, [torch.eye(d, dtype=F64) + 0.01, x]),
+        *[(FNS[kind], [params(kind, d, 35), x]) for kind in sorted(FNS)],
+    ]
+    with use_backend(backend_name):
+        for fn, args in calls:
+            leaves = [a.to(dtype).requires_grad_() for a in args]
+            out = fn(*leaves, c=0.7)
+            torch.autograd.grad(out, leaves, torch.ones_like(out))

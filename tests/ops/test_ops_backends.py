@@ -258,3 +258,29 @@ def test_native_plain_products_of_every_width_match_the_dense_matrix(
     m_ref = dense_ref.mT if transposed else dense_ref
     want = torch.autograd.grad((x0.double() @ m_ref.mT * cot.double()).sum(), p_ref)[0]
     torch.testing.assert_close(gp.double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "size"), WIDTHS)
+@pytest.mark.parametrize("d", [96, 89])  # 96: whole chunks (the frozen-input path reads g in place)
+def test_native_plain_product_with_a_frozen_input_matches_the_dense_matrix(
+    kind: str, size: int, d: int
+) -> None:
+    # HRA's weight side: y = M W with W frozen, so the backward forms the parameter gradient
+    # alone; six rows: one group of four rows per parameter load, then two single rows
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    d = d if kind == "banded" else size * (d // size)
+    p0 = _structure(kind, size, d, 21)
+    g = torch.Generator().manual_seed(22)
+    x0, cot = torch.randn(6, d, generator=g), torch.randn(6, d, generator=g)
+    with use_backend("native"):
+        p = p0.clone().requires_grad_()
+        y = _native.NativeLinear.apply(kind, p, x0)
+        (gp,) = torch.autograd.grad(y, (p,), cot)
+    to_dense = ops.block_diagonal_to_dense if kind == "block" else ops.banded_to_dense
+    torch.testing.assert_close(
+        y.double(), x0.double() @ to_dense(p0.double()).mT, rtol=1e-5, atol=1e-5
+    )
+    p_ref = p0.double().requires_grad_()
+    want = torch.autograd.grad((x0.double() @ to_dense(p_ref).mT * cot.double()).sum(), p_ref)[0]
+    torch.testing.assert_close(gp.double(), want, rtol=1e-5, atol=1e-5)

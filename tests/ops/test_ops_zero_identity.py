@@ -61,3 +61,24 @@ def _int_of(dtype: torch.dtype) -> torch.dtype:
         torch.float16: torch.int16,
         torch.bfloat16: torch.int16,
     }[dtype]
+
+
+@pytest.mark.parametrize("policy", ["exact", "train"])
+def test_mobius_addition_at_zero_keeps_the_formula_gradient(policy: str) -> None:
+    # the bitwise limit must not cut the gradient: d(x (+) y)/dx at x = 0 is
+    # (1 + c|y|^2) I - 2c y y^T (a bias initialised at 0 learns), d/dy is I
+    c = 0.7
+    y = torch.tensor([[0.3, 0.1, -0.2, 0.05]], dtype=torch.float64)
+    x = torch.zeros(1, 4, dtype=torch.float64)
+    jx, jy = torch.autograd.functional.jacobian(
+        lambda a, b: ops.mobius_add(a, b, c=c, policy=policy), (x, y)
+    )
+    want = (1 + c * (y * y).sum()) * torch.eye(4, dtype=torch.float64) - 2 * c * y.T @ y
+    torch.testing.assert_close(jx.reshape(4, 4), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(jy.reshape(4, 4), torch.eye(4, dtype=torch.float64))
+    # and the value stays bitwise with autograd on (no "+ 0" turning -0 into +0)
+    neg = -torch.zeros(1, 4, dtype=torch.float64, requires_grad=True)
+    yb = y.clone()
+    yb[0, 1] = -0.0
+    out = ops.mobius_add(neg, yb, c=c, policy=policy)
+    assert torch.equal(out.detach().view(torch.int64), yb.view(torch.int64))
