@@ -127,7 +127,8 @@ class LanguageConfig:
     mlp_ratio: int = 4
     max_text_len: int = 96
     #: rotary (RoPE) positions in self-attention instead of learned absolute position vectors
-    rotary: bool = False
+    #: (small preset since stop 11: VQA 66.1 -> 72.0 % on seed 0, docs/mllm.md levers)
+    rotary: bool = True
 
 
 @dataclass(frozen=True)
@@ -549,7 +550,7 @@ def preset(name: str) -> RunConfig:
             text=TextEncoderConfig(width=32, layers=1, heads=2),
             # nano keeps the plainest path of every switch (tests exercise the others)
             projector=ProjectorConfig(shuffle=1, hidden=48, feature_layer=-1, position=False),
-            language=LanguageConfig(width=48, layers=1, heads=2),
+            language=LanguageConfig(width=48, layers=1, heads=2, rotary=False),
             train=TrainConfig(
                 stages={
                     name: StageConfig(steps=6, batch_size=16, lr=3e-3, warmup_steps=2)
