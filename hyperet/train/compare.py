@@ -34,6 +34,7 @@ import torch
 from hyperet import _io
 from hyperet.alignment.aligner import AlignerConfig
 from hyperet.alignment.analysis import evaluate_alignment
+from hyperet.checkpoint import config_sha256
 from hyperet.config import ITC_OBJECTIVES, RunConfig, preset, with_overrides
 from hyperet.data import LEVELS, Tokenizer, build_split
 from hyperet.model import MLLM, aligner_config, build_model
@@ -116,10 +117,17 @@ _CACHE_DTYPES = frozenset({"F32", "F64", "F16", "BF16", "I64", "I32", "BOOL"})
 def _pretrained(config: RunConfig, data: Any, tok: Tokenizer, cache: Path | None, log: Log,
                 label: str) -> tuple[dict[str, torch.Tensor], float]:  # fmt: skip
     """The state of the model after the vision stage and its seconds (0 when read from
-    ``cache``, a safetensors file written atomically after a fresh run)."""
+    ``cache``, a safetensors file written atomically after a fresh run, recording the SHA-256 of
+    the config that trained it; a file recording another config is refused)."""
     pretrained = build_model(config, tok)
+    digest = config_sha256(config)
     if cache is not None and cache.exists():
-        tensors, _ = _io.read_safetensors(cache, dtypes=_CACHE_DTYPES, finite=True)
+        tensors, header = _io.read_safetensors(cache, dtypes=_CACHE_DTYPES, finite=True)
+        if header.get("config_sha256") != digest:
+            raise ValueError(
+                f"--vision-cache: {cache} was written for another config (delete it or use "
+                "another cache directory)"
+            )
         pretrained.load_state_dict(tensors)
         log(f"{label} vision: loaded {cache}")
         return pretrained.state_dict(), 0.0
@@ -129,7 +137,7 @@ def _pretrained(config: RunConfig, data: Any, tok: Tokenizer, cache: Path | None
     state = pretrained.state_dict()
     if cache is not None:
         tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}
-        _io.atomic_write_bytes(cache, _io.encode_safetensors(tensors, {}))
+        _io.atomic_write_bytes(cache, _io.encode_safetensors(tensors, {"config_sha256": digest}))
     return state, seconds
 
 
@@ -149,8 +157,9 @@ def compare_objectives(
 
     Budgets are the preset's (``train.stages["vision"]``, ``train.itc``) unless ``steps``
     overrides them (``{"vision": 500, "itc": 300}``); ``on_run`` receives each finished run.
-    With ``vision_cache`` (a directory) the pretrained model of each seed and vision budget is
-    saved there and reused by later calls (it is the same for every objective).
+    With ``vision_cache`` (a directory) the pretrained model of each seed and config is saved
+    there (``PRESET-seedS-visionN-DIGEST.safetensors``, the digest of the config) and reused by
+    later calls with the same config (it is the same for every objective).
     """
     variants = [parse_variant(spec) for spec in objectives]  # bad specs fail before training
     tok = Tokenizer.build()
@@ -161,8 +170,11 @@ def compare_objectives(
         data = build_training_data(base, tok)
         cache = None
         if vision_cache is not None:
+            # named by the config's digest: a changed architecture or recipe never reads a stale
+            # encoder (the digest covers every field the vision stage and the model build read)
             vision_steps = base.train.stages["vision"].steps
-            cache = vision_cache / f"{preset_name}-seed{seed}-vision{vision_steps}.safetensors"
+            name = f"{preset_name}-seed{seed}-vision{vision_steps}-{config_sha256(base)[:12]}"
+            cache = vision_cache / f"{name}.safetensors"
         shared, vision_s = _pretrained(base, data, tok, cache, log, f"seed {seed}")
         n_test = base.data.test_scenes if test_scenes is None else test_scenes
         test = build_split(

@@ -9,6 +9,8 @@ import pytest
 from click.testing import CliRunner
 from hyperet.cli.main import main
 
+from hyperet.checkpoint import config_sha256
+from hyperet.config import preset, with_overrides
 from hyperet.train.compare import compare_objectives, markdown_table, parse_variant
 
 
@@ -63,7 +65,9 @@ def test_variants_and_the_vision_cache(tmp_path: Path) -> None:
     spec = "hyperbolic-entail:aperture_K=0.02,negative_weight=1.0,part_entailment=true"
     kwargs = {"preset_name": "nano", "seeds": (0,), "objectives": (spec,), "test_scenes": 8}
     first = compare_objectives(**kwargs, vision_cache=tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["nano-seed0-vision6.safetensors"]
+    (cached,) = tmp_path.iterdir()
+    digest = config_sha256(with_overrides(preset("nano"), seed=0))
+    assert cached.name == f"nano-seed0-vision6-{digest[:12]}.safetensors"
     again = compare_objectives(**kwargs, vision_cache=tmp_path)
     (run,) = first["runs"]
     assert run["objective"] == spec and again["runs"][0]["vision_seconds"] == 0.0
@@ -72,6 +76,19 @@ def test_variants_and_the_vision_cache(tmp_path: Path) -> None:
         0.02, 1.0, True
     )  # fmt: skip
     assert again["runs"][0]["evaluation"] == run["evaluation"]
+
+
+def test_a_vision_cache_of_another_config_is_refused(tmp_path: Path) -> None:
+    """A cache file whose recorded config differs (renamed, tampered) is a clear error, not a
+    load_state_dict traceback; another budget writes its own file."""
+    kwargs = {"preset_name": "nano", "seeds": (0,), "objectives": ("euclidean-itc",)}
+    compare_objectives(**kwargs, test_scenes=8, vision_cache=tmp_path)
+    compare_objectives(**kwargs, test_scenes=8, steps={"vision": 2}, vision_cache=tmp_path)
+    six, two = sorted(tmp_path.iterdir(), key=lambda p: "vision2" in p.name)
+    assert "vision2-" in two.name and "vision6-" in six.name
+    six.replace(two)  # the 6-step encoder under the 2-step config's name
+    with pytest.raises(ValueError, match=r"--vision-cache: .* another config"):
+        compare_objectives(**kwargs, test_scenes=8, steps={"vision": 2}, vision_cache=tmp_path)
 
 
 @pytest.mark.parametrize("spec", ["hyperbolic-entail:K=0.05", "nope:aperture_K=1", "meru:x"])
