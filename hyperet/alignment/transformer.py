@@ -32,6 +32,8 @@ before the option's word); learned absolute vectors have to learn each offset po
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -85,12 +87,15 @@ class Attention(nn.Module):
         *,
         mask: Tensor | None = None,
         rotary: Tensor | None = None,
+        record: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:  # (B, T, D), context (B, S, D) -> (B, T, D)
         b, t, d = x.shape
         if context is None:
             q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).unbind(dim=2)
             if rotary is not None:
                 q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+            if record is not None:  # the keys and values a decoding cache starts from
+                record.append((k, v))
         else:
             if rotary is not None:
                 raise ValueError("rotary: cross-attention has no shared positions to rotate")
@@ -109,6 +114,30 @@ class Attention(nn.Module):
             is_causal=self.causal and mask is None,
         )  # (B, H, T, D/H)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+    def step(self, x: Tensor, keys: Tensor, values: Tensor, position: Tensor,
+             rotary: Tensor | None) -> Tensor:  # fmt: skip
+        """Causal self-attention of one new token per row against a key/value cache.
+
+        ``x`` ``(B, 1, D)`` is the token at ``position[b]`` of row ``b`` (``(B,)``, any mix of
+        positions); its key and value are written into ``keys`` / ``values`` ``(B, H, S, D_h)``
+        there, and it attends to that row's positions ``<= position[b]`` - what
+        :meth:`forward` computes for that token when the row's earlier positions hold the same
+        tokens. ``rotary``: the tables of :func:`rotary_tables` for all ``S`` positions.
+        """
+        b, _, d = x.shape
+        q, k, v = self.qkv(x).view(b, 3, self.heads, d // self.heads).unbind(dim=1)  # (B, H, D_h)
+        if rotary is not None:
+            rows = rotary[:, position][:, :, None, :]  # (2, B, 1, D_h/2): each row's angle
+            q, k = apply_rotary(q[:, None], rows)[:, 0], apply_rotary(k[:, None], rows)[:, 0]
+        batch = torch.arange(b, device=x.device)
+        keys[batch, :, position] = k
+        values[batch, :, position] = v
+        allowed = torch.arange(keys.shape[2], device=x.device)[None, :] <= position[:, None]
+        y = F.scaled_dot_product_attention(
+            q[:, :, None], keys, values, attn_mask=allowed[:, None, None, :]
+        )  # (B, H, 1, D_h)
+        return self.out(y.reshape(b, 1, d))
 
 
 class TransformerBlock(nn.Module):
@@ -134,13 +163,36 @@ class TransformerBlock(nn.Module):
         *,
         mask: Tensor | None = None,
         rotary: Tensor | None = None,
+        record: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:  # (B, T, D) -> (B, T, D)
         if (self.cross is None) != (context is None):
             raise ValueError("context: needed by a cross-attention block, and only by one")
-        x = x + self.attn(self.ln_1(x), mask=mask, rotary=rotary)
+        x = x + self.attn(self.ln_1(x), mask=mask, rotary=rotary, record=record)
         if self.cross is not None and self.ln_x is not None:
             x = x + self.cross(self.ln_x(x), context)
         return x + self.mlp(self.ln_2(x))
+
+    def step(self, x: Tensor, keys: Tensor, values: Tensor, position: Tensor,
+             rotary: Tensor | None) -> Tensor:  # fmt: skip
+        """One new token per row ``(B, 1, D)`` through a self-attention block with a cache."""
+        if self.cross is not None:
+            raise ValueError("step: a cross-attention block has no decoding cache")
+        x = x + self.attn.step(self.ln_1(x), keys, values, position, rotary)
+        return x + self.mlp(self.ln_2(x))
+
+
+@dataclass
+class DecodingCache:
+    """Keys and values of every block for incremental decoding (:meth:`TextTransformer.prefill`).
+
+    ``keys[i]`` / ``values[i]`` are ``(B, H, P + capacity, D_h)``; ``prefix`` is ``P``;
+    ``rotary`` the tables of every position (``None`` with learned positions).
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    prefix: int
+    rotary: Tensor | None
 
 
 class TextTransformer(nn.Module):
@@ -203,11 +255,14 @@ class TextTransformer(nn.Module):
         *,
         padding: Tensor | None = None,
         keep_prefix: bool = False,
+        record: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
         """Hidden states ``(B, T, D)`` of the text (``(B, P + T, D)`` with ``keep_prefix``).
 
         ``input_ids`` is ``(B, T)``; ``prefix`` is ``(B, P, D)`` or ``None``; ``padding`` is a
         ``(B, T)`` bool mask of text positions no position may attend to (the prefix never is).
+        ``record``, a list, receives each block's self-attention keys and values
+        ``(B, P + T, H, D_h)`` (after rotation), for :meth:`prefill`.
         """
         t = input_ids.shape[1]
         if t > self.max_len:
@@ -229,5 +284,50 @@ class TextTransformer(nn.Module):
                 x.shape[1], self.head_width, device=x.device
             )  # (2, P + T, D_h/2)
         for block in self.blocks:
-            x = block(x, mask=mask, rotary=rotary)
+            x = block(x, mask=mask, rotary=rotary, record=record)
         return self.ln_f(x if keep_prefix else x[:, p:])  # (B, T, D) or (B, P + T, D)
+
+    @torch.no_grad()
+    def prefill(
+        self, input_ids: Tensor, prefix: Tensor | None, capacity: int
+    ) -> tuple[Tensor, DecodingCache]:
+        """:meth:`forward` on right-padded prompts ``(B, T)``, keeping every block's keys and
+        values in a :class:`DecodingCache` with room for ``capacity >= T`` text positions.
+
+        Continue with :meth:`step`; a row's pads (past its prompt) are overwritten as its new
+        tokens arrive, and never attended to before (causal attention).
+        """
+        if not self.causal:
+            raise ValueError("prefill: incremental decoding needs a causal transformer")
+        t = input_ids.shape[1]
+        if not t <= capacity <= self.max_len:
+            raise ValueError(
+                f"capacity: must be in [{t}, max_text_len {self.max_len}], got {capacity}"
+            )
+        recorded: list[tuple[Tensor, Tensor]] = []
+        hidden = self(input_ids, prefix, record=recorded)  # (B, T, D)
+        p = 0 if prefix is None else prefix.shape[1]
+        keys, values = [], []
+        for k, v in recorded:  # each (B, P + T, H, D_h)
+            shape = (k.shape[0], k.shape[2], p + capacity, k.shape[3])
+            keys.append(k.new_zeros(shape))
+            values.append(v.new_zeros(shape))
+            keys[-1][:, :, : p + t] = k.transpose(1, 2)
+            values[-1][:, :, : p + t] = v.transpose(1, 2)
+        rotary = None
+        if self.position_embedding is None:
+            rotary = rotary_tables(p + capacity, self.head_width, device=input_ids.device)
+        return hidden, DecodingCache(keys, values, p, rotary)
+
+    @torch.no_grad()
+    def step(self, token: Tensor, position: Tensor, cache: DecodingCache) -> Tensor:
+        """Hidden state ``(B, D)`` of one new text token per row: ``token`` ``(B,)`` at text
+        position ``position`` ``(B,)`` (``< capacity``), attending to the row's cached positions
+        before it; its keys and values are added to ``cache``."""
+        x = self.token_embedding(token)[:, None]  # (B, 1, D)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding[position][:, None]
+        absolute = position + cache.prefix
+        for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
+            x = block.step(x, keys, values, absolute, cache.rotary)
+        return self.ln_f(x[:, 0])

@@ -1,10 +1,12 @@
 """The decoder-only language model: :class:`~hyperet.alignment.transformer.TextTransformer`, causal.
 
-Positions: only text tokens carry learned position embeddings, counted from 0 at the first text
-token. Visual tokens arrive as a *prefix* of embeddings (they already carry the ViT's patch
-positions), so the same text sits at the same positions with or without an image. That makes
-text-only LM pretraining and the text-only prior (the same LM with the image removed) consistent
-with multimodal training.
+Positions: with learned positions (``language.rotary=False``) only text tokens carry position
+embeddings, counted from 0 at the first text token; visual tokens arrive as a *prefix* of
+embeddings (they already carry the ViT's patch positions), so the same text sits at the same
+positions with or without an image. With rotary positions (the small preset) attention sees
+relative offsets only, so the text's internal geometry is the same with or without the prefix.
+Either way text-only LM pretraining and the text-only prior (the same LM with the image removed)
+are consistent with multimodal training.
 
 Sequences are right-padded; with causal attention a pad never influences an earlier position, so no
 padding mask is needed (pads are excluded from losses by the labels).
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from hyperet.alignment.transformer import TextTransformer
+from hyperet.alignment.transformer import DecodingCache, TextTransformer
 from hyperet.config import LanguageConfig
 
 
@@ -38,3 +40,16 @@ class LanguageModel(nn.Module):
         """Logits ``(B, T, V)``: ``logits[:, t]`` predicts ``input_ids[:, t + 1]``."""
         h = self.transformer(input_ids, prefix)  # (B, T, D)
         return h @ self.transformer.token_embedding.weight.T  # (B, T, V)
+
+    def prefill(
+        self, input_ids: Tensor, prefix: Tensor | None, capacity: int
+    ) -> tuple[Tensor, DecodingCache]:
+        """Logits ``(B, T, V)`` of right-padded prompts and the cache to continue them with
+        :meth:`step` (:meth:`TextTransformer.prefill`)."""
+        h, cache = self.transformer.prefill(input_ids, prefix, capacity)
+        return h @ self.transformer.token_embedding.weight.T, cache
+
+    def step(self, token: Tensor, position: Tensor, cache: DecodingCache) -> Tensor:
+        """Logits ``(B, V)`` after one new token per row at text ``position`` ``(B,)``."""
+        h = self.transformer.step(token, position, cache)  # (B, D)
+        return h @ self.transformer.token_embedding.weight.T

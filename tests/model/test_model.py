@@ -230,3 +230,53 @@ def test_images_and_features_are_exclusive_and_equivalent() -> None:
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match=r"^images"):
         model(ids, images=images, features=features)
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_cached_decoding_equals_rerunning_the_sequence(rotary: bool) -> None:
+    """The KV-cached decoder (ragged prompts, rows stopping at different steps, visual prefix)
+    against re-running the whole sequence for every token, in float64 so that no argmax tie can
+    differ by rounding: same tokens, and the same logits at every step within 1e-10."""
+    import dataclasses
+
+    config = dataclasses.replace(NANO, language=dataclasses.replace(NANO.language, rotary=rotary))
+    torch.manual_seed(5)
+    model = MLLM(config, vocab_size=VOCAB).double().eval()
+    images = _images(4, seed=6)
+    prompts = [[1, 7, 8, 9], [1, 10], [1, 11, 12, 13, 14, 15], [1, 5]]
+    ids = torch.zeros(4, 6, dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, : len(p)] = torch.tensor(p)
+    lengths = torch.tensor([len(p) for p in prompts])
+    free = model.generate_uncached(ids, lengths, eos_id=0, max_new_tokens=7, images=images)
+    # an end-of-sequence id that some rows emit early and others never
+    eos = free[1][2]
+    literal = model.generate_uncached(ids, lengths, eos_id=eos, max_new_tokens=7, images=images)
+    cached = model.generate(ids, lengths, eos_id=eos, max_new_tokens=7, images=images)
+    assert cached == literal
+    assert len({len(r) for r in literal}) > 1  # the rows did stop at different steps
+    # logits step by step: the cache's against the full forward pass at each new position
+    with torch.no_grad():
+        prefix = model.visual_prefix(images, None)
+        logits, cache = model.lm.prefill(ids, prefix, 6 + 3)
+        seq = [list(p) for p in prompts]
+        position = lengths.clone()
+        nxt = logits[torch.arange(4), lengths - 1].argmax(-1)
+        for _ in range(3):
+            for r in range(4):
+                seq[r].append(int(nxt[r]))
+            stepped = model.lm.step(nxt, position, cache)
+            for r in range(4):
+                full = model.lm(torch.tensor([seq[r]]), prefix[r : r + 1])[0, -1]
+                torch.testing.assert_close(stepped[r], full, rtol=1e-10, atol=1e-10)
+            nxt, position = stepped.argmax(-1), position + 1
+
+
+def test_prefill_refuses_a_capacity_beyond_the_text_limit() -> None:
+    model = _model()
+    ids = torch.ones(1, 3, dtype=torch.long)
+    limit = NANO.language.max_text_len
+    with pytest.raises(ValueError, match="capacity"):
+        model.lm.prefill(ids, None, limit + 1)
+    with pytest.raises(ValueError, match="capacity"):
+        model.lm.prefill(ids, None, 2)
