@@ -33,6 +33,7 @@ before the option's word); learned absolute vectors have to learn each offset po
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -329,5 +330,5 @@ class TextTransformer(nn.Module):
             x = x + self.position_embedding[position][:, None]
         absolute = position + cache.prefix
         for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
-            x = block.step(x, keys, values, absolute, cache.rotary)
+            x = cast(TransformerBlock, block).step(x, keys, values, absolute, cache.rotary)
         return self.ln_f(x[:, 0])

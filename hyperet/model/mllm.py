@@ -127,12 +127,7 @@ class MLLM(nn.Module):
         done = torch.zeros(b, dtype=torch.bool)
         out: list[list[int]] = [[] for _ in range(b)]
         for new in range(max_new_tokens):
-            for r in torch.nonzero(~done).flatten().tolist():
-                token = int(nxt[r])
-                if token == eos_id:
-                    done[r] = True
-                else:
-                    out[r].append(token)
+            _take(nxt, done, out, eos_id)
             if bool(done.all()) or new == max_new_tokens - 1:
                 break
             # finished rows keep stepping at their last position (their output is final)
@@ -164,12 +159,7 @@ class MLLM(nn.Module):
             width = int(lengths.max())
             logits = self.lm(ids[:, :width], prefix)  # (B, width, V)
             nxt = logits[rows, lengths - 1].argmax(dim=-1)  # (B,)
-            for r in torch.nonzero(~done).flatten().tolist():
-                token = int(nxt[r])
-                if token == eos_id:
-                    done[r] = True
-                else:
-                    out[r].append(token)
+            _take(nxt, done, out, eos_id)
             ids[rows[~done], lengths[~done]] = nxt[~done]
             lengths[~done] += 1
             if bool(done.all()):
@@ -192,6 +182,16 @@ class MLLM(nn.Module):
         mask = target != IGNORE
         picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
         return (picked * mask).sum(dim=1)
+
+
+def _take(tokens: Tensor, done: Tensor, out: list[list[int]], eos_id: int) -> None:
+    """Append each unfinished row's new token to ``out``; ``<eos>`` finishes the row instead."""
+    for r in torch.nonzero(~done).flatten().tolist():
+        token = int(tokens[r])
+        if token == eos_id:
+            done[r] = True
+        else:
+            out[r].append(token)
 
 
 def next_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
