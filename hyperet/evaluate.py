@@ -17,7 +17,8 @@ are a deterministic function of the seed), optionally limited to its first ``lim
   at ``k`` means the image's own caption text is among the ``k`` most similar.
 - **Hyperbolic-radius probe**: mean ``Rad(expmap0(f)) = dist0(expmap0(f))`` at ``c = 0.01``
   (float64, ``hyperet.ops``) over the ViT's patch tokens ``f``, overall and by number of objects
-  in the scene, with the trained HRA and with HRA reset to the identity (= without HyperET);
+  in the scene, with the trained HRA and with HRA reset to the identity (= without HyperET),
+  and the histogram of every token's radius (:func:`radius_histogram`, both on the same bins);
   and the same radius of the text tower's caption embeddings per caption level.
 - **Parameters**: total, trainable in the last stage, HyperET's count and share.
 - **Image-text alignment** (ITC objectives only, key ``alignment``): image->text and text->image
@@ -64,6 +65,8 @@ from hyperet.train import (
 )
 
 PROBE_CURVATURE = 0.01
+#: Bins of the radius probe's per-token histogram (equal widths from 0 to the largest radius).
+RADIUS_BINS = 40
 ProgressHandler = Callable[[str, int, int], None]  # (task, done, total)
 
 
@@ -379,36 +382,54 @@ def _radius(x: Tensor) -> Tensor:
     return dist0(expmap0(x64, c=PROBE_CURVATURE), c=PROBE_CURVATURE)
 
 
+def radius_histogram(radius: np.ndarray, top: float) -> dict[str, Any]:
+    """Counts of every token's radius in :data:`RADIUS_BINS` equal bins of ``[0, top]``.
+
+    ``edges[i] = i * top / RADIUS_BINS``; bin ``i`` holds ``edges[i] <= r < edges[i + 1]``, the
+    last bin also ``r = top`` (numpy's convention), so the counts add up to ``radius.size`` when
+    ``top >= radius.max()``. A ``top`` of 0 (every token at the origin) gives one bin ``[0, 1]``.
+    """
+    if top < 0 or not np.isfinite(top):
+        raise ValueError(f"top: must be finite and >= 0, got {top}")
+    if top == 0:
+        counts, edges = np.array([radius.size]), np.array([0.0, 1.0])
+    else:
+        counts, edges = np.histogram(radius, bins=RADIUS_BINS, range=(0.0, top))
+    return {"edges": [float(e) for e in edges], "counts": [int(n) for n in counts]}
+
+
 @torch.no_grad()
 def evaluate_radius(
     run: LoadedRun, split: Split, features: Tensor, *, batch: int
 ) -> dict[str, Any]:
     """Mean hyperbolic radius of visual tokens (with/without HRA) and of caption embeddings."""
     counts = [str(len(scene.objects)) for scene in split.scenes]
+    radii = {"with_hyperet" if run.hyperet_params else "without_hyperet": _radius(features)}
+    if run.hyperet_params:
+        trained = [p.detach().clone() for p in run.hyperet_params]
+        try:
+            for p, ident in zip(run.hyperet_params, run.identity, strict=True):
+                p.copy_(ident)
+            radii["without_hyperet"] = _radius(_features(run.model, split.images, batch))
+        finally:
+            for p, t in zip(run.hyperet_params, trained, strict=True):
+                p.copy_(t)
+    top = max(float(r.max()) for r in radii.values())  # one set of bin edges for both
 
-    def summarise(feats: Tensor) -> dict[str, Any]:
-        per_image = _radius(feats).mean(dim=1)  # (N,) mean over patch tokens
+    def summarise(radius: Tensor) -> dict[str, Any]:  # radius: (N, T) per patch token
+        per_image = radius.mean(dim=1)  # (N,) mean over patch tokens
         groups: dict[str, list[float]] = defaultdict(list)
         for k, r in zip(counts, per_image.tolist(), strict=True):
             groups[k].append(r)
         return {
             "mean": float(per_image.mean()),
             "by_object_count": {k: float(np.mean(v)) for k, v in sorted(groups.items())},
+            "histogram": radius_histogram(radius.cpu().numpy(), top),
         }
 
     out: dict[str, Any] = {"c": PROBE_CURVATURE, "visual": {}}
-    if run.hyperet_params:
-        out["visual"]["with_hyperet"] = summarise(features)
-        trained = [p.detach().clone() for p in run.hyperet_params]
-        try:
-            for p, ident in zip(run.hyperet_params, run.identity, strict=True):
-                p.copy_(ident)
-            out["visual"]["without_hyperet"] = summarise(_features(run.model, split.images, batch))
-        finally:
-            for p, t in zip(run.hyperet_params, trained, strict=True):
-                p.copy_(t)
-    else:
-        out["visual"]["without_hyperet"] = summarise(features)
+    for name, radius in radii.items():
+        out["visual"][name] = summarise(radius)
     out["caption_embedding_by_level"] = {
         level: float(_radius(_caption_embeddings(run.model, run.tokenizer, texts, batch)).mean())
         for level, texts in split.captions.items()

@@ -7,13 +7,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from hyperet.checkpoint import CheckpointError
 from hyperet.config import preset, with_overrides
 from hyperet.data import QUESTION_TYPES, build_split
-from hyperet.evaluate import _radius, evaluate, majority_answers
+from hyperet.evaluate import RADIUS_BINS, _radius, evaluate, majority_answers, radius_histogram
 from hyperet.train import StepDone, train
 
 NANO = preset("nano")
@@ -77,12 +78,35 @@ def test_radius_probe_is_twice_the_euclidean_norm() -> None:
     torch.testing.assert_close(_radius(u), 2 * u.double().norm(dim=-1), rtol=1e-12, atol=0)
 
 
+def test_radius_histogram_counts_each_value_in_its_bin() -> None:
+    """edges[i] = i top / RADIUS_BINS; bin i holds edges[i] <= r < edges[i+1], r = top last."""
+    rng = np.random.default_rng(0)
+    r = rng.uniform(0, 7, size=(6, 9))
+    r[0, 0], r[0, 1] = 0.0, r.max()  # both ends
+    top = float(r.max())
+    h = radius_histogram(r, top)
+    width = top / RADIUS_BINS
+    assert h["edges"] == pytest.approx([i * width for i in range(RADIUS_BINS + 1)], rel=1e-15)
+    expected = [0] * RADIUS_BINS
+    for value in r.ravel():  # independent count: the bin is floor(r / width), top in the last
+        expected[min(int(value // width), RADIUS_BINS - 1)] += 1
+    assert h["counts"] == expected and sum(h["counts"]) == r.size
+    assert radius_histogram(np.zeros((2, 3)), 0.0) == {"edges": [0.0, 1.0], "counts": [6]}
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="top"):
+            radius_histogram(r, bad)
+
+
 def test_hyperet_run_reports_with_and_without(tmp_path: Path) -> None:
     config = with_overrides(NANO, hyperet="diagonal", steps={"vision": 2, "lm": 1, "align": 1})
     train(config, tmp_path / "run")
     r = evaluate(tmp_path / "run", limit=8)
     visual = r["radius_probe"]["visual"]
     assert set(visual) == {"with_hyperet", "without_hyperet"}
+    with_h, without = visual["with_hyperet"]["histogram"], visual["without_hyperet"]["histogram"]
+    assert with_h["edges"] == without["edges"]  # one set of bins for both
+    tokens = 8 * (NANO.data.image_size // NANO.vision.patch_size) ** 2  # 8 scenes x patches
+    assert sum(with_h["counts"]) == sum(without["counts"]) == tokens
     # diagonal HRA on q and v of every ViT block: 2 * layers * width parameters
     assert r["parameters"]["hyperet"] == 2 * NANO.vision.layers * NANO.vision.width
     assert r["parameters"]["hyperet_percent"] > 0

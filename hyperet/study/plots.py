@@ -1,14 +1,16 @@
 """Plots of a study's results (optional: ``pip install 'hyperet[plot]'``, matplotlib).
 
 Drawn from ``results.json`` only, so the numbers never depend on matplotlib: accuracy vs step
-(stage-2 validation VQA, mean over seeds) per arm, caption retrieval R@1 per level, and the
-curvature sweep.
+(stage-2 validation VQA, mean over seeds) per arm, caption retrieval R@1 per level, the
+curvature sweep, and the histograms of the visual tokens' hyperbolic radius per arm and seed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def plot_results(results: dict[str, Any], directory: Path) -> list[Path] | None:
@@ -64,7 +66,41 @@ def plot_results(results: dict[str, Any], directory: Path) -> list[Path] | None:
         ax.set_ylabel("test VQA exact match (%)")
         ax.set_title("HRA diagonal (official clamps), stage 2")
         written.append(_save(fig, directory / "curvature_sweep.png"))
+
+    if any(h for arm in arms.values() for h in arm.get("radius_histograms", [])):
+        written.append(_radius_histograms(arms, directory / "radius_histograms.png"))
     return written
+
+
+def _radius_histograms(arms: dict[str, Any], path: Path) -> Path:
+    """One panel per arm: the density of every visual token's radius, one line per seed; the
+    baseline's seeds in grey behind every panel, the arm's adapter reset to the identity dashed."""
+    import matplotlib.pyplot as plt
+
+    from hyperet.study.grid import BASELINE
+
+    def density(ax: Any, hist: dict[str, Any], **style: Any) -> None:
+        edges, counts = np.asarray(hist["edges"]), np.asarray(hist["counts"], dtype=float)
+        ax.stairs(counts / (counts.sum() * np.diff(edges)), edges, **style)
+
+    base = [h["without_hyperet"] for h in arms.get(BASELINE, {}).get("radius_histograms", [])]
+    columns = min(4, len(arms))
+    rows = -(-len(arms) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for ax, (name, arm) in zip(axes.flat, arms.items(), strict=False):
+        for hist in base:
+            density(ax, hist, color="0.6", lw=1.0)
+        for h in arm.get("radius_histograms", []):
+            if "with_hyperet" in h:
+                density(ax, h["without_hyperet"], color="C1", lw=0.8, ls="--")
+            density(ax, h.get("with_hyperet", h["without_hyperet"]), color="C0", lw=1.0)
+        ax.set_title(name, fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(arms) :]:
+        ax.set_visible(False)
+    fig.supxlabel("visual token radius dist0(expmap0(f)), c = 0.01", fontsize=8)
+    fig.supylabel("density", fontsize=8)
+    return _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> Path:

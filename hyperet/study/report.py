@@ -3,9 +3,11 @@
 ``results.json`` holds, per arm and measurement, the values per seed, mean, standard deviation,
 95 % t-interval and the paired t-test against the baseline on the same seeds
 (:mod:`hyperet.study.stats`); the learning curves; the steps each seed needed to reach its
-baseline's final validation accuracy; and, under ``cost`` (the only part that depends on the
-machine), the median process CPU seconds of one training step per stage the run trained itself
-(mean over the seeds whose last training call measured it). ``results.md`` renders the tables;
+baseline's final validation accuracy; per seed, the histograms of every visual token's
+hyperbolic radius (with the trained adapter and with it reset to the identity); and, under
+``cost`` (the only part that depends on the machine), the median process CPU seconds of one
+training step per stage the run trained itself (mean over the seeds whose last training call
+measured it). ``results.md`` renders the tables;
 ``figures/`` the plots when matplotlib is installed (``pip install 'hyperet[plot]'``; the
 numbers never depend on it).
 """
@@ -74,6 +76,12 @@ def _mean_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{"step": s, "vqa": float(np.mean([b[s] for b in by_step]))} for s in steps]
 
 
+def _histograms(seed: int, record: dict[str, Any]) -> dict[str, Any]:
+    """The radius probe's per-token histograms of one run (with / without the adapter)."""
+    visual = record["test"]["radius_probe"]["visual"]
+    return {"seed": seed, **{k: v["histogram"] for k, v in visual.items() if "histogram" in v}}
+
+
 def aggregate(study: Study, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The results dict (see the module docstring)."""
     from hyperet.study.run import run_key
@@ -115,6 +123,7 @@ def aggregate(study: Study, records: dict[str, dict[str, Any]]) -> dict[str, Any
             "measurements": table,
             "efficiency": {"steps_to_baseline_final_val_vqa": reached},
             "curve": _mean_curve(recs),
+            "radius_histograms": [_histograms(s, r) for s, r in zip(seeds, recs, strict=True)],
             "cost": {
                 "cpu_s_per_step": {k: float(np.mean(v)) for k, v in step_cost.items()},
                 "seeds_measured": {k: len(v) for k, v in step_cost.items()},

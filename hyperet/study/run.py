@@ -36,6 +36,9 @@ from hyperet import _io
 from hyperet.study.grid import BASELINE, BASELINE_ARM, FAMILIES, Arm, Grid, make_arm
 
 STUDY_FILE = "study.json"
+#: Version of the evaluation record in ``evals/``: a record of another version is recomputed
+#: (2: the radius probe carries per-token radius histograms).
+EVAL_SCHEMA = 2
 
 
 class StudyError(ValueError):
@@ -171,10 +174,15 @@ def evaluate_run(out: Path, spec: RunSpec, config: Any, limit: int | None) -> di
     path = out / "evals" / f"{spec.key.removeprefix('runs/')}.json"
     if path.is_file():
         record = _io.read_json(path)
-        if isinstance(record, dict) and record.get("checkpoint_sha256") == digest:
+        if (
+            isinstance(record, dict)
+            and record.get("checkpoint_sha256") == digest
+            and record.get("schema") == EVAL_SCHEMA
+        ):
             return record
     stages = check_metrics_file(run_dir / METRICS_FILE, run_dir)["stages"]
     record = {
+        "schema": EVAL_SCHEMA,
         "checkpoint_sha256": digest,
         "arm": spec.arm.name,
         "seed": spec.seed,

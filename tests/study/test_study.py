@@ -48,6 +48,12 @@ def test_smoke_grid_end_to_end_and_resume_after_an_interruption(tmp_path: Path) 
     assert set(reference["tuning"]) == {"lora"}  # the only family with two candidates
     assert reference["lr_scale"]["lora"] in (1.0, 10.0)
     assert [row["c"] for row in reference["curvature_sweep"]] == [1.0]
+    for name, arm in arms.items():  # per seed, every visual token's radius in one histogram
+        assert [h["seed"] for h in arm["radius_histograms"]] == [0, 1]
+        for h in arm["radius_histograms"]:
+            kinds = {"without_hyperet"} | ({"with_hyperet"} if arm["parameters"] else set())
+            assert set(h) - {"seed"} == kinds, name
+            assert len({sum(h[k]["counts"]) for k in kinds}) == 1  # the same tokens
     ref_dir = tmp_path / "reference"
     for arm, after in (("lora-both", "lm"), ("hra-fast-diagonal-stage2", "align")):
         metrics = json.loads((ref_dir / run_key(arm, 0) / METRICS_FILE).read_text())
@@ -56,7 +62,12 @@ def test_smoke_grid_end_to_end_and_resume_after_an_interruption(tmp_path: Path) 
     assert "| hra-official-diagonal-stage2-c1 |" in table and "(p " in table
     if importlib.util.find_spec("matplotlib") is not None:  # the optional plot extra
         figures = {Path(p).name for p in reference["figures"]}
-        assert figures == {"accuracy_vs_step.png", "retrieval_per_level.png", "curvature_sweep.png"}
+        assert figures == {
+            "accuracy_vs_step.png",
+            "retrieval_per_level.png",
+            "curvature_sweep.png",
+            "radius_histograms.png",
+        }
     else:
         assert "figures" not in reference
 
@@ -87,11 +98,18 @@ def test_smoke_grid_end_to_end_and_resume_after_an_interruption(tmp_path: Path) 
         assert path.stat().st_mtime_ns == stamp
     assert without_cost(resumed) == without_cost(reference)
 
-    # --- a third call does nothing but re-read; a corrupt finished run is refused, not trusted
+    # --- a third call does nothing but re-read (an evaluation record of an older schema is
+    # recomputed, not trusted); a corrupt finished run is refused, not trusted
+    stale = out / "evals" / "baseline" / "seed-0.json"
+    record = json.loads(stale.read_text())
+    record["schema"] = 1
+    record["test"]["vqa"]["overall"] = 0.123
+    stale.write_text(json.dumps(record))
     log.clear()
     again = Study(SMOKE, out, on_run=lambda key, what: log.append((key, what))).run()
     assert {what for _, what in log} <= {"finished before", "evaluated"}
     assert without_cost(again) == without_cost(reference)
+    assert json.loads(stale.read_text())["schema"] == 2
     victim = out / run_key("baseline", 0) / CHECKPOINTS / "instruct" / "model.safetensors"
     data = bytearray(victim.read_bytes())
     data[-3] ^= 0x40
