@@ -85,7 +85,7 @@ def command(
 
         from hyperet.progress_log import EvalLog
 
-        on_progress, display = EvalLog(plain_line, log_every), nullcontext()  # type: ignore[assignment]
+        on_progress, display = EvalLog(plain_line, log_every), nullcontext()  # type: ignore[assignment, unused-ignore]
     try:
         with display:
             results = evaluate(

@@ -60,7 +60,7 @@ class LazyGroup(click.Group):
         command: click.Command = module.command
         return command
 
-    def main(  # type: ignore[override]
+    def main(  # type: ignore[override, unused-ignore]
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
