@@ -38,8 +38,9 @@ BASELINE = "baseline"
 #: The curvature of the main arms (the released code's).
 DEFAULT_CURVATURE = 0.01
 #: Measured per-run overheads of the small preset (CPU s): data, model, checkpoints, curves;
-#: and computing the frozen ViT's features of the 20,000 training images once.
-RUN_COST = 60.0
+#: and computing the frozen ViT's features of the 20,000 training images once (the ``full``
+#: study of 2026-11-27: a stage-2 arm's run minus its steps, 75 s; a baseline's, 125 s).
+RUN_COST = 75.0
 CACHE_COST = 25.0
 
 
@@ -54,6 +55,8 @@ class Arm:
     stage: str | None = None  # "stage1" / "stage2" / "both"
     structure: str | None = None
     curvature: float | None = None
+    #: a fixed adapter learning-rate multiplier; None: the family's (tuned or 1)
+    lr_scale: float | None = None
 
 
 def _structure_settings(family: str, structure: str) -> tuple[str, ...]:
@@ -62,9 +65,18 @@ def _structure_settings(family: str, structure: str) -> tuple[str, ...]:
 
 
 def make_arm(
-    family: str, stage: str, *, structure: str | None = None, curvature: float | None = None
+    family: str,
+    stage: str,
+    *,
+    structure: str | None = None,
+    curvature: float | None = None,
+    lr_scale: float | None = None,
 ) -> Arm:
-    """The arm of ``family`` trained in ``stage`` (``stage1``, ``stage2`` or ``both``)."""
+    """The arm of ``family`` trained in ``stage`` (``stage1``, ``stage2`` or ``both``).
+
+    ``lr_scale`` fixes the arm's adapter learning-rate multiplier (name suffix ``-lrX``)
+    instead of the family's tuned one: a second learning rate of the same arm.
+    """
     if family not in FAMILIES:
         raise ValueError(f"family: {family!r} is not one of {tuple(FAMILIES)}")
     if stage not in STAGE_SETTINGS:
@@ -79,7 +91,11 @@ def make_arm(
         settings = (*settings, f"hyperet.c={curvature!r}")
         name += f"-c{curvature:g}"
     settings = (*settings, f"hyperet.stage={hyperet_stage}")
-    return Arm(name, family, settings, after, stage, structure, curvature)
+    if lr_scale is not None:
+        if not lr_scale > 0:
+            raise ValueError(f"lr_scale: must be > 0, got {lr_scale}")
+        name += f"-lr{lr_scale:g}"
+    return Arm(name, family, settings, after, stage, structure, curvature, lr_scale)
 
 
 BASELINE_ARM = Arm(BASELINE, BASELINE, (), None)
@@ -115,14 +131,19 @@ class Grid:
             "name": self.name,
             "preset": self.preset,
             "settings": list(self.settings),
-            "arms": [
-                {"name": a.name, "settings": list(a.settings), "after": a.after} for a in self.arms
-            ],
+            "arms": [_arm_dict(a) for a in self.arms],
             "lr_scales": {k: list(v) for k, v in self.lr_scales.items()},
             "tuning_seed": self.tuning_seed,
             "eval_limit": self.eval_limit,
             "curvatures": list(self.curvatures),
         }
+
+
+def _arm_dict(arm: Arm) -> dict[str, object]:
+    out: dict[str, object] = {"name": arm.name, "settings": list(arm.settings), "after": arm.after}
+    if arm.lr_scale is not None:
+        out["lr_scale"] = arm.lr_scale
+    return out
 
 
 def full_arms(
@@ -191,17 +212,17 @@ SMOKE = Grid(
     description="a shrunken nano model, 1-2 steps a stage: every code path in seconds",
 )
 
-#: CPU seconds, one torch thread, small preset, batch 64 (docs/evidence.md, "Sizing the full
-#: grid"): steps by thread CPU time (median of 5) at load ~10 on the 2-core machine; instruct
-#: live from ``hyperet bench recipe``; align live = align cached + the live-ViT increment of an
-#: instruct step (derived, not measured); per run, per feature cache and per 250-scene eval.
+#: CPU seconds, one torch thread, small preset (rotary LM), batch 64 (docs/evidence.md,
+#: "Sizing the full grid"): the median process CPU time of one step, measured by the ``full``
+#: study itself on the idle 2-core machine (2026-11-27, ``--jobs 2``, mean over its runs,
+#: ``costs/``); per run, per feature cache and per 250-scene evaluation (about 21 s of wall).
 SMALL_COSTS: tuple[tuple[str, float], ...] = (
-    ("vision", 0.46),
-    ("lm", 0.14),
-    ("align/cached", 0.45),
-    ("align/live", 0.89),
-    ("instruct/cached", 0.39),
-    ("instruct/live", 0.83),
+    ("vision", 0.53),
+    ("lm", 0.13),
+    ("align/cached", 0.41),
+    ("align/live", 0.58),
+    ("instruct/cached", 0.33),
+    ("instruct/live", 0.48),
     ("run", RUN_COST),
     ("cache", CACHE_COST),
     ("eval", 21.0),
@@ -231,6 +252,11 @@ FULL = Grid(
         make_arm("ia3", "stage2"),
         make_arm("lora", "stage2"),
         make_arm("hra-fast", "stage1", structure="diagonal"),
+        # the same stage-2 arms with 10x the adapter learning rate: at the stage's own rate
+        # the adapters barely leave the identity in 500 steps (no tuning fits in two hours)
+        make_arm("hra-fast", "stage2", structure="diagonal", lr_scale=10.0),
+        make_arm("hra-official", "stage2", structure="diagonal", lr_scale=10.0),
+        make_arm("ia3", "stage2", lr_scale=10.0),
     ),
     lr_scales={},
     seeds=3,

@@ -52,6 +52,8 @@ def measurements(record: dict[str, Any]) -> dict[str, float]:
     out["retrieval_r1"] = float(np.mean([out[f"retrieval/{lv}"] for lv in levels]))
     visual = test["radius_probe"]["visual"]
     out["radius"] = (visual.get("with_hyperet") or visual["without_hyperet"])["mean"]
+    if "with_hyperet" in visual:  # how far the trained adapter moved the tokens' mean radius
+        out["radius_shift"] = visual["with_hyperet"]["mean"] - visual["without_hyperet"]["mean"]
     curve = record["curves"].get("instruct") or []
     if curve:
         out["val_vqa_final"] = curve[-1]["vqa"]
@@ -119,6 +121,7 @@ def aggregate(study: Study, records: dict[str, dict[str, Any]]) -> dict[str, Any
             "curvature": arm.curvature,
             "settings": list(arm.settings),
             "lr_scale": recs[0]["lr_scale"],
+            "fixed_lr_scale": arm.lr_scale,
             "parameters": recs[0]["test"]["parameters"]["hyperet"],
             "measurements": table,
             "efficiency": {"steps_to_baseline_final_val_vqa": reached},
@@ -136,6 +139,7 @@ def aggregate(study: Study, records: dict[str, dict[str, Any]]) -> dict[str, Any
                 arm["family"] == "hra-official"
                 and arm["structure"] == "diagonal"
                 and (arm["stage"] == "stage2" and (arm["curvature"] or 0.01) == c)
+                and arm["fixed_lr_scale"] is None  # the sweep runs at the family's rate
             ):
                 curvature.append({"c": c, "arm": name, "vqa": arm["measurements"]["vqa"]})
     return {
@@ -196,11 +200,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"# Study `{results['grid']}`: {len(arms)} arms x {n} seeds",
         "",
         "Cells: mean ± standard deviation [95 % t-interval] over seeds, in percent; Δ: paired "
-        "difference to the baseline on the same seeds (paired t-test p).",
+        "difference to the baseline on the same seeds (paired t-test p); radius: mean hyperbolic "
+        "radius of the visual tokens (c = 0.01) with the trained adapter, radius shift: minus "
+        "the same tokens' radius with the adapter reset to the identity.",
         "",
         "| arm | adapter params | lr x | VQA | Δ VQA | MC | Δ MC | R@1 | radius | "
-        "steps to base | CPU s/step (stage 2) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "radius shift | steps to base | CPU s/step (stage 2) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, arm in arms.items():
         m = arm["measurements"]
@@ -211,11 +217,13 @@ def markdown(results: dict[str, Any]) -> str:
         )
         cost = arm["cost"]["cpu_s_per_step"].get("instruct")
         radius = m.get("radius", {}).get("mean")
+        shift = m.get("radius_shift", {}).get("mean")
         lines.append(
             f"| {name} | {arm['parameters']} | {arm['lr_scale']:g} | {_cell(m.get('vqa'))} | "
             f"{_paired(m.get('vqa'))} | {_cell(m.get('mc'))} | {_paired(m.get('mc'))} | "
             f"{_cell(m.get('retrieval_r1'))} | "
-            f"{'-' if radius is None else f'{radius:.2f}'} | {steps} | "
+            f"{'-' if radius is None else f'{radius:.2f}'} | "
+            f"{'-' if shift is None else f'{shift:+.3f}'} | {steps} | "
             f"{'-' if cost is None else f'{cost:.3f}'} |"
         )
     lines += _group_table(arms, "vqa", "VQA per question type (mean over seeds, %)")

@@ -195,6 +195,21 @@ def evaluate_run(out: Path, spec: RunSpec, config: Any, limit: int | None) -> di
     return record
 
 
+def _grows(stored: Any, identity: dict[str, Any]) -> bool:
+    """Whether ``identity`` is the ``stored`` study with arms appended and nothing else changed
+    (same seeds, settings, tuning, evaluation): a study may grow in its own directory."""
+    if not isinstance(stored, dict) or stored.get("seeds") != identity["seeds"]:
+        return False
+    old, new = dict(stored.get("grid") or {}), dict(identity["grid"])
+    old_arms, new_arms = old.pop("arms", None), new.pop("arms")
+    return (
+        old == new
+        and isinstance(old_arms, list)
+        and len(new_arms) > len(old_arms)
+        and new_arms[: len(old_arms)] == old_arms
+    )
+
+
 def _task(args: tuple[Path, RunSpec, Any, int | None, bool, int]) -> tuple[str, bool]:
     """One run, trained and (for main arms) evaluated; the process-pool entry point."""
     out, spec, config, limit, evaluate_it, threads = args
@@ -265,7 +280,7 @@ class Study:
                 run_key(arm.name, s),
                 arm,
                 s,
-                self.lr_scale[arm.family],
+                self.lr_scale[arm.family] if arm.lr_scale is None else arm.lr_scale,
                 run_key(BASELINE, s),
                 arm.after,
             )
@@ -325,11 +340,13 @@ class Study:
         path = self.out / STUDY_FILE
         if path.is_file():
             stored = _io.read_json(path)
-            if stored != identity:
+            if stored != identity and not _grows(stored, identity):
                 raise StudyError(
                     f"{path}: this directory holds another study (grid or --seeds differ); "
                     "use a new --out"
                 )
+            if stored != identity:  # arms added to the same grid: the finished runs stay valid
+                _io.write_json(path, identity)
             return
         if self.out.exists() and any(self.out.iterdir()):
             raise StudyError(f"{self.out}: not empty and not a study directory")

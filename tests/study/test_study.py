@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -131,6 +132,35 @@ def test_a_study_directory_belongs_to_one_grid(tmp_path: Path) -> None:
         Study(SMOKE, tmp_path / "u", seeds=SMOKE.tuning_seed + 1)
 
 
+def test_a_study_grows_in_its_own_directory(tmp_path: Path) -> None:
+    """Arms appended to a finished study's grid train alone; the finished runs are reused."""
+    small = dataclasses.replace(SMOKE, arms=SMOKE.arms[:2], lr_scales={})
+    first = Study(small, tmp_path / "s", seeds=1).run()
+    extra = make_arm("hra-fast", "stage2", structure="diagonal", lr_scale=10.0)
+    assert extra.name == "hra-fast-diagonal-stage2-lr10"
+    grown = dataclasses.replace(small, arms=(*small.arms, extra))
+    log: list[tuple[str, str]] = []
+    second = Study(grown, tmp_path / "s", seeds=1, on_run=lambda k, w: log.append((k, w))).run()
+    assert {k for k, w in log if w == "trained"} == {run_key(extra.name, 0)}
+    for name in first["arms"]:  # the finished arms' numbers are unchanged
+        assert second["arms"][name]["measurements"] == first["arms"][name]["measurements"]
+    new = second["arms"][extra.name]
+    assert new["lr_scale"] == 10.0 and new["fixed_lr_scale"] == 10.0
+    assert second["arms"]["hra-fast-diagonal-stage2"]["lr_scale"] == 1.0
+    assert json.loads((tmp_path / "s" / "study.json").read_text())["grid"]["arms"][-1] == {
+        "name": extra.name,
+        "settings": list(extra.settings),
+        "after": "align",
+        "lr_scale": 10.0,
+    }
+    # shrinking, reordering or changing anything else is another study
+    for other in (small, dataclasses.replace(grown, arms=grown.arms[::-1])):
+        with pytest.raises(StudyError, match="another study"):
+            Study(other, tmp_path / "s", seeds=1).run()
+    with pytest.raises(ValueError, match="lr_scale"):
+        make_arm("ia3", "stage2", lr_scale=0.0)
+
+
 def test_full_grid_holds_every_arm_of_the_issue() -> None:
     names = {a.name for a in COMPLETE.arms}
     for stage in ("stage1", "stage2", "both"):
@@ -175,6 +205,6 @@ def test_the_full_grid_fits_two_hours_of_two_cores_by_its_cost_model(tmp_path: P
     total += plan["runs"] * cost["run"] + plan["feature_caches"] * cost["cache"]
     total += plan["evaluated"] * cost["eval"]
     assert plan["estimated_cpu_s"] == pytest.approx(total)
-    assert plan["runs"] == 3 + 7 * 3  # baselines, then 7 adapter arms on 3 seeds (no tuning)
+    assert plan["runs"] == 3 + 10 * 3  # baselines, then 10 adapter arms on 3 seeds (no tuning)
     assert 1.5 * 3600 * 2 <= total <= 2.2 * 3600 * 2  # 2 cores, --jobs 2
     assert not (tmp_path / "f").exists()
