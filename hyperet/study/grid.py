@@ -214,8 +214,9 @@ SMOKE = Grid(
 
 #: CPU seconds, one torch thread, small preset (rotary LM), batch 64 (docs/evidence.md,
 #: "Sizing the full grid"): the median process CPU time of one step, measured by the ``full``
-#: study itself on the idle 2-core machine (2026-11-27, ``--jobs 2``, mean over its runs,
-#: ``costs/``); per run, per feature cache and per 250-scene evaluation (about 21 s of wall).
+#: study itself on the 2-core machine (2026-11-27, ``--jobs 2``, partly beside test runs;
+#: mean of its runs, ``costs/``); per run, per feature cache and per 250-scene evaluation
+#: (about 21 s of wall).
 SMALL_COSTS: tuple[tuple[str, float], ...] = (
     ("vision", 0.53),
     ("lm", 0.13),
