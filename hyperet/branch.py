@@ -58,7 +58,12 @@ from hyperet.train import (
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "lm": ("train.stages.lm.", "train.lm_mc_drill", "train.lm_bucket_batches"),
     "align": ("train.stages.align.", "projector.feature_layer"),
-    "instruct": ("train.stages.instruct.", "train.mc_fraction", "train.mc_restate"),
+    "instruct": (
+        "train.stages.instruct.",
+        "train.mc_fraction",
+        "train.mc_restate",
+        "train.caption_fraction",
+    ),
 }
 #: Fields that never change trained weights.
 FREE_FIELDS: tuple[str, ...] = ("train.checkpoint_every", "train.val_every")

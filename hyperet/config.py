@@ -58,6 +58,9 @@ ITC_STAGE = "itc"
 #: Every stage of the recipe in training order (``itc`` only runs for ITC objectives).
 RECIPE_STAGES: tuple[str, ...] = (STAGES[0], ITC_STAGE, *STAGES[1:])
 PRESETS: tuple[str, ...] = ("nano", "small")
+#: Arithmetic of the training steps' forward pass: ``float32``, or ``bfloat16`` autocast (the
+#: weights, gradients and optimizer state stay float32; :func:`hyperet.train.engine.train_step`)
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 #: The preset of ``hyperet train`` without ``--preset``.
 DEFAULT_PRESET = "small"
 #: Version of the config.json layout; bumped on incompatible changes.
@@ -112,6 +115,10 @@ class ProjectorConfig:
     #: residual stream after k blocks (LLaVA reads the penultimate block); the small preset
     #: reads block 2 of 4, which keeps position and shape (docs/mllm.md)
     feature_layer: int = 2
+    #: also read the patch tokens (layer 0: patch + position embedding after ``ln_pre``, what
+    #: each patch shows and where), concatenated feature-wise after ``feature_layer``'s tokens
+    #: (multi-layer features, as in LLaVA variants that fuse several layers)
+    patch_tokens: bool = False
     #: add a learned position embedding to each visual token (the LM's text positions do not
     #: cover the visual prefix; LLaVA's LLM gives image tokens positions too)
     position: bool = True
@@ -194,10 +201,19 @@ class TrainConfig:
     stages: dict[str, StageConfig] = field(default_factory=_default_stages)
     objective: str = "lm"
     vision_level: str = "mixture"
+    #: vision pretraining adds one hard-negative caption per pair (one fact of the scene
+    #: edited: :mod:`hyperet.data.hard_negatives`) to the image-to-text softmax
+    vision_hard_negatives: bool = False
+    #: one of :data:`PRECISIONS`; evaluation always runs in float32
+    precision: str = "bfloat16"
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
     mc_fraction: float = 0.2
+    #: fraction of the other (non-MC) instruction-tuning steps that train on ``detailed``
+    #: captions (every object's size, colour, shape and position: dense binding supervision,
+    #: as LLaVA's instruction data mixes detailed descriptions into VQA)
+    caption_fraction: float = 0.0
     #: multiple-choice responses restate the chosen option first ("red. The answer is B.");
     #: the LM stage's text keeps the plain "The answer is B."
     mc_restate: bool = True
@@ -338,6 +354,13 @@ class RunConfig:
             raise ValueError(
                 f"train.vision_level: {t.vision_level!r} is not one of {VISION_LEVELS}"
             )
+        if self.projector.patch_tokens and is_itc(t.objective):
+            raise ValueError(
+                "projector.patch_tokens: not supported with the ITC objectives (their aligner "
+                "reads the ViT tokens of projector.feature_layer alone)"
+            )
+        if t.precision not in PRECISIONS:
+            raise ValueError(f"train.precision: {t.precision!r} is not one of {PRECISIONS}")
         if t.objective not in OBJECTIVES:
             raise ValueError(f"train.objective: {t.objective!r} is not one of {OBJECTIVES}")
         if not t.grad_clip > 0:
@@ -350,6 +373,8 @@ class RunConfig:
             raise ValueError(f"train.val_every: must be >= 0, got {t.val_every}")
         if not 0 <= t.mc_fraction <= 1:
             raise ValueError(f"train.mc_fraction: must be in [0, 1], got {t.mc_fraction}")
+        if not 0 <= t.caption_fraction <= 1:
+            raise ValueError(f"train.caption_fraction: must be in [0, 1], got {t.caption_fraction}")
         if self.format != CONFIG_FORMAT:
             raise ValueError(
                 f"format: config format {self.format} is not supported (expected {CONFIG_FORMAT})"
@@ -561,6 +586,7 @@ def preset(name: str) -> RunConfig:
                 vision_level="count",
                 lm_bucket_batches=0,
                 mc_restate=False,
+                precision="float32",
             ),
         )
     raise ValueError(f"preset: {name!r} is not one of {PRESETS}")

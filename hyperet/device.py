@@ -78,3 +78,8 @@ def place(
         if outputs_to_cpu:
             module.register_forward_hook(outputs)
     return model
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports it)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -404,13 +404,18 @@ def evaluate_radius(
 ) -> dict[str, Any]:
     """Mean hyperbolic radius of visual tokens (with/without HRA) and of caption embeddings."""
     counts = [str(len(scene.objects)) for scene in split.scenes]
-    radii = {"with_hyperet" if run.hyperet_params else "without_hyperet": _radius(features)}
+    width = run.config.vision.width  # feature_layer's tokens (not projector.patch_tokens' half)
+    radii = {
+        "with_hyperet" if run.hyperet_params else "without_hyperet": _radius(features[..., :width])
+    }
     if run.hyperet_params:
         trained = [p.detach().clone() for p in run.hyperet_params]
         try:
             for p, ident in zip(run.hyperet_params, run.identity, strict=True):
                 p.copy_(ident)
-            radii["without_hyperet"] = _radius(_features(run.model, split.images, batch))
+            radii["without_hyperet"] = _radius(
+                _features(run.model, split.images, batch)[..., :width]
+            )
         finally:
             for p, t in zip(run.hyperet_params, trained, strict=True):
                 p.copy_(t)
@@ -569,7 +574,7 @@ def evaluate(
             run,
             data,
             features
-            if cfg.projector.feature_layer == -1
+            if cfg.projector.feature_layer == -1 and not cfg.projector.patch_tokens
             else _output_tokens(run.model, data.images, batch_size),
             batch=batch_size,
         ),

@@ -49,11 +49,12 @@ class MLLM(nn.Module):
         self.clip_head = ContrastiveHead()
         self.projector = Projector(
             config.projector,
-            vision_width=config.vision.width,
+            vision_width=config.vision.width * (2 if config.projector.patch_tokens else 1),
             lm_width=config.language.width,
             tokens=self.vision.num_tokens,
         )
         self.feature_layer = config.projector.feature_layer
+        self.patch_tokens = config.projector.patch_tokens
         self.lm = LanguageModel(config.language, vocab_size=vocab_size)
         if aligner is not None:
             self.aligner = ImageTextAligner(aligner)
@@ -66,8 +67,15 @@ class MLLM(nn.Module):
         return aligner
 
     def visual_features(self, images: Tensor) -> Tensor:
-        """The ViT tokens ``(B, N, Dv)`` the projector reads (``projector.feature_layer``)."""
-        return self.vision(images, layer=self.feature_layer)
+        """The ViT tokens ``(B, N, Dv)`` the projector reads (``projector.feature_layer``).
+
+        With ``projector.patch_tokens`` ``(B, N, 2 Dv)``: ``feature_layer``'s tokens, then the
+        patch tokens (layer 0), from one pass of the ViT.
+        """
+        if not self.patch_tokens:
+            return self.vision(images, layer=self.feature_layer)
+        high, low = self.vision.layers(images, (self.feature_layer, 0))
+        return torch.cat([high, low], dim=-1)  # (B, N, 2 Dv)
 
     def visual_prefix(self, images: Tensor | None, features: Tensor | None) -> Tensor | None:
         """Projected visual tokens ``(B, P, Dlm)`` from images or cached vision features."""
@@ -200,8 +208,10 @@ def next_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
         raise ValueError(
             f"labels: shape {tuple(labels.shape)} does not match logits {tuple(logits.shape[:2])}"
         )
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+    return F.cross_entropy(  # in float32 also under bfloat16 autocast
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE,
     )
 
 

@@ -79,6 +79,16 @@ class VisionEncoder(nn.Module):
         """
         if not -1 <= layer <= len(self.blocks):
             raise ValueError(f"layer: must be -1 or in [0, {len(self.blocks)}], got {layer}")
+        return self.layers(images, (layer,))[0]
+
+    def layers(self, images: Tensor, layers: tuple[int, ...]) -> list[Tensor]:
+        """The tokens ``(B, N, D)`` of each of ``layers`` (as in :meth:`forward`), one pass.
+
+        The pass stops after the deepest block asked for (``-1``: every block and ``ln_post``).
+        """
+        for layer in layers:
+            if not -1 <= layer <= len(self.blocks):
+                raise ValueError(f"layer: must be -1 or in [0, {len(self.blocks)}], got {layer}")
         if images.dtype != torch.uint8:
             raise ValueError(f"images: expected dtype uint8, got {images.dtype}")
         if images.shape[1:] != (3, self.image_size, self.image_size):
@@ -90,13 +100,14 @@ class VisionEncoder(nn.Module):
         x = self.conv1(x)  # (B, D, g, g)
         x = x.flatten(2).transpose(1, 2)  # (B, N, D), row-major patch order
         x = self.ln_pre(x + self.positional_embedding)
-        if layer >= 0:
-            for block in self.blocks[:layer]:
-                x = block(x)
-            return x  # (B, N, D)
-        for block in self.blocks:
+        depth = len(self.blocks) if -1 in layers else max(layers)
+        out: dict[int, Tensor] = {0: x}
+        for k, block in enumerate(self.blocks[:depth], start=1):
             x = block(x)
-        return self.ln_post(x)  # (B, N, D)
+            out[k] = x  # (B, N, D) after k blocks
+        if -1 in layers:
+            out[-1] = self.ln_post(x)
+        return [out[layer] for layer in layers]
 
     def embed(self, tokens: Tensor) -> Tensor:  # (B, N, D) -> (B, E), the CLIP head
         """Mean-pool the patch tokens and project to the joint image-text embedding."""

@@ -22,10 +22,13 @@ from hyperet.batching import (
 )
 from hyperet.config import RunConfig
 from hyperet.data import Split, Tokenizer, build_split
+from hyperet.data.hard_negatives import hard_negative
 from hyperet.data.mixture import CaptionMixture
 
 #: Seed stream of the pointing drills' option orders (``train.lm_mc_drill``).
 DRILL_STREAM = 7
+#: random stream of the hard-negative captions (``[seed, HARD_NEGATIVE_STREAM]``)
+HARD_NEGATIVE_STREAM = 8
 
 #: Caption level used by projector alignment (states colour, shape, size and position).
 ALIGN_LEVEL = "detailed"
@@ -41,6 +44,9 @@ class TrainingData:
     vision_mixture: CaptionMixture
     vision_captions: list[Encoded]  # (L * N,): row k * N + i = image i at mixture level k
     vision_caption_ids: np.ndarray  # (L * N,) id of each caption string (duplicates share)
+    #: hard negative of each vision caption row, and its id (that of an equal caption, or new)
+    vision_negatives: list[Encoded] | None
+    vision_negative_ids: np.ndarray | None  # (L * N,)
     lm_texts: list[Encoded]
     align: list[Encoded]
     vqa: list[tuple[int, Encoded]]
@@ -62,6 +68,14 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
     # vision pool: row ``k * N + i`` is image i's caption at mixture level k
     vision_texts = [c for level in mixture.levels for c in split.captions[level]]
     unique = {text: i for i, text in enumerate(sorted(set(vision_texts)))}
+    negatives: list[str] | None = None
+    if config.train.vision_hard_negatives:
+        rng = np.random.default_rng([config.seed, HARD_NEGATIVE_STREAM])
+        negatives = [
+            hard_negative(scene, level, rng) for level in mixture.levels for scene in split.scenes
+        ]
+        for text in sorted(set(negatives) - unique.keys()):
+            unique[text] = len(unique)
     lm_texts = [encode_text(tokenizer, c) for texts in split.captions.values() for c in texts]
     lm_texts += [encode_text(tokenizer, f"{qa.question} {qa.answer}") for _, qa in split.qa]
     if config.train.lm_mc_drill:
@@ -89,6 +103,12 @@ def build_training_data(config: RunConfig, tokenizer: Tokenizer) -> TrainingData
         vision_mixture=mixture,
         vision_captions=[encode_text(tokenizer, c) for c in vision_texts],
         vision_caption_ids=np.asarray([unique[t] for t in vision_texts], dtype=np.int64),
+        vision_negatives=None
+        if negatives is None
+        else [encode_text(tokenizer, c) for c in negatives],
+        vision_negative_ids=None
+        if negatives is None
+        else np.asarray([unique[t] for t in negatives], dtype=np.int64),
         lm_texts=lm_texts,
         align=[encode_caption(tokenizer, c) for c in split.captions[ALIGN_LEVEL]],
         vqa=[(i, encode_vqa(tokenizer, qa)) for i, qa in split.qa],

@@ -32,7 +32,7 @@ from hyperet.checkpoint import (
     optimizer_to_tensors,
     save_checkpoint,
 )
-from hyperet.config import RunConfig, StageConfig
+from hyperet.config import PRECISIONS, RunConfig, StageConfig
 from hyperet.model import MLLM
 from hyperet.train.data import TrainingData
 
@@ -258,17 +258,24 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     grad_clip: float,
     step_loss: Callable[[int, int], Tensor] | None = None,
+    precision: str = "float32",
 ) -> tuple[float, float]:
     """One optimizer step at 0-based ``step``; returns ``(loss, learning rate)``.
 
     ``step_loss`` defaults to ``task.loss`` (the data-parallel wrapper under torchrun). Raises
     :class:`NonFiniteLossError` before the update when the loss or the gradient norm is not
-    finite.
+    finite. ``precision="bfloat16"`` runs the forward pass under ``torch.autocast`` (matrix
+    products in bfloat16, reductions and losses in float32, as autocast's op lists decide); the
+    backward pass follows it, and the parameters, gradients and AdamW state stay float32.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     lr = learning_rate(stage, step)
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
-    loss = (step_loss or task.loss)(step, stage.batch_size)
+    device = task.params[0].device.type if task.params else "cpu"
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        loss = (step_loss or task.loss)(step, stage.batch_size)
     value = distributed.average(float(loss.detach()))
     if not math.isfinite(value):
         raise NonFiniteLossError(name, step + 1, value)
@@ -410,7 +417,14 @@ def run_stage(
 
     for step in range(start, stage.steps):
         value, lr = train_step(
-            name, step, stage, task, optimizer, config.train.grad_clip, step_loss
+            name,
+            step,
+            stage,
+            task,
+            optimizer,
+            config.train.grad_clip,
+            step_loss,
+            config.train.precision,
         )
         losses.append(value)
         on_event(StepDone(name, step + 1, stage.steps, value, lr))

@@ -12,6 +12,7 @@ samplers and RNG, so the run reaches bitwise the same weights and losses as an u
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from hyperet import __version__, _io, distributed
+from hyperet import device as device_facts
 from hyperet.checkpoint import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -219,6 +221,19 @@ def train(
         return _train_locked(config, out, tokenizer, resume, emit, device)
 
 
+def slow_bfloat16(config: RunConfig, device: torch.device) -> str | None:
+    """A warning when ``train.precision`` is bfloat16 on a CPU without native bfloat16 math
+    (AVX512-BF16 or AMX): autocast still works there, but slower than float32."""
+    if config.train.precision != "bfloat16" or device.type != "cpu":
+        return None
+    if device_facts.cpu_has_native_bfloat16():
+        return None
+    return (
+        "train.precision bfloat16: this CPU has no native bfloat16 arithmetic, so training "
+        "runs slower than in float32; use --set train.precision=float32"
+    )
+
+
 def _train_locked(
     config: RunConfig,
     out: Path,
@@ -232,6 +247,9 @@ def _train_locked(
     stored: dict[str, Any] = {}
     if resume and (metrics_path.exists() or metrics_path.is_symlink()):
         stored = check_metrics_file(metrics_path, out)
+    slow = slow_bfloat16(config, torch.device(device))
+    if slow:
+        warnings.warn(slow, stacklevel=2)
     data = build_training_data(config, tokenizer)
     model = build_model(config, tokenizer)
     place(model, torch.device(device))

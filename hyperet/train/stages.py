@@ -124,7 +124,18 @@ def vision_stage(ctx: Context) -> StageTask:
         text_emb = m.text(text.input_ids, text.lengths)
         caption_ids = torch.from_numpy(data.vision_caption_ids[rows])
         gather = distributed.gather_rows  # data parallel: the loss sees the global batch
-        return m.clip_head(gather(image_emb), gather(text_emb), gather(caption_ids))
+        if data.vision_negatives is None or data.vision_negative_ids is None:
+            return m.clip_head(gather(image_emb), gather(text_emb), gather(caption_ids))
+        negative = collate([data.vision_negatives[i] for i in rows])
+        negative_emb = m.text(negative.input_ids, negative.lengths)
+        negative_ids = torch.from_numpy(data.vision_negative_ids[rows])
+        return m.clip_head(
+            gather(image_emb),
+            gather(text_emb),
+            gather(caption_ids),
+            gather(negative_emb),
+            gather(negative_ids),
+        )
 
     return StageTask(trainable(m), no_decay(m, []), {"main": sampler}, loss)
 
@@ -222,8 +233,23 @@ def is_mc_step(step: int, fraction: float) -> bool:
     return math.floor((step + 1) * fraction) > math.floor(step * fraction)
 
 
+def instruct_pool(step: int, mc_fraction: float, caption_fraction: float) -> str:
+    """The pool instruction-tuning step ``step`` draws from: ``mc``, ``caption`` or ``vqa``.
+
+    MC steps are a ``mc_fraction`` of all steps (:func:`is_mc_step`); of the other steps, the
+    ``j``-th (``j = step - floor(step * mc_fraction)``) is a caption step when
+    ``is_mc_step(j, caption_fraction)``, so captions are a ``caption_fraction`` of them, spread
+    evenly; the rest are VQA steps.
+    """
+    if is_mc_step(step, mc_fraction):
+        return "mc"
+    j = step - math.floor(step * mc_fraction)  # index among the non-MC steps
+    return "caption" if is_mc_step(j, caption_fraction) else "vqa"
+
+
 def instruct_stage(ctx: Context) -> StageTask:
-    """2: instruction tuning of projector + LM on VQA and multiple choice (answer tokens only)."""
+    """2: instruction tuning of projector + LM on VQA and multiple choice (answer tokens only),
+    and on ``detailed`` captions (every caption token) for ``train.caption_fraction`` > 0."""
     m, data = ctx.model, ctx.data
     active = ctx.config.hyperet.active_in("instruct")
     set_trainable(m, [m.projector, m.lm], ctx.hyperet_params if active else [])
@@ -231,12 +257,17 @@ def instruct_stage(ctx: Context) -> StageTask:
         "vqa": Sampler(len(data.vqa), _seed(ctx.config, "instruct", 0)),
         "mc": Sampler(len(data.mc), _seed(ctx.config, "instruct", 1)),
     }
+    captions = ctx.config.train.caption_fraction
+    if captions > 0:  # absent otherwise: runs without captions keep their checkpoints' layout
+        samplers["caption"] = Sampler(len(data.align), _seed(ctx.config, "instruct", 2))
     run = _multimodal_loss(ctx, active, _vision_key(ctx, "instruct"))
     fraction = ctx.config.train.mc_fraction
 
     def loss(step: int, batch_size: int) -> Tensor:
-        pool = "mc" if is_mc_step(step, fraction) else "vqa"
+        pool = instruct_pool(step, fraction, captions)
         taken = distributed.shard(samplers[pool].take(batch_size))
+        if pool == "caption":  # align pool: row i is image i's detailed caption
+            return run(taken.astype(np.int64), collate([data.align[i] for i in taken]))
         items = [(data.mc if pool == "mc" else data.vqa)[i] for i in taken]
         image_idx = np.asarray([i for i, _ in items], dtype=np.int64)
         return run(image_idx, collate([e for _, e in items]))
