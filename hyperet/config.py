@@ -58,8 +58,8 @@ ITC_STAGE = "itc"
 #: Every stage of the recipe in training order (``itc`` only runs for ITC objectives).
 RECIPE_STAGES: tuple[str, ...] = (STAGES[0], ITC_STAGE, *STAGES[1:])
 PRESETS: tuple[str, ...] = ("nano", "small")
-#: Arithmetic of the training steps' forward pass: ``float32``, or ``bfloat16`` autocast (the
-#: weights, gradients and optimizer state stay float32; :func:`hyperet.train.engine.train_step`)
+#: Arithmetic of a stage's forward passes (``StageConfig.precision``): ``float32``, or ``bfloat16``
+#: autocast (weights, gradients and optimizer state stay float32; ``train.engine.train_step``)
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 #: The preset of ``hyperet train`` without ``--preset``.
 DEFAULT_PRESET = "small"
@@ -148,6 +148,9 @@ class StageConfig:
     min_lr_ratio: float = 0.05
     warmup_steps: int = 50
     weight_decay: float = 0.02
+    #: arithmetic of the stage's forward passes, one of :data:`PRECISIONS` (``bfloat16``:
+    #: autocast; weights, gradients and AdamW state stay float32)
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,8 @@ def _default_stages() -> dict[str, StageConfig]:
         "vision": StageConfig(steps=1500, lr=1e-3, warmup_steps=100),
         "lm": StageConfig(steps=400, lr=1e-3, warmup_steps=50),
         "align": StageConfig(steps=500, lr=1e-3, warmup_steps=50),
-        "instruct": StageConfig(steps=3000, lr=5e-4, warmup_steps=100),
+        # bfloat16 only where it pays on this CPU: the LM-heavy stage (docs/mllm.md, stop 13)
+        "instruct": StageConfig(steps=3000, lr=5e-4, warmup_steps=100, precision="bfloat16"),
     }
 
 
@@ -204,8 +208,6 @@ class TrainConfig:
     #: vision pretraining adds one hard-negative caption per pair (one fact of the scene
     #: edited: :mod:`hyperet.data.hard_negatives`) to the image-to-text softmax
     vision_hard_negatives: bool = False
-    #: one of :data:`PRECISIONS`; evaluation always runs in float32
-    precision: str = "bfloat16"
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     #: fraction of multiple-choice items in an instruction-tuning batch (the rest is VQA)
@@ -350,6 +352,8 @@ class RunConfig:
                 raise ValueError(f"{path}.warmup_steps: must be >= 0")
             if s.weight_decay < 0:
                 raise ValueError(f"{path}.weight_decay: must be >= 0")
+            if s.precision not in PRECISIONS:
+                raise ValueError(f"{path}.precision: {s.precision!r} is not one of {PRECISIONS}")
         if t.vision_level not in VISION_LEVELS:
             raise ValueError(
                 f"train.vision_level: {t.vision_level!r} is not one of {VISION_LEVELS}"
@@ -359,8 +363,6 @@ class RunConfig:
                 "projector.patch_tokens: not supported with the ITC objectives (their aligner "
                 "reads the ViT tokens of projector.feature_layer alone)"
             )
-        if t.precision not in PRECISIONS:
-            raise ValueError(f"train.precision: {t.precision!r} is not one of {PRECISIONS}")
         if t.objective not in OBJECTIVES:
             raise ValueError(f"train.objective: {t.objective!r} is not one of {OBJECTIVES}")
         if not t.grad_clip > 0:
@@ -586,7 +588,6 @@ def preset(name: str) -> RunConfig:
                 vision_level="count",
                 lm_bucket_batches=0,
                 mc_restate=False,
-                precision="float32",
             ),
         )
     raise ValueError(f"preset: {name!r} is not one of {PRESETS}")

@@ -1,4 +1,5 @@
-"""bfloat16 autocast training (``train.precision``): what stays float32, what changes, resume."""
+"""bfloat16 autocast training (``StageConfig.precision``): what stays float32, what changes,
+resume, and where the small preset uses it."""
 
 from __future__ import annotations
 
@@ -21,15 +22,20 @@ NANO = preset("nano")
 
 
 def _with_precision(config: RunConfig, precision: str) -> RunConfig:
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision))
+    """Every stage in ``precision``."""
+    stages = {
+        name: dataclasses.replace(stage, precision=precision)
+        for name, stage in config.train.stages.items()
+    }
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, stages=stages))
 
 
 def test_unknown_precision_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"^train\.precision"):
+    with pytest.raises(ValueError, match=r"^train\.stages\.vision\.precision"):
         _with_precision(NANO, "float16")
     with pytest.raises(ValueError, match=r"^precision"):
-        train_step("instruct", 0, NANO.train.stages["instruct"], None, None, 1.0,  # type: ignore[arg-type]
-                   precision="half")  # fmt: skip
+        bad = dataclasses.replace(NANO.train.stages["instruct"], precision="half")  # unvalidated
+        train_step("instruct", 0, bad, None, None, 1.0)  # type: ignore[arg-type]
 
 
 def test_losses_are_float32_under_autocast() -> None:
@@ -54,9 +60,7 @@ def _instruct_step(precision: str) -> tuple[float, list[torch.Tensor], list[torc
     model = build_model(config, tokenizer)
     task = instruct_stage(Context(config=config, data=data, model=model))
     optimizer = make_optimizer(task, config.train.stages["instruct"])
-    value, _ = train_step(
-        "instruct", 1, config.train.stages["instruct"], task, optimizer, 1.0, precision=precision
-    )
+    value, _ = train_step("instruct", 1, config.train.stages["instruct"], task, optimizer, 1.0)
     grads = [p.grad for p in task.params if p.grad is not None]
     return value, [p.detach().clone() for p in task.params], grads
 
@@ -88,9 +92,15 @@ def test_bfloat16_training_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert all(v.dtype != torch.bfloat16 for v in got.values())
 
 
-def test_small_trains_in_bfloat16_and_nano_in_float32() -> None:
-    assert preset("small").train.precision == "bfloat16"
-    assert NANO.train.precision == "float32"
+def test_small_trains_only_stage_2_in_bfloat16_and_nano_in_float32() -> None:
+    small = {name: s.precision for name, s in preset("small").train.stages.items()}
+    assert small == {
+        "vision": "float32",
+        "lm": "float32",
+        "align": "float32",
+        "instruct": "bfloat16",
+    }
+    assert {s.precision for s in NANO.train.stages.values()} == {"float32"}
 
 
 def test_a_cpu_without_native_bfloat16_gets_a_warning(monkeypatch) -> None:
@@ -99,7 +109,7 @@ def test_a_cpu_without_native_bfloat16_gets_a_warning(monkeypatch) -> None:
 
     small, cpu = preset("small"), torch.device("cpu")
     monkeypatch.setattr(device_facts, "cpu_has_native_bfloat16", lambda: False)
-    assert "float32" in (slow_bfloat16(small, cpu) or "")
+    assert "train.stages.instruct.precision=float32" in (slow_bfloat16(small, cpu) or "")
     assert slow_bfloat16(_with_precision(small, "float32"), cpu) is None
     assert slow_bfloat16(small, torch.device("meta")) is None  # not a CPU: no claim
     monkeypatch.setattr(device_facts, "cpu_has_native_bfloat16", lambda: True)

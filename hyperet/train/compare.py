@@ -75,7 +75,6 @@ def _fit(
             task,
             optimizer,
             config.train.grad_clip,
-            precision=config.train.precision,
         )
         losses.append(value)
         if (step + 1) % max(1, stage.steps // 5) == 0:

@@ -258,16 +258,16 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     grad_clip: float,
     step_loss: Callable[[int, int], Tensor] | None = None,
-    precision: str = "float32",
 ) -> tuple[float, float]:
     """One optimizer step at 0-based ``step``; returns ``(loss, learning rate)``.
 
     ``step_loss`` defaults to ``task.loss`` (the data-parallel wrapper under torchrun). Raises
     :class:`NonFiniteLossError` before the update when the loss or the gradient norm is not
-    finite. ``precision="bfloat16"`` runs the forward pass under ``torch.autocast`` (matrix
+    finite. ``stage.precision == "bfloat16"`` runs the forward pass under ``torch.autocast`` (matrix
     products in bfloat16, reductions and losses in float32, as autocast's op lists decide); the
     backward pass follows it, and the parameters, gradients and AdamW state stay float32.
     """
+    precision = stage.precision
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     lr = learning_rate(stage, step)
@@ -424,7 +424,6 @@ def run_stage(
             optimizer,
             config.train.grad_clip,
             step_loss,
-            config.train.precision,
         )
         losses.append(value)
         on_event(StepDone(name, step + 1, stage.steps, value, lr))

@@ -222,15 +222,19 @@ def train(
 
 
 def slow_bfloat16(config: RunConfig, device: torch.device) -> str | None:
-    """A warning when ``train.precision`` is bfloat16 on a CPU without native bfloat16 math
+    """A warning when a stage trains in bfloat16 on a CPU without native bfloat16 math
     (AVX512-BF16 or AMX): autocast still works there, but slower than float32."""
-    if config.train.precision != "bfloat16" or device.type != "cpu":
+    stages = [
+        n for n in config.train.stage_names() if config.train.budget(n).precision == "bfloat16"
+    ]
+    if not stages or device.type != "cpu":
         return None
     if device_facts.cpu_has_native_bfloat16():
         return None
+    first = stages[0]
     return (
-        "train.precision bfloat16: this CPU has no native bfloat16 arithmetic, so training "
-        "runs slower than in float32; use --set train.precision=float32"
+        f"bfloat16 stages ({', '.join(stages)}): this CPU has no native bfloat16 arithmetic, so "
+        f"they train slower than in float32; use --set train.stages.{first}.precision=float32"
     )
 
 
