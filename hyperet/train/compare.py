@@ -68,14 +68,7 @@ def _fit(
     losses: list[float] = []
     t0 = time.perf_counter()
     for step in range(stage.steps):
-        value, _ = train_step(
-            name,
-            step,
-            stage,
-            task,
-            optimizer,
-            config.train.grad_clip,
-        )
+        value, _ = train_step(name, step, stage, task, optimizer, config.train.grad_clip)
         losses.append(value)
         if (step + 1) % max(1, stage.steps // 5) == 0:
             log(f"{label} {name}: step {step + 1}/{stage.steps} loss {value:.4f} "

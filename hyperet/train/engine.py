@@ -417,13 +417,7 @@ def run_stage(
 
     for step in range(start, stage.steps):
         value, lr = train_step(
-            name,
-            step,
-            stage,
-            task,
-            optimizer,
-            config.train.grad_clip,
-            step_loss,
+            name, step, stage, task, optimizer, config.train.grad_clip, step_loss
         )
         losses.append(value)
         on_event(StepDone(name, step + 1, stage.steps, value, lr))
