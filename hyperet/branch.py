@@ -14,10 +14,11 @@ never change weights): the budgets and optimiser settings of the later stages,
 after         may differ
 ============  ==========================================================================
 ``vision``    ``train.stages.{lm,align,instruct}.*``, ``train.lm_*``, ``train.mc_*``,
-              ``projector.feature_layer``
+              ``train.caption_fraction``, ``projector.feature_layer``
 ``itc``       as after ``vision``
-``lm``        ``train.stages.{align,instruct}.*``, ``train.mc_*``, ``projector.feature_layer``
-``align``     ``train.stages.instruct.*``, ``train.mc_*``
+``lm``        ``train.stages.{align,instruct}.*``, ``train.mc_*``, ``train.caption_fraction``,
+              ``projector.feature_layer``
+``align``     ``train.stages.instruct.*``, ``train.mc_*``, ``train.caption_fraction``
 ============  ==========================================================================
 
 and ``hyperet.*`` when neither config applies HRA in any stage up to ``after`` (e.g. branch

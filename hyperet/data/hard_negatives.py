@@ -7,7 +7,7 @@ ICLR 2023, whose NegCLIP adds such captions as extra negatives). A *hard negativ
 caption of the same level that is false for it in exactly one fact:
 
 ==============  ==========================================================================
-level           edits (one drawn uniformly among those that change the caption)
+level           edits (one drawn uniformly among those the scene allows)
 ==============  ==========================================================================
 ``count``       the number of objects, one more or one fewer (kept within ``1..MAX_OBJECTS``)
 ``categories``  one object's shape replaced by another shape

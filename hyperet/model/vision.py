@@ -77,8 +77,6 @@ class VisionEncoder(nn.Module):
         ``layer = k >= 0`` the residual stream after the first ``k`` blocks (``0``: after
         ``ln_pre``) without running the rest - what LLaVA's ``mm_vision_select_layer`` reads.
         """
-        if not -1 <= layer <= len(self.blocks):
-            raise ValueError(f"layer: must be -1 or in [0, {len(self.blocks)}], got {layer}")
         return self.layers(images, (layer,))[0]
 
     def layers(self, images: Tensor, layers: tuple[int, ...]) -> list[Tensor]:
