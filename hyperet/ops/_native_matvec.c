@@ -160,6 +160,7 @@ typedef struct {
     int blocks;   /* 1: blocks inside a chunk (b | 16); 0: bands */
     int64_t w;    /* number of parameter rows: 2k + 1 (bands) or b (blocks) */
     int64_t half; /* k (bands), 0 (blocks) */
+    int64_t rows;   /* the call's rows (all threads) */
     int64_t d, dp;  /* dp: d rounded up to a multiple of CHUNK */
     int64_t ds;     /* the row stride of fw, tr and the gradients: dp + CHUNK, so that rows
                        do not sit 4 KB apart (loads would wait on stores to another row) */
@@ -559,6 +560,119 @@ static inline void store_chunk(float *row, int64_t d, int64_t i, v16 v) {
         memcpy(row + i, &v, (d - i) * sizeof(float));
 }
 
+/* Outputs larger than this go to memory with non-temporal stores (when 64-byte aligned): they
+ * do not fit the caches anyway, and a plain store first reads the line it writes (a third pass
+ * over memory). Smaller outputs stay in the caches for the product that usually reads them next
+ * (the token side's M^T x, read by the frozen projection). */
+#define STREAM_BYTES (2 << 20)
+
+static inline void stream_or_store(float *p, v16 v, int stream) {
+#ifdef __AVX512F__
+    if (stream) {
+        _mm512_stream_ps(p, (__m512)v);
+        return;
+    }
+#endif
+    (void)stream;
+    store16(p, v);
+}
+
+/* Whether y (rows x d floats) is written with non-temporal stores */
+static int streams(const float *y, int64_t rows, int64_t d) {
+#ifdef __AVX512F__
+    return (uintptr_t)y % 64 == 0 && d % CHUNK == 0 && rows * d * (int64_t)sizeof(float) > STREAM_BYTES;
+#else
+    (void)y, (void)rows, (void)d;
+    return 0;
+#endif
+}
+
+/* The band terms of one aligned chunk i of a row, from the row's chunks before (prev), at (a)
+ * and after (next) i, each zero beyond the row: TERM(j, v) with v[t] = row[i + t + j - h]
+ * for j = 0 .. 2h (h <= 16). One register shift per band off the centre and no load beyond
+ * the one of `next`, which is the following chunk's `a`. */
+#define CARRY_TERMS(w, h, prev, a, next, TERM)                                                 \
+    do {                                                                                      \
+        for (int64_t j = 0; j < (w); ++j)                                                     \
+            TERM(j, j < (h) ? shifted(prev, a, CHUNK - (h) + j)                               \
+                            : j == (h) ? (a) : shifted(a, next, j - (h)));                     \
+    } while (0)
+
+/* Bands (h <= 16) when d is a multiple of 16: y = A v for rows [lo, hi), R rows at a time so
+ * that each parameter vector is loaded once per chunk for R rows, each row read once in place
+ * with its chunks carried in registers (no windows, no edge copies: the zero chunks before and
+ * after the row stand for the columns outside it, where A is zero anyway) */
+static inline __attribute__((always_inline)) void
+band_rows_carried(int64_t w, int R, const Layout *L, int64_t row, const float *A, const float *v,
+                  float *y, int stream) {
+    int64_t d = L->d, h = (w - 1) / 2; /* = L->half, a constant where w is */
+    v16 a[GROUP], prev[GROUP];
+    for (int r = 0; r < R; ++r) {
+        a[r] = load16(v + (row + r) * d);
+        prev[r] = (v16){0};
+    }
+    for (int64_t i = 0; i < d; i += CHUNK) {
+        v16 f[2 * CHUNK + 1];
+        for (int64_t j = 0; j < w; ++j) f[j] = load16(A + j * L->ds + i);
+        for (int r = 0; r < R; ++r) {
+            v16 next = i + CHUNK < d ? load16(v + (row + r) * d + i + CHUNK) : (v16){0};
+            v16 acc = {0};
+#define TERM(j, s) (acc += f[j] * (s))
+            CARRY_TERMS(w, h, prev[r], a[r], next, TERM);
+#undef TERM
+            stream_or_store(y + (row + r) * d + i, acc, stream);
+            prev[r] = a[r];
+            a[r] = next;
+        }
+    }
+}
+
+/* Blocks inside a chunk (b | 16) when d is a multiple of 16: y = A v for rows [row, row + R),
+ * each parameter vector loaded once per chunk for the R rows */
+static inline __attribute__((always_inline)) void
+block_rows_grouped(int64_t w, int R, const Layout *L, int64_t row, const float *A, const float *v,
+                   float *y, const v16i *index, int stream) {
+    int64_t d = L->d;
+    for (int64_t i = 0; i < d; i += CHUNK) {
+        v16 f[CHUNK];
+        for (int64_t s = 0; s < w; ++s) f[s] = load16(A + s * L->ds + i);
+        for (int r = 0; r < R; ++r) {
+            v16 vi = load16(v + (row + r) * d + i), acc = {0};
+            for (int64_t s = 0; s < w; ++s) acc += f[s] * spread(vi, index[s]);
+            stream_or_store(y + (row + r) * d + i, acc, stream);
+        }
+    }
+}
+
+/* Bands (h <= 16), d a multiple of 16, y = M v without grad_v (the HRA weight side): the
+ * parameter gradient G[j][i] += sum_r g[r][i] v[r][i + j - h] of R rows, g read in place, v
+ * carried as in band_rows_carried, the w gradient vectors of a chunk held in registers over the
+ * R rows (one load and one store of each per R rows) */
+static inline __attribute__((always_inline)) void
+band_grad_carried(int64_t w, int R, const Layout *L, float *G, int64_t row, const float *g,
+                  const float *v) {
+    int64_t d = L->d, h = (w - 1) / 2; /* = L->half, a constant where w is */
+    v16 a[GROUP], prev[GROUP];
+    for (int r = 0; r < R; ++r) {
+        a[r] = load16(v + (row + r) * d);
+        prev[r] = (v16){0};
+    }
+    for (int64_t i = 0; i < d; i += CHUNK) {
+        v16 acc[2 * CHUNK + 1];
+        for (int64_t j = 0; j < w; ++j) acc[j] = load16(G + j * L->ds + i);
+        for (int r = 0; r < R; ++r) {
+            v16 next = i + CHUNK < d ? load16(v + (row + r) * d + i + CHUNK) : (v16){0};
+            v16 gi = load16(g + (row + r) * d + i);
+#define TERM(j, s) (acc[j] += gi * (s))
+            CARRY_TERMS(w, h, prev[r], a[r], next, TERM);
+#undef TERM
+            prev[r] = a[r];
+            a[r] = next;
+        }
+        for (int64_t j = 0; j < w; ++j) store16(G + j * L->ds + i, acc[j]);
+    }
+}
+
 /* Plain product rows [lo, hi): y = A v with A = M (fw) or M^T (tr); the rows are read in
  * place (windows: no padded copies; faster here than aligned copies) */
 static inline __attribute__((always_inline)) void
@@ -569,6 +683,25 @@ linear_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo, int64_t
     v16i index[CHUNK];
     if (blk) spread_indices(w, index);
     int64_t row = lo;
+    if (blk && dp == d) {
+        int stream = streams(y, L->rows, d);
+        for (; row + GROUP <= hi; row += GROUP)
+            block_rows_grouped(w, GROUP, L, row, A, v, y, index, stream);
+        for (; row < hi; ++row) block_rows_grouped(w, 1, L, row, A, v, y, index, stream);
+#ifdef __AVX512F__
+        if (stream) _mm_sfence();
+#endif
+        return;
+    }
+    if (!blk && h <= CHUNK && dp == d && REGISTER_SHIFTS) {
+        int stream = streams(y, L->rows, d);
+        for (; row + GROUP <= hi; row += GROUP) band_rows_carried(w, GROUP, L, row, A, v, y, stream);
+        for (; row < hi; ++row) band_rows_carried(w, 1, L, row, A, v, y, stream);
+#ifdef __AVX512F__
+        if (stream) _mm_sfence(); /* the streamed stores are visible before the call returns */
+#endif
+        return;
+    }
     if (shifts && w <= CHUNK + 1 && REGISTER_SHIFTS) {
         /* bands: GROUP rows per chunk, each parameter vector loaded once for all of them */
         int64_t len = 2 * h > CHUNK ? CHUNK + 2 * h : 2 * CHUNK;
@@ -650,6 +783,12 @@ linear_backward_rows(int blk, int64_t w, const Layout *L, Scratch *S, int64_t lo
     v16i index[CHUNK];
     if (blk) spread_indices(w, index);
     int64_t row = lo;
+    if (!blk && w > 1 && L->half <= CHUNK && L->dp == L->d && !transposed && !grad_v &&
+        S->grad && REGISTER_SHIFTS) {
+        for (; row + GROUP <= hi; row += GROUP) band_grad_carried(w, GROUP, L, S->grad, row, g, v);
+        for (; row < hi; ++row) band_grad_carried(w, 1, L, S->grad, row, g, v);
+        return;
+    }
     for (; w > 1 && row + GROUP <= hi; row += GROUP)
         linear_backward_group(blk, w, GROUP, L, S, row, index, A, g, v, transposed, grad_v);
     for (; row < hi; ++row)
@@ -749,6 +888,7 @@ static int launch(Call *call, int kind, const float *p, int64_t width, int64_t r
                   int threads, float *grad_p, Work work) {
     Layout L;
     if (!layout_make(&L, kind, p, width, d)) return 1;
+    L.rows = rows;
     call->L = &L;
     float *G = NULL;
     if (grad_p) {

@@ -9,6 +9,8 @@ The Triton kernels run the same checks under Triton's interpreter in tests/ops/t
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections.abc import Callable
 
 import pytest
@@ -200,9 +202,10 @@ def _structure(kind: str, size: int, d: int, seed: int) -> Tensor:
 
 
 # every specialised kernel of _native_matvec.c and the generic ones: bands of 1, 3, 5, 7, 9
-# (register shifts), 11 (generic width), 19 (wider than a register shift: loads); blocks of
-# 1, 2, 4, 8, 16 (inside a 16-float chunk), 3, 5 and 32 (run as bands)
-WIDTHS = [("banded", k) for k in (0, 1, 2, 3, 4, 5, 9)] + [
+# (register shifts), 11 (generic width), 19 (wider than a register shift: loads), 33 and 35
+# (the widest band whose plain product carries its chunks in registers, and the first that does
+# not); blocks of 1, 2, 4, 8, 16 (inside a 16-float chunk), 3, 5 and 32 (run as bands)
+WIDTHS = [("banded", k) for k in (0, 1, 2, 3, 4, 5, 9, 16, 17)] + [
     ("block", b) for b in (1, 2, 3, 4, 5, 8, 16, 32)
 ]
 
@@ -284,3 +287,75 @@ def test_native_plain_product_with_a_frozen_input_matches_the_dense_matrix(
     p_ref = p0.double().requires_grad_()
     want = torch.autograd.grad((x0.double() @ to_dense(p_ref).mT * cot.double()).sum(), p_ref)[0]
     torch.testing.assert_close(gp.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_native_backend_builds_where_a_compiler_is_present() -> None:
+    # the native tests skip when the library cannot be built; with a compiler here, a build
+    # failure is a bug, not a reason to skip
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler!r})")
+    assert _native.available(), _native.status()
+
+
+@pytest.mark.parametrize(
+    ("kind", "size"), [("diagonal", 1), ("block", 4), ("block", 32), ("banded", 2), ("banded", 16)]
+)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_native_plain_products_streamed_to_memory_match_the_dense_matrix(
+    kind: str, size: int, transposed: bool
+) -> None:
+    # outputs over 2 MiB are written with non-temporal stores (_native_matvec.c, STREAM_BYTES):
+    # 520 rows of 1024 floats, the HRA weight side's shape class, against the float64 product
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    rows, d = 520, 1024
+    assert rows * d * 4 > 2 << 20
+    if kind == "diagonal":
+        g = torch.Generator().manual_seed(23)
+        p0 = (1 + 0.3 * torch.randn(d, generator=g, dtype=F64)).float()
+        dense = torch.diag(p0.double())
+    else:
+        p0 = _structure(kind, size, d, 23)
+        to_dense = ops.block_diagonal_to_dense if kind == "block" else ops.banded_to_dense
+        dense = to_dense(p0.double())
+    matrix = dense.mT if transposed else dense
+    g = torch.Generator().manual_seed(24)
+    x0, cot = torch.randn(rows, d, generator=g), torch.randn(rows, d, generator=g)
+    with use_backend("native"):
+        p = p0.clone().requires_grad_()
+        y = _native.NativeLinear.apply(kind, p, x0, transposed)
+        (gp,) = torch.autograd.grad(y, (p,), cot)
+    torch.testing.assert_close(y.double(), x0.double() @ matrix.mT, rtol=1e-5, atol=1e-5)
+    p_ref = p0.double().requires_grad_()
+    if kind == "diagonal":
+        m_ref = torch.diag(p_ref)
+    else:
+        m_ref = (ops.block_diagonal_to_dense if kind == "block" else ops.banded_to_dense)(p_ref)
+    m_ref = m_ref.mT if transposed else m_ref
+    want = torch.autograd.grad((x0.double() @ m_ref.mT * cot.double()).sum(), p_ref)[0]
+    torch.testing.assert_close(gp.double(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_native_plain_product_into_an_unaligned_output_is_stored_plainly() -> None:
+    # non-temporal stores need 64-byte aligned rows: an output 4 bytes off takes plain stores
+    lib = _native._library()[0]
+    if lib is None:
+        pytest.skip(f"native backend: {_native.status()}")
+    rows, d = 520, 1024
+    g = torch.Generator().manual_seed(25)
+    bands = _structure("banded", 2, d, 25)
+    x = torch.randn(rows, d, generator=g)
+    buffer = torch.full((rows * d + 1,), float("nan"))
+    out = buffer[1:].view(rows, d)
+    assert out.data_ptr() % 64 != 0
+    code = _native.KIND_CODES["banded"]
+    assert (
+        lib.hyperet_linear_forward(
+            code, rows, d, bands.data_ptr(), 5, x.data_ptr(), out.data_ptr(), 0, 1
+        )
+        == 0
+    )
+    want = x.double() @ ops.banded_to_dense(bands.double()).mT
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    assert torch.isnan(buffer[0])  # nothing written before the output
