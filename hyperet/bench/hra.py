@@ -284,12 +284,13 @@ def _inference_rows(d: int, repeats: int) -> list[Row]:
 
 
 def run(quick: bool = False) -> list[Row]:
-    """Run the suite; ``quick`` uses d = 256 and 3 repeats (smoke test), else d = 1024 and 14
-    repeats of the training steps: the seven callables of a structure need 2 x 7 repeats for
-    the balanced orders to put each right after every other equally often
-    (:func:`hyperet.bench.balanced_orders`). With 7 repeats the same work differed by 1.6x
-    between two rows at load 5; with 11 (unbalanced) one row of the same step still read 37x
-    and the other 85x on the idle machine: the calls that pay page faults for memory the call
-    before them gave back to the OS (up to 10 ms instead of 1.5 ms) land unevenly."""
-    d, repeats = (256, 3) if quick else (1024, 14)
+    """Run the suite; ``quick`` uses d = 256 and 3 repeats (smoke test), else d = 1024 and 28
+    repeats of the training steps: the seven callables of a structure need a multiple of
+    2 x 7 repeats for the balanced orders to put each right after every other equally often
+    (:func:`hyperet.bench.balanced_orders`). Fewer repeats let the same work read very
+    differently in two rows of one run: 1.6x at load 5 with 7 repeats; on the idle machine
+    37x vs 85x with 11 and 44x vs 71x with 14, because a fifth to a third of the ~2 ms calls
+    take 3-11 ms (page faults for memory the call before gave back to the OS, and slow calls
+    without a fault), so a median of 14 still lands in that tail now and then."""
+    d, repeats = (256, 3) if quick else (1024, 28)
     return _training_step_rows(d, repeats) + _inference_rows(d, 9 if quick else 21)
