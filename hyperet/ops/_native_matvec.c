@@ -26,6 +26,13 @@
  *  The widths that occur in practice (bands 1, 3, 5, 7, 9; blocks 2, 4, 8, 16) are compiled as
  *  separate copies with the width a constant (unrolled, in registers).
  *
+ * Plain products (HRA's weight and token sides) when d is a multiple of 16: bands with k <= 16
+ * carry each row's chunks in registers (chunk i needs the chunks before and after it: one load
+ * per chunk, register shifts for the bands off the centre, no windows or edge copies), for 4
+ * rows at a time so that each parameter vector is loaded once per chunk for all 4; the
+ * parameter gradient of a frozen input keeps its 2k + 1 accumulators in registers over the 4
+ * rows. Outputs over STREAM_BYTES are written with non-temporal stores.
+ *
  * Built with -O3 -march=native -std=gnu99 (vector extensions) and without -ffast-math: the row
  * sums are float64 partial sums in a fixed order (vectorised, deterministic, independent of the
  * thread count).
