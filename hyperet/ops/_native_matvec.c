@@ -471,16 +471,11 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
                       const double *n_in, const double *m_in, float *grad_x, double c,
                       double w_min, double t_max) {
     int64_t d = L->d, dp = L->dp, h = L->half;
-    /* bands that read y (no recompute), d a multiple of 16: x read in place, its chunks carried
-     * in registers through pass 2 (as in band_rows_carried) instead of a padded copy per row
-     * (xp[r], the padded copy, is then unused); xr[r] = x[row][0..d) either way */
-    int carried = !blk && w > 1 && y && h <= CHUNK && dp == d && REGISTER_SHIFTS;
-    const float *xp[GROUP], *xr[GROUP], *gp[GROUP], *mp[GROUP];
+    const float *xp[GROUP], *gp[GROUP], *mp[GROUP];
     float k32[GROUP], alpha_k32[GROUP], beta32[GROUP], *out[GROUP];
     for (int r = 0; r < R; ++r) {
         int64_t row = row0 + r;
-        xp[r] = carried ? NULL : padded(L, x + row * d, S->xbuf[r]);
-        xr[r] = carried ? x + row * d : xp[r] + h;
+        xp[r] = padded(L, x + row * d, S->xbuf[r]);
         /* g is read chunk by chunk (no neighbours): in place unless d is not a multiple of 16;
          * gp[r][i] = g[row][i] */
         gp[r] = dp == d ? g + row * d : padded(L, g + row * d, S->gbuf[r]) + h;
@@ -498,7 +493,7 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
                 dot_acc(aa, load16(gp[r] + i), load16(mp[r] + i));
         } else {
             for (int64_t i = 0; i < dp; i += CHUNK) {
-                v16 mi = chunk_product(blk, w, L->ds, L->fw, xp[r] + i, i, load16(xr[r] + i),
+                v16 mi = chunk_product(blk, w, L->ds, L->fw, xp[r] + i, i, load16(xp[r] + h + i),
                                        index);
                 dot_acc(aa, load16(gp[r] + i), mi);
                 store16(S->mx[r] + i, mi);
@@ -519,41 +514,15 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
     }
     /* pass 2: the gradient of Mx, gm = k g + alpha k Mx; G += gm x^T (structure) for the R
      * rows at once; grad_x = M^T gm + beta x (here when M^T needs no neighbours) */
-    v16 xprev[GROUP] = {{0}}, xa[GROUP] = {{0}}; /* set when carried */
-    if (carried)
-        for (int r = 0; r < R; ++r) {
-            xprev[r] = (v16){0};
-            xa[r] = load16(xr[r]);
-        }
     for (int64_t i = 0; i < dp; i += CHUNK) {
         v16 xi[GROUP], gm[GROUP];
         for (int r = 0; r < R; ++r) {
-            xi[r] = carried ? xa[r] : load16(xr[r] + i);
+            xi[r] = load16(xp[r] + h + i);
             gm[r] = load16(gp[r] + i) * k32[r] + load16(mp[r] + i) * alpha_k32[r];
         }
-        if (carried) {
-            v16 xn[GROUP];
-            for (int r = 0; r < R; ++r)
-                xn[r] = i + CHUNK < d ? load16(xr[r] + i + CHUNK) : (v16){0};
-            if (S->grad) { /* G[j][i..i+16) += sum_r gm_r * x_r[i + . + j - h] */
-                int64_t hc = (w - 1) / 2; /* = h, a constant where w is */
-                for (int64_t j = 0; j < w; ++j) {
-                    v16 t = {0};
-                    for (int r = 0; r < R; ++r)
-                        t += gm[r] * (j < hc ? shifted(xprev[r], xa[r], CHUNK - hc + j)
-                                             : j == hc ? xa[r] : shifted(xa[r], xn[r], j - hc));
-                    store16(S->grad + j * L->ds + i, load16(S->grad + j * L->ds + i) + t);
-                }
-            }
-            for (int r = 0; r < R; ++r) {
-                xprev[r] = xa[r];
-                xa[r] = xn[r];
-            }
-        } else {
-            const float *xw[GROUP];
-            for (int r = 0; r < R; ++r) xw[r] = xp[r] + i;
-            if (S->grad) chunk_grad(blk, w, R, L->ds, S->grad, gm, xw, i, xi, index);
-        }
+        const float *xw[GROUP];
+        for (int r = 0; r < R; ++r) xw[r] = xp[r] + i;
+        if (S->grad) chunk_grad(blk, w, R, L->ds, S->grad, gm, xw, i, xi, index);
         for (int r = 0; r < R; ++r) {
             if (h != 0)
                 store16(S->gm[r] + h + i, gm[r]);
@@ -569,7 +538,7 @@ mobius_backward_group(int blk, int64_t w, int R, const Layout *L, Scratch *S, in
                 store16(out[r] + i,
                         chunk_product(blk, w, L->ds, L->tr, S->gm[r] + i, i,
                                       load16(S->gm[r] + h + i), index) +
-                            beta32[r] * load16(xr[r] + i));
+                            beta32[r] * load16(xp[r] + h + i));
         if (out[r] != grad_x + (row0 + r) * d)
             memcpy(grad_x + (row0 + r) * d, out[r], d * sizeof(float));
     }
