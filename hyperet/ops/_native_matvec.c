@@ -605,6 +605,21 @@ static int streams(const float *y, int64_t rows, int64_t d) {
                             : j == (h) ? (a) : shifted(a, next, j - (h)));                     \
     } while (0)
 
+/* The carried chunks of R rows of d floats from `rows` before the first chunk: prev = 0 (the
+ * columns before the row), a = the first chunk */
+static inline __attribute__((always_inline)) void
+carry_begin(int R, const float *rows, int64_t d, v16 *prev, v16 *a) {
+    for (int r = 0; r < R; ++r) {
+        prev[r] = (v16){0};
+        a[r] = load16(rows + r * d);
+    }
+}
+
+/* The chunk after chunk i of a row, zero past its end */
+static inline v16 chunk_after(const float *row, int64_t d, int64_t i) {
+    return i + CHUNK < d ? load16(row + i + CHUNK) : (v16){0};
+}
+
 /* Bands (h <= 16) when d is a multiple of 16: y = A v for rows [lo, hi), R rows at a time so
  * that each parameter vector is loaded once per chunk for R rows, each row read once in place
  * with its chunks carried in registers (no windows, no edge copies: the zero chunks before and
@@ -614,15 +629,12 @@ band_rows_carried(int64_t w, int R, const Layout *L, int64_t row, const float *A
                   float *y, int stream) {
     int64_t d = L->d, h = (w - 1) / 2; /* = L->half, a constant where w is */
     v16 a[GROUP], prev[GROUP];
-    for (int r = 0; r < R; ++r) {
-        a[r] = load16(v + (row + r) * d);
-        prev[r] = (v16){0};
-    }
+    carry_begin(R, v + row * d, d, prev, a);
     for (int64_t i = 0; i < d; i += CHUNK) {
         v16 f[2 * CHUNK + 1];
         for (int64_t j = 0; j < w; ++j) f[j] = load16(A + j * L->ds + i);
         for (int r = 0; r < R; ++r) {
-            v16 next = i + CHUNK < d ? load16(v + (row + r) * d + i + CHUNK) : (v16){0};
+            v16 next = chunk_after(v + (row + r) * d, d, i);
             v16 acc = {0};
 #define TERM(j, s) (acc += f[j] * (s))
             CARRY_TERMS(w, h, prev[r], a[r], next, TERM);
@@ -660,15 +672,12 @@ band_grad_carried(int64_t w, int R, const Layout *L, float *G, int64_t row, cons
                   const float *v) {
     int64_t d = L->d, h = (w - 1) / 2; /* = L->half, a constant where w is */
     v16 a[GROUP], prev[GROUP];
-    for (int r = 0; r < R; ++r) {
-        a[r] = load16(v + (row + r) * d);
-        prev[r] = (v16){0};
-    }
+    carry_begin(R, v + row * d, d, prev, a);
     for (int64_t i = 0; i < d; i += CHUNK) {
         v16 acc[2 * CHUNK + 1];
         for (int64_t j = 0; j < w; ++j) acc[j] = load16(G + j * L->ds + i);
         for (int r = 0; r < R; ++r) {
-            v16 next = i + CHUNK < d ? load16(v + (row + r) * d + i + CHUNK) : (v16){0};
+            v16 next = chunk_after(v + (row + r) * d, d, i);
             v16 gi = load16(g + (row + r) * d + i);
 #define TERM(j, s) (acc[j] += gi * (s))
             CARRY_TERMS(w, h, prev[r], a[r], next, TERM);
