@@ -63,6 +63,7 @@ def command(suites: tuple[str, ...], quick: bool, threads: int, device: str, as_
     import torch
 
     torch.set_num_threads(threads)
+    from hyperet.bench import native_build_note
     from hyperet.ops.backend import get_backend
 
     payload: dict[str, object] = {
@@ -70,6 +71,7 @@ def command(suites: tuple[str, ...], quick: bool, threads: int, device: str, as_
         "backend": get_backend(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "native": native_build_note(),  # builds the C library now if needed, never in a timing
         "device": device if device == "cpu" else torch.cuda.get_device_name(),
         "rows": [],
         "skipped": {},

@@ -18,6 +18,9 @@ def test_bench_quick_emits_valid_json(suite: str) -> None:
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["quick"] is True
+    assert payload["native"].startswith(
+        ("compiled in", "loaded from the build cache", "unavailable")
+    )
     rows = payload["rows"]
     assert rows or suite in payload["skipped"]
     for row in rows:

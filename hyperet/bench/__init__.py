@@ -112,6 +112,14 @@ def run_suite(name: str, *, quick: bool = False, device: str = "cpu") -> list[Ro
     return rows
 
 
+def native_build_note() -> str:
+    """How the CPU kernels' C library was obtained (compiled now, and in how long, or loaded
+    from the build cache): benchmarks record it and build before timing anything."""
+    from hyperet.ops import _native
+
+    return _native.build_note()
+
+
 def device_problem(device: str) -> str | None:
     """Why ``hyperet bench --device DEVICE`` cannot run here, or ``None``."""
     if device == "cpu":

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -370,3 +371,33 @@ def test_native_plain_product_into_an_unaligned_output_is_stored_plainly() -> No
     want = x.double() @ ops.banded_to_dense(bands.double()).mT
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
     assert torch.isnan(buffer[0])  # nothing written before the output
+
+
+def test_build_note_says_how_the_library_was_obtained(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    monkeypatch.setattr(_native, "_BUILD_SECONDS", [8.24])
+    assert _native.build_note().startswith("compiled in 8.2 s")
+    monkeypatch.setattr(_native, "_BUILD_SECONDS", [])
+    assert _native.build_note().startswith("loaded from the build cache")
+    monkeypatch.setattr(_native, "_library", lambda: (None, "no C compiler ('cc' not found)"))
+    assert _native.build_note() == "unavailable: no C compiler ('cc' not found)"
+
+
+def test_a_fresh_build_is_timed(tmp_path: Path) -> None:
+    # a process that compiles the library reports how long that took; the next one loads it
+    import subprocess
+    import sys
+
+    if not _native.available():
+        pytest.skip(f"native backend: {_native.status()}")
+    script = "from hyperet.ops import _native; print(_native.build_note())"
+    env = {**os.environ, "HYPERET_CACHE_DIR": str(tmp_path)}
+    notes = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert notes[0].startswith("compiled in"), notes
+    assert notes[1].startswith("loaded from the build cache"), notes
