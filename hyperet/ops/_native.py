@@ -73,6 +73,16 @@ def _build(compiler: str, openmp: bool) -> Path:
     return target
 
 
+def _first_error(output: str) -> str:
+    """The compiler's first line that names an error (its last line is often a source excerpt
+    such as ``|   ^~~~``), else its last non-empty line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower():
+            return line
+    return lines[-1] if lines else ""
+
+
 @functools.cache
 def _library() -> tuple[ctypes.CDLL | None, str]:
     """The loaded library, or ``None`` and the reason it is unavailable."""
@@ -84,8 +94,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         try:
             lib = ctypes.CDLL(str(_build(compiler, openmp)))
         except (subprocess.CalledProcessError, OSError) as exc:
-            detail = getattr(exc, "stderr", "") or str(exc)
-            errors.append(detail.strip().splitlines()[-1] if detail.strip() else repr(exc))
+            errors.append(_first_error(getattr(exc, "stderr", "") or str(exc)) or repr(exc))
             continue
         lib.hyperet_matvec_forward.restype = ctypes.c_int
         lib.hyperet_matvec_forward.argtypes = [

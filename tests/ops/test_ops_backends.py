@@ -401,3 +401,28 @@ def test_a_fresh_build_is_timed(tmp_path: Path) -> None:
     ]
     assert notes[0].startswith("compiled in"), notes
     assert notes[1].startswith("loaded from the build cache"), notes
+
+
+def test_a_failed_build_reports_the_compilers_error_line(tmp_path: Path) -> None:
+    # GCC ends its message with a source excerpt ("|   ^~~~"): the status names the error line
+    import subprocess
+    import sys
+
+    fake_cc = tmp_path / "fake-cc"
+    fake_cc.write_text(
+        "#!/bin/sh\n"
+        "echo 'x.c: In function f:' >&2\n"
+        "echo 'x.c:3:5: error: expected expression' >&2\n"
+        "echo '    3 |     ;' >&2\n"
+        "echo '      |     ^' >&2\n"
+        "exit 1\n"
+    )
+    fake_cc.chmod(0o755)
+    env = {**os.environ, "CC": str(fake_cc), "HYPERET_CACHE_DIR": str(tmp_path / "cache")}
+    script = "from hyperet.ops import _native; print(_native.status())"
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == (
+        "build failed: x.c:3:5: error: expected expression; x.c:3:5: error: expected expression"
+    )
