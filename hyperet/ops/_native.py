@@ -38,7 +38,8 @@ _FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=gnu99")
 _i64, _f32p, _f64p, _dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_double
 
 
-#: wall seconds of each compilation this process ran (empty: the library came from the cache)
+#: wall seconds of each compilation this process ran, failed ones included (empty: the library
+#: came from the cache)
 _BUILD_SECONDS: list[float] = []
 
 
@@ -66,8 +67,8 @@ def _build(compiler: str, openmp: bool) -> Path:
             text=True,
         )
         os.replace(tmp, target)  # atomic: a concurrent build writes the same bytes
-        _BUILD_SECONDS.append(time.perf_counter() - start)
     finally:
+        _BUILD_SECONDS.append(time.perf_counter() - start)  # failed attempts count too
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
