@@ -67,3 +67,28 @@ def test_interleaved_medians_times_every_callable_with_the_collector_off() -> No
     for calls in seen.values():  # one warm-up with the collector on, six timed calls off
         assert calls == [True] + [False] * 6
     assert gc.isenabled()
+
+
+def test_structured_suite_reports_the_passes_floor_beside_the_products() -> None:
+    import torch
+
+    from hyperet.bench import ops_structured
+
+    # the floor's op is the identity, values and gradient (a copy each way, nothing else)
+    x = torch.randn(3, 5, requires_grad=True)
+    cot = torch.randn(3, 5)
+    y = ops_structured._CopyThrough.apply(x)
+    (grad,) = torch.autograd.grad(y, (x,), cot)
+    assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()
+    assert torch.equal(grad, cot) and grad.data_ptr() != cot.data_ptr()
+
+    rows = ops_structured.run(quick=True)
+    products = [r for r in rows if not r.name.startswith("reference: ")]
+    references = [r for r in rows if r.name.startswith("reference: ")]
+    assert [r.name.split(",")[0] for r in references] == [
+        f"reference: {label}" for label in ops_structured.REFERENCES
+    ]
+    assert len(products) == len(ops_structured.KINDS)  # quick: no eager rows
+    for row in references:  # reported in passes, never graded
+        assert row.passes is not None and row.passes > 0
+        assert row.target is None and row.passes_target is None and row.met is None

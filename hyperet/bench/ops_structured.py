@@ -11,12 +11,19 @@ Roofline: ``passes`` is the step's time over the time of ``x.clone()`` of the sa
 (read + write of ``B d`` floats), timed in the same interleaved repeats: the step reads ``x``
 and writes ``y`` forward, reads ``g`` and ``x`` and writes ``grad_x`` backward, so a fully
 fused step costs about 2.5 such copies. Targets (issue 13): >= 20x at d = 1024, <= 8 passes.
+
+Two reference rows, timed in the same repeats, say where the floor of ``passes`` is in this
+harness: ``torch x * p`` (the Euclidean diagonal product, torch's own kernels, gradients for
+``p`` and ``x``: the simplest structured product there is) and ``autograd floor`` (an
+:class:`torch.autograd.Function` that copies ``x`` forward and ``g`` backward: what any
+Python-level op pays for autograd plus the two copies it cannot avoid).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,6 +36,11 @@ from hyperet.ops.backend import get_backend, resolve, use_backend
 TARGET_AT_1024 = 20.0
 PASSES_TARGET = 8.0
 KINDS = STRUCTURES
+#: reference rows (module docstring): label -> note
+REFERENCES = {
+    "torch x * p": "Euclidean diagonal product, torch kernels",
+    "autograd floor": "a Function copying x forward and g backward",
+}
 
 
 def _step(
@@ -39,10 +51,26 @@ def _step(
         torch.autograd.grad(out, (param, x), cot)
 
 
+class _CopyThrough(torch.autograd.Function):
+    """The identity as an autograd op that copies: ``x.clone()`` forward, ``g.clone()`` back."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:
+        return g.clone()
+
+
+def _copy_through_step(x: Tensor, cot: Tensor) -> None:
+    torch.autograd.grad(_CopyThrough.apply(x), (x,), cot)
+
+
 def run(quick: bool = False) -> list[Row]:
-    # 16 repeats: two periods of the balanced orders of the 8 callables (each right after every
+    # 20 repeats: two periods of the balanced orders of the 10 callables (each right after every
     # other exactly twice)
-    widths, batch, repeats = ((256,), 64, 3) if quick else ((256, 1024, 4096), 256, 16)
+    widths, batch, repeats = ((256,), 64, 3) if quick else ((256, 1024, 4096), 256, 20)
     g = torch.Generator().manual_seed(0)
     rows: list[Row] = []
     chosen = get_backend()
@@ -68,6 +96,10 @@ def run(quick: bool = False) -> list[Row]:
         steps: dict[str, Callable[[], object]] = {
             "dense": functools.partial(_step, fns["dense"], "eager", params["dense"], x, cot),
             "clone": x.detach().clone,
+            "torch x * p": functools.partial(
+                _step, lambda p, v: v * p, chosen, params["diagonal"], x, cot
+            ),
+            "autograd floor": functools.partial(_copy_through_step, x, cot),
         }
         for kind in KINDS:
             steps[kind] = functools.partial(_step, fns[kind], chosen, params[kind], x, cot)
@@ -78,7 +110,7 @@ def run(quick: bool = False) -> list[Row]:
         med = interleaved_medians(steps, repeats=repeats)
         with use_backend(chosen):
             used = {k: resolve(f"matvec:{k}", x, params[k]) for k in KINDS}
-        for label in [k for k in steps if k not in ("dense", "clone")]:
+        for label in [k for k in steps if k not in ("dense", "clone", *REFERENCES)]:
             kind = label.split()[0]
             detail = {"block": "b=4, ", "banded": "k=2, "}.get(kind, "")
             backend_name = "eager" if label.endswith("eager") else used[kind]
@@ -93,6 +125,19 @@ def run(quick: bool = False) -> list[Row]:
                     note=f"{detail}backend {backend_name}",
                     passes=med[label] / med["clone"],
                     passes_target=PASSES_TARGET if d == 1024 and label == kind else None,
+                )
+            )
+        for label in REFERENCES:
+            rows.append(
+                Row(
+                    suite="structured",
+                    name=f"reference: {label}, d={d} (fwd+bwd, B={batch}, float32)",
+                    ours=med[label],
+                    theirs=med["dense"],
+                    ratio=med["dense"] / med[label],
+                    target=None,
+                    note=REFERENCES[label],
+                    passes=med[label] / med["clone"],
                 )
             )
     return rows
