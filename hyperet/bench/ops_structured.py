@@ -96,10 +96,6 @@ def run(quick: bool = False) -> list[Row]:
         steps: dict[str, Callable[[], object]] = {
             "dense": functools.partial(_step, fns["dense"], "eager", params["dense"], x, cot),
             "clone": x.detach().clone,
-            "torch x * p": functools.partial(
-                _step, lambda p, v: v * p, chosen, params["diagonal"], x, cot
-            ),
-            "autograd floor": functools.partial(_copy_through_step, x, cot),
         }
         for kind in KINDS:
             steps[kind] = functools.partial(_step, fns[kind], chosen, params[kind], x, cot)
@@ -107,37 +103,33 @@ def run(quick: bool = False) -> list[Row]:
                 steps[f"{kind} eager"] = functools.partial(
                     _step, fns[kind], "eager", params[kind], x, cot
                 )
+        steps["torch x * p"] = functools.partial(
+            _step, lambda p, v: v * p, chosen, params["diagonal"], x, cot
+        )
+        steps["autograd floor"] = functools.partial(_copy_through_step, x, cot)
         med = interleaved_medians(steps, repeats=repeats)
         with use_backend(chosen):
             used = {k: resolve(f"matvec:{k}", x, params[k]) for k in KINDS}
-        for label in [k for k in steps if k not in ("dense", "clone", *REFERENCES)]:
+        for label in [k for k in steps if k not in ("dense", "clone")]:
             kind = label.split()[0]
-            detail = {"block": "b=4, ", "banded": "k=2, "}.get(kind, "")
-            backend_name = "eager" if label.endswith("eager") else used[kind]
+            graded = d == 1024 and label == kind
+            if label in REFERENCES:
+                name, note = f"reference: {label}", REFERENCES[label]
+            else:
+                detail = {"block": "b=4, ", "banded": "k=2, "}.get(kind, "")
+                backend_name = "eager" if label.endswith("eager") else used[kind]
+                name, note = f"{kind} vs dense", f"{detail}backend {backend_name}"
             rows.append(
                 Row(
                     suite="structured",
-                    name=f"{kind} vs dense, d={d} (fwd+bwd, B={batch}, float32)",
+                    name=f"{name}, d={d} (fwd+bwd, B={batch}, float32)",
                     ours=med[label],
                     theirs=med["dense"],
                     ratio=med["dense"] / med[label],
-                    target=TARGET_AT_1024 if d == 1024 and label == kind else None,
-                    note=f"{detail}backend {backend_name}",
+                    target=TARGET_AT_1024 if graded else None,
+                    note=note,
                     passes=med[label] / med["clone"],
-                    passes_target=PASSES_TARGET if d == 1024 and label == kind else None,
-                )
-            )
-        for label in REFERENCES:
-            rows.append(
-                Row(
-                    suite="structured",
-                    name=f"reference: {label}, d={d} (fwd+bwd, B={batch}, float32)",
-                    ours=med[label],
-                    theirs=med["dense"],
-                    ratio=med["dense"] / med[label],
-                    target=None,
-                    note=REFERENCES[label],
-                    passes=med[label] / med["clone"],
+                    passes_target=PASSES_TARGET if graded else None,
                 )
             )
     return rows
